@@ -168,7 +168,8 @@ def ssim_matlab_map(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     if squeeze:
         # A 2-D input is filtered in 2-D only: a depth-1 'replicate' axis is the identity anyway.
         moments = [m[:, :, 0] for m in moments]
-    return _ssim_map(*moments, data_range=UINT8_PEAK, clamp_variances=True)
+    mu_x, mu_y, xx, yy, xy = moments
+    return _ssim_map(mu_x, mu_y, xx, yy, xy, data_range=UINT8_PEAK, clamp_variances=True)
 
 
 def ssim_per_channel(pred: np.ndarray, target: np.ndarray) -> float:
@@ -191,10 +192,11 @@ def ssim_per_channel(pred: np.ndarray, target: np.ndarray) -> float:
         x = pred[:, :, c].astype(np.float64)
         y = target[:, :, c].astype(np.float64)
         # The border mode never reaches the cropped region; REFLECT is what scikit-image uses.
-        moments = [
-            cv2.sepFilter2D(v, cv2.CV_64F, taps, taps, borderType=cv2.BORDER_REFLECT) for v in (x, y, x * x, y * y, x * y)
-        ]
-        ssim_map = _ssim_map(*moments, data_range=UINT8_PEAK, clamp_variances=False)
+        mu_x, mu_y, xx, yy, xy = (
+            cv2.sepFilter2D(v, cv2.CV_64F, taps, taps, borderType=cv2.BORDER_REFLECT)
+            for v in (x, y, x * x, y * y, x * y)
+        )
+        ssim_map = _ssim_map(mu_x, mu_y, xx, yy, xy, data_range=UINT8_PEAK, clamp_variances=False)
         scores.append(float(ssim_map[radius:-radius, radius:-radius].mean()))
     return float(np.mean(scores))
 
@@ -262,7 +264,8 @@ def realblur_alignment(pred: np.ndarray, target: np.ndarray) -> RealBlurAlignmen
     warp = np.eye(3, 3, dtype=np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, REALBLUR_ECC_ITERATIONS, REALBLUR_ECC_EPS)
     try:
-        _, warp = cv2.findTransformECC(
+        # No mask, as the script; OpenCV's stubs do not admit None next to gaussFiltSize.
+        _, warp = cv2.findTransformECC(  # type: ignore[call-overload]
             cv2.cvtColor(x, cv2.COLOR_RGB2GRAY),
             cv2.cvtColor(zs, cv2.COLOR_RGB2GRAY),
             warp,

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny HI-Diff configurations that run in milliseconds on a CPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hidiff.config import DenoiserConfig, EncoderConfig, HIDiffConfig, RestormerConfig
+
+
+def tiny_config(**schedule) -> HIDiffConfig:
+    from hidiff.config import ScheduleConfig
+
+    return HIDiffConfig(
+        network_g=RestormerConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 2, 2), embed_dim=8),
+        network_le=EncoderConfig(in_chans=6, embed_dim=8, block_num=1),
+        network_le_dm=EncoderConfig(embed_dim=8, block_num=1),
+        network_d=DenoiserConfig(in_channel=32, out_channel=32, inner_channel=32, block_num=3),
+        diffusion_schedule=ScheduleConfig(**schedule),
+    )
+
+
+@pytest.fixture
+def tiny_model():
+    from hidiff.model import HIDiff
+
+    torch.manual_seed(0)
+    return HIDiff(tiny_config()).eval()
+
+
+def pytest_collection_modifyitems(config, items):
+    # GPU tests skip only when no GPU is present; on the lent H100 they run.
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none is present")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
