@@ -1,0 +1,109 @@
+"""The Deblurrer against the PyTorch model, its options, the backend choice and runtime.deblur."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import runtime
+from runtime import BackendError, Deblurrer, TilingRequired
+from runtime.deblurrer import image_limits
+from runtime.selection import parse_device
+from runtime_helpers import deblurrer, frame_u8, model  # noqa: F401 (fixtures)
+
+
+def test_output_equals_the_pytorch_model_with_the_same_z_T(model, deblurrer):
+    torch.manual_seed(1)
+    blur = torch.rand(2, 3, 21, 30)  # odd sizes: padding and cropping included
+    noise = deblurrer.noise.expand(2, -1, -1)
+    with torch.no_grad():
+        expected = model(blur, noise=noise).clamp(0, 1)
+    got = deblurrer.deblur_tensor(blur)
+    assert got.shape == blur.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_z_T_is_seeded_shared_and_fixed(model, deblurrer):
+    expected = torch.randn(deblurrer.prior_shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(deblurrer.noise, expected, rtol=0, atol=0)
+    frame = frame_u8(16, 16)
+    with Deblurrer(model=model, device="cpu", seed=1) as other:
+        assert not np.array_equal(other.deblur(frame), deblurrer.deblur(frame))
+
+
+def test_steps_must_equal_the_model_T(model):
+    with pytest.raises(ValueError, match="T=8"):
+        Deblurrer(model=model, device="cpu", steps=4)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"color": "bgra"}, "color"), ({"tile": 100}, "multiple of 8"), ({"tile": 64, "tile_overlap": 32}, "overlap"),
+    ({"device": "tpu"}, "device"), ({"backend": "tflite"}, "backend"), ({"precision": "int8"}, "precision"),
+])
+def test_bad_options_are_refused(model, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        Deblurrer(model=model, **{"device": "cpu", **kwargs})
+
+
+def test_describe_and_backend_reason(deblurrer):
+    text = deblurrer.describe()
+    assert deblurrer.backend == "torch" and deblurrer.device == torch.device("cpu")
+    assert "torch on cpu" in text and "plain loop" in text and "tiling" in text
+    assert deblurrer.backend_reason.startswith("auto:")
+
+
+def test_tile_zero_refuses_frames_beyond_the_budget(model):
+    with Deblurrer(model=model, device="cpu", tile=0, max_pixels=16 * 16) as d:
+        with pytest.raises(TilingRequired, match="max_pixels"):
+            d.deblur(frame_u8(24, 24))
+        assert d.deblur(frame_u8(16, 16)).shape == (16, 16, 3)  # still usable
+
+
+def test_missing_engines_folder_and_unusable_backends(model, tmp_path):
+    with pytest.raises(BackendError, match="does not exist"):
+        Deblurrer(engines=tmp_path / "nowhere", device="cpu")
+    with pytest.raises(BackendError, match="no backend could run"):
+        Deblurrer(engines=tmp_path, device="cpu")  # an empty folder: no plans, no graphs, no model
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback when no GPU is present")
+def test_fallback_from_cuda_is_announced_and_strict_refuses_it(model, caplog):
+    with caplog.at_level(logging.WARNING, logger="runtime"):
+        with Deblurrer(model=model, device=0) as d:
+            assert d.device.type == "cpu" and "no CUDA device" in d.backend_reason
+    assert any("fell back" in r.message for r in caplog.records)
+    with pytest.raises(BackendError, match="strict=True"):
+        Deblurrer(model=model, device=0, strict=True)
+
+
+def test_parse_device():
+    assert parse_device(0) == torch.device("cuda", 0)
+    assert parse_device("1") == torch.device("cuda", 1)
+    assert parse_device("cuda") == torch.device("cuda", 0)
+    assert parse_device("cpu") == torch.device("cpu")
+
+
+def test_module_level_deblur_caches_one_deblurrer_per_options(model, deblurrer):
+    frame = frame_u8(16, 16, seed=3)
+    try:
+        first = runtime.deblur(frame, model=model, device="cpu")
+        runtime.deblur(frame, model=model, device="cpu")
+        assert len(runtime._cache) == 1
+        np.testing.assert_array_equal(first, deblurrer.deblur(frame))
+    finally:
+        runtime.clear_cache()
+    assert not runtime._cache
+
+
+def test_image_limits_from_tensorrt_profiles():
+    # TensorRT cannot run here: a plain object with the TensorRTEngine.profiles shape stands in.
+    class PlanProfiles:
+        profiles = [{"blur": ((1, 3, 256, 256), (1, 3, 720, 1280), (4, 3, 1088, 1920))},
+                    {"blur": ((1, 3, 64, 64), (1, 3, 128, 128), (8, 3, 512, 512))}]
+
+    limits = image_limits(PlanProfiles())
+    assert limits.min_hw == (64, 64) and limits.max_hw == (1088, 1920) and limits.max_batch == 8
+    assert limits.fits(1088, 1920) and not limits.fits(1096, 8)
+    assert image_limits(object()).max_hw is None
