@@ -38,6 +38,10 @@ class DenoiseStepGraph(nn.Module):
         for name in ("sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
                      "posterior_mean_coef1", "posterior_mean_coef2"):
             self.register_buffer(name, getattr(schedule, name).detach().clone().float(), persistent=False)
+        self.sqrt_recip_alphas_cumprod: torch.Tensor
+        self.sqrt_recipm1_alphas_cumprod: torch.Tensor
+        self.posterior_mean_coef1: torch.Tensor
+        self.posterior_mean_coef2: torch.Tensor
         self.clip_denoised = schedule.clip_denoised
         self.time_offset = schedule.time_offset
 

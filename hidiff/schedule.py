@@ -14,7 +14,9 @@ only randomness of inference. Indices t run 0 .. T-1 (t = T-1 is the first rever
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,5 +111,5 @@ class DiffusionSchedule:
         return self.sqrt_alphas_cumprod[t].to(z0) * z0 + self.sqrt_one_minus_alphas_cumprod[t].to(z0) * noise
 
     def to(self, device: torch.device | str) -> "DiffusionSchedule":
-        fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
-        return DiffusionSchedule(**fields)
+        moved: dict[str, Any] = {k: v.to(device) for k, v in self.__dict__.items() if isinstance(v, torch.Tensor)}
+        return dataclasses.replace(self, **moved)
