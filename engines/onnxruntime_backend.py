@@ -1,0 +1,437 @@
+"""ONNX Runtime backend: one exported graph (``NAME.onnx``) on the CUDA, TensorRT or CPU provider.
+
+Lifecycle of an :class:`OnnxRuntimeEngine`:
+
+1. pick the execution providers for the request (``"cuda"``: CUDAExecutionProvider;
+   ``"tensorrt"``: TensorrtExecutionProvider, with CUDA under it for the nodes TensorRT does not
+   take; ``"cpu"``; ``"auto"``: CUDA on a GPU, else CPU) and check them against
+   ``onnxruntime.get_available_providers()``;
+2. create the session and read back ``session.get_providers()``: a provider that is missing or that
+   ONNX Runtime dropped is a *fallback*, announced with ``logging.warning`` and kept in
+   :attr:`OnnxRuntimeEngine.fallback` (from what, to what, why); ``strict=True`` raises
+   :class:`~engines.base.BackendUnavailable` instead. ONNX Runtime itself falls back silently
+   (microsoft/onnxruntime#23372), hence this check;
+3. check the graph's input and output names, element types and ranks against the contract;
+4. per call: bind the inputs' memory and freshly allocated outputs (shapes from the contract's
+   dimensions) through IOBinding, so tensors never leave the device, and run.
+
+CUDA streams. The CUDA and TensorRT providers run on a stream of their own. We create one torch
+stream per engine and hand it to the provider as ``user_compute_stream`` (a provider option of
+both since ONNX Runtime 1.17, microsoft/onnxruntime#19229; the default stream 0 is not accepted as
+a user stream, microsoft/onnxruntime PR by kailums, 2024). Each call makes that stream wait for
+the caller's stream (a device-side wait: inputs the caller is still computing are ready when ONNX
+Runtime reads them), runs, and makes the caller's stream wait for the engine's. ``run`` also
+synchronises the provider's stream before it returns (ONNX Runtime's default), so outputs are
+complete when :meth:`infer` returns: one host synchronisation per call, acceptable for this
+second-tier backend (TensorRT is the fast path). If the installed version does not echo the
+stream option back, we cannot prove which stream it uses, and fall back to synchronising the
+caller's stream on the host before every run. ONNX Runtime's work cannot be captured in a torch
+CUDA graph.
+
+``onnxruntime-gpu`` wheels that rely on the CUDA libraries of pip packages need
+``onnxruntime.preload_dlls()`` (ONNX Runtime >= 1.21) after torch is imported; it is called once
+when a CUDA provider is requested.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from engines.base import TORCH_DTYPES, BackendUnavailable, Engine, EngineError
+from engines.contracts import GraphContract, Precision, graph_contracts
+from engines.torch_backend import caller_stream, parse_device
+
+log = logging.getLogger("engines")
+
+MANIFEST_NAME = "manifest.json"
+PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider", "cpu": "CPUExecutionProvider"}
+# ONNX Runtime's tensor type strings -> the contracts' numpy dtype names.
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+             "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
+
+_dlls_preloaded = False
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """A provider that was asked for and is not the one running the graph."""
+
+    requested: str
+    used: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.requested} -> {self.used}: {self.reason}"
+
+
+def import_onnxruntime(cuda: bool = False) -> ModuleType:
+    """``onnxruntime``, or BackendUnavailable saying what to install. With ``cuda``, the CUDA
+    libraries of pip's nvidia packages are preloaded once (a no-op where they are not needed)."""
+    global _dlls_preloaded
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "onnxruntime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA, TensorRT)"
+        ) from exc
+    if cuda and not _dlls_preloaded and hasattr(ort, "preload_dlls"):
+        # torch is imported first (above, at module level), so its CUDA libraries win where both exist.
+        try:
+            ort.preload_dlls()
+        except (OSError, RuntimeError) as exc:
+            log.warning("onnxruntime.preload_dlls() failed (%s); the CUDA provider may not load", exc)
+        _dlls_preloaded = True
+    return ort
+
+
+def ort_errors(ort: ModuleType) -> tuple[type[BaseException], ...]:
+    """The exception classes ONNX Runtime raises (they derive from Exception, not RuntimeError)."""
+    state = getattr(getattr(ort, "capi", None), "onnxruntime_pybind11_state", None)
+    found = [v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception)] if state else []
+    return (RuntimeError, *found)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class OnnxRuntimeEngine(Engine):
+    """One ONNX graph in an ONNX Runtime session.
+
+    ``OnnxRuntimeEngine(onnx_path, contract, device="cpu", provider="auto", strict=False,
+    precision="fp32", cache_dir=None, provider_options=None, session_options=None)``
+
+    - ``provider``: "auto" (CUDA on a GPU device, CPU on the CPU), "cuda", "tensorrt" or "cpu".
+    - ``precision``: the graph's own precision (from the export manifest); with the TensorRT
+      provider, fp16 turns on ``trt_fp16_enable`` (an fp32 graph stays fp32).
+    - ``cache_dir``: where the TensorRT provider keeps its engines and timing cache (default:
+      ``ort_trt_cache`` beside the ONNX file). Engines are rebuilt when shapes leave the cached
+      range, which takes minutes.
+    - ``provider_options`` / ``session_options``: extra ONNX Runtime settings, merged over ours
+      (``{option: value}`` for the primary provider; attributes of ``SessionOptions``).
+
+    :attr:`providers` lists the providers the session really has; :attr:`fallback` is None or a
+    :class:`Fallback`.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, contract: GraphContract, device: str | int | torch.device = "cpu",
+                 provider: str = "auto", strict: bool = False, precision: Precision | str = Precision.FP32,
+                 cache_dir: str | Path | None = None, provider_options: dict[str, Any] | None = None,
+                 session_options: dict[str, Any] | None = None):
+        super().__init__(contract)
+        self.onnx_path = Path(onnx_path)
+        self.precision = Precision.parse(precision)
+        self._device = parse_device(device)
+        self._session: Any = None
+        self._stream: torch.cuda.Stream | None = None
+        self.fallback: Fallback | None = None
+        if not self.onnx_path.is_file():
+            raise FileNotFoundError(f"graph {contract.name!r}: {self.onnx_path} does not exist; export the ONNX "
+                                    "graphs first (export/onnx_export.py) or point to the folder that holds them")
+        provider = self._check_provider(provider)
+        self.requested_provider = provider
+        self._ort = import_onnxruntime(cuda=provider != "cpu")
+        self._errors = ort_errors(self._ort)
+
+        # 1. the providers to ask for, after what this installation has
+        wanted = self._available_chain(provider, strict)
+        if self._device.type == "cuda" and wanted != "cpu":
+            # A stream of our own for the provider; torch.cuda.Stream is never the default stream 0.
+            self._stream = torch.cuda.Stream(self._device)
+        # 2. the session, and what it really runs on
+        self._session = self._create_session(wanted, cache_dir, provider_options or {}, session_options or {})
+        self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+        self._check_used(wanted, strict)
+        self._on_gpu = self._device.type == "cuda" and self.providers[0] != PROVIDERS["cpu"]
+        self._sync_caller_on_host = self._on_gpu and not self._stream_accepted()
+        # 3. the graph against the contract
+        self._check_io()
+
+    # ----------------------------------------------------------------------------- providers
+
+    def _check_provider(self, provider: str) -> str:
+        provider = provider.lower()
+        if provider == "auto":
+            return "cuda" if self._device.type == "cuda" else "cpu"
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider {provider!r}: expected 'auto', 'cuda', 'tensorrt' or 'cpu'")
+        if provider == "cpu" and self._device.type == "cuda":
+            raise ValueError(f"provider 'cpu' runs on the host, but device {self._device} was asked for; "
+                             "pass device='cpu' (or provider='cuda')")
+        if provider != "cpu" and self._device.type != "cuda":
+            raise ValueError(f"provider {provider!r} needs a CUDA device, got device={str(self._device)!r}; "
+                             "pass device='cuda:0' or provider='cpu'")
+        return provider
+
+    def _announce(self, fallback: Fallback, strict: bool) -> None:
+        where = f"graph {self.contract.name!r} ({self.onnx_path.name})"
+        if strict:
+            raise BackendUnavailable(f"{where}: ONNX Runtime cannot run {fallback.requested} "
+                                     f"({fallback.reason}); strict=True refuses to fall back to {fallback.used}")
+        log.warning("onnxruntime: %s falls back from %s", where, fallback)
+        self.fallback = fallback
+
+    def _available_chain(self, provider: str, strict: bool) -> str:
+        """The provider to ask for, after ``get_available_providers()``: TensorRT -> CUDA -> CPU."""
+        available = self._ort.get_available_providers()
+        chain = {"tensorrt": ["tensorrt", "cuda", "cpu"], "cuda": ["cuda", "cpu"], "cpu": ["cpu"]}[provider]
+        for candidate in chain:
+            if PROVIDERS[candidate] in available:
+                if candidate != provider:
+                    self._announce(Fallback(PROVIDERS[provider], PROVIDERS[candidate],
+                                            f"onnxruntime {self._ort.__version__} has no {PROVIDERS[provider]} "
+                                            f"(available: {available}; the GPU build is pip install onnxruntime-gpu)"),
+                                   strict)
+                return candidate
+        raise BackendUnavailable(f"onnxruntime {self._ort.__version__} has none of {[PROVIDERS[c] for c in chain]}")
+
+    def _provider_list(self, wanted: str, cache_dir: str | Path | None,
+                       extra: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        if wanted == "cpu":
+            return [(PROVIDERS["cpu"], dict(extra))]
+        assert self._stream is not None  # created for every GPU provider
+        stream_options = {"device_id": str(self._device.index), "has_user_compute_stream": "1",
+                          "user_compute_stream": str(self._stream.cuda_stream)}
+        cuda = (PROVIDERS["cuda"], dict(stream_options))
+        if wanted == "cuda":
+            cuda[1].update(extra)
+            return [cuda]
+        cache = Path(cache_dir) if cache_dir is not None else self.onnx_path.parent / "ort_trt_cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        trt = {**stream_options,
+               "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+               "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache),
+               # fp16 only for graphs exported in fp16: an fp32 graph keeps its precision.
+               "trt_fp16_enable": str(self.precision is Precision.FP16), **extra}
+        return [(PROVIDERS["tensorrt"], trt), cuda]
+
+    def _create_session(self, wanted: str, cache_dir: str | Path | None, provider_options: dict[str, Any],
+                        session_options: dict[str, Any]) -> Any:
+        options = self._ort.SessionOptions()
+        for key, value in session_options.items():
+            if not hasattr(options, key):
+                raise ValueError(f"session option {key!r} is not an attribute of onnxruntime.SessionOptions")
+            setattr(options, key, value)
+        providers = self._provider_list(wanted, cache_dir, provider_options)
+        try:
+            return self._ort.InferenceSession(str(self.onnx_path), sess_options=options,
+                                              providers=[name for name, _ in providers],
+                                              provider_options=[opts for _, opts in providers])
+        except self._errors as exc:
+            raise EngineError(f"graph {self.contract.name!r}: ONNX Runtime could not load {self.onnx_path} with "
+                              f"{[name for name, _ in providers]}: {exc}") from exc
+
+    def _check_used(self, wanted: str, strict: bool) -> None:
+        """ONNX Runtime drops a provider that fails to initialise (missing CUDA/cuDNN/TensorRT
+        libraries) with only a log line; compare what it runs on with what was asked for."""
+        asked = PROVIDERS[wanted]
+        if asked in self.providers:
+            return
+        used = self.providers[0]
+        self._announce(Fallback(asked, used, f"the session did not register it (session providers "
+                                              f"{list(self.providers)}); ONNX Runtime's log above says why, "
+                                              "often missing CUDA, cuDNN or TensorRT libraries"), strict)
+
+    def _stream_accepted(self) -> bool:
+        """Whether the session's GPU provider reports our stream as its compute stream."""
+        assert self._stream is not None
+        try:
+            options = self._session.get_provider_options()
+        except self._errors:
+            return False
+        mine = str(self._stream.cuda_stream)
+        return any(opts.get("user_compute_stream") == mine for opts in options.values())
+
+    # ----------------------------------------------------------------------------- load-time checks
+
+    def _check_io(self) -> None:
+        where = f"{self.onnx_path} (graph {self.contract.name!r})"
+        for kind, args, specs in (("inputs", self._session.get_inputs(), self.contract.inputs),
+                                  ("outputs", self._session.get_outputs(), self.contract.outputs)):
+            got = [a.name for a in args]
+            want = [s.name for s in specs]
+            if sorted(got) != sorted(want):
+                raise EngineError(f"{where}: {kind} are {got}, the contract expects {want}; "
+                                  "the file is not this graph, or was exported with other names — export it again")
+            by_name = {a.name: a for a in args}
+            for spec in specs:
+                arg = by_name[spec.name]
+                dtype = ORT_TYPES.get(arg.type, arg.type)
+                if dtype != spec.dtype:
+                    raise EngineError(f"{where}: {kind[:-1]} {spec.name!r} has element type {dtype}, "
+                                      f"the contract expects {spec.dtype}")
+                if len(arg.shape) != len(spec.shape):
+                    raise EngineError(f"{where}: {kind[:-1]} {spec.name!r} has shape {arg.shape}, "
+                                      f"the contract expects {list(spec.shape)}")
+                for have, want_dim in zip(arg.shape, spec.shape):
+                    if isinstance(want_dim, int) and isinstance(have, int) and have != want_dim:
+                        raise EngineError(f"{where}: {kind[:-1]} {spec.name!r} has shape {arg.shape}, "
+                                          f"the contract expects {list(spec.shape)} (another model's prior?)")
+
+    # ----------------------------------------------------------------------------- running
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def provider(self) -> str:
+        """The provider that runs the graph (ONNX Runtime's name, e.g. ``CUDAExecutionProvider``)."""
+        return self.providers[0]
+
+    def _infer(self, feeds: dict[str, torch.Tensor], dims: dict[str, int], stream: Any) -> dict[str, torch.Tensor]:
+        if self._session is None:
+            raise EngineError(f"graph {self.contract.name!r}: the ONNX Runtime engine was closed; open a new one")
+        caller = caller_stream(stream, self._device)
+        if caller is None:
+            return self._run({name: t.contiguous() for name, t in feeds.items()}, self._outputs(dims, self._device))
+        with torch.cuda.stream(caller):  # copies and outputs belong to the caller's stream
+            if not self._on_gpu:
+                # The GPU provider fell back to the CPU (announced at load): run on host copies.
+                host = self._run({name: t.cpu().contiguous() for name, t in feeds.items()},
+                                 self._outputs(dims, torch.device("cpu")))
+                return {name: t.to(self._device) for name, t in host.items()}
+            inputs = {name: t.contiguous() for name, t in feeds.items()}
+            outputs = self._outputs(dims, self._device)
+        assert self._stream is not None  # created with every GPU provider
+        if self._sync_caller_on_host:
+            caller.synchronize()
+        self._stream.wait_stream(caller)
+        for tensor in (*inputs.values(), *outputs.values()):
+            # The caching allocator must not hand this memory to another allocation while the
+            # engine's stream may still use it.
+            tensor.record_stream(self._stream)
+        self._run(inputs, outputs)
+        caller.wait_stream(self._stream)
+        return outputs
+
+    def _outputs(self, dims: dict[str, int], device: torch.device) -> dict[str, torch.Tensor]:
+        """Empty output tensors, shaped from the contract's dimensions bound by the inputs."""
+        return {spec.name: torch.empty(spec.concrete(dims), dtype=TORCH_DTYPES[spec.dtype], device=device)
+                for spec in self.contract.outputs}
+
+    def _run(self, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Bind contiguous inputs and preallocated outputs by address, and run."""
+        binding = self._session.io_binding()
+        for specs, tensors, bind in ((self.contract.inputs, inputs, binding.bind_input),
+                                     (self.contract.outputs, outputs, binding.bind_output)):
+            for spec in specs:
+                t = tensors[spec.name]
+                bind(spec.name, t.device.type, t.device.index or 0, np.dtype(spec.dtype), tuple(t.shape), t.data_ptr())
+        try:
+            self._session.run_with_iobinding(binding)
+        except self._errors as exc:
+            shapes = {name: tuple(t.shape) for name, t in inputs.items()}
+            raise EngineError(f"graph {self.contract.name!r}: ONNX Runtime failed on {self.onnx_path.name} with "
+                              f"inputs {shapes} ({self.provider}): {exc}") from exc
+        return outputs
+
+    def close(self) -> None:
+        self._session = None
+        self._stream = None
+
+    def __repr__(self) -> str:
+        fallback = f", fallback={str(self.fallback)!r}" if self.fallback else ""
+        closed = ", closed" if self._session is None else ""
+        return (f"OnnxRuntimeEngine(graph={self.contract.name!r}, device={self._device}, "
+                f"provider={self.provider}{fallback}{closed})")
+
+
+# --------------------------------------------------------------------------------------------- export folders
+
+
+@dataclass(frozen=True)
+class OnnxManifest:
+    """``onnx_dir/manifest.json`` as written by the export: precision, model, graph files."""
+
+    path: Path
+    precision: Precision
+    model: dict[str, Any]  # {"config": HIDiffConfig.to_dict(), "prior_tokens": N, "prior_channels": C'}
+    graphs: dict[str, dict[str, Any]]  # name -> {"file", "sha256", "contract"}
+
+    @property
+    def prior_shape(self) -> tuple[int, int]:
+        return int(self.model["prior_tokens"]), int(self.model["prior_channels"])
+
+    @property
+    def num_timesteps(self) -> int | None:
+        schedule = (self.model.get("config") or {}).get("diffusion_schedule") or {}
+        return int(schedule["timesteps"]) if "timesteps" in schedule else None
+
+    @classmethod
+    def read(cls, onnx_dir: str | Path) -> "OnnxManifest":
+        path = Path(onnx_dir) / MANIFEST_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: export the ONNX graphs first (export/onnx_export.py), "
+                                    "or point to the folder that holds the .onnx files and their manifest.json")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            model = dict(data["model"])
+            model["prior_tokens"], model["prior_channels"] = int(model["prior_tokens"]), int(model["prior_channels"])
+            graphs = {str(name): {**entry, "file": str(entry["file"]), "sha256": str(entry["sha256"])}
+                      for name, entry in data["graphs"].items()}
+            manifest = cls(path, Precision.parse(data["precision"]), model, graphs)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path} is not a valid export manifest ({type(exc).__name__}: {exc}); "
+                             "export the ONNX graphs again") from exc
+        return manifest
+
+    def verified_file(self, name: str, contract: GraphContract) -> Path:
+        """The graph's file, after its sha256 and contract were checked against the manifest."""
+        if name not in self.graphs:
+            raise EngineError(f"{self.path} lists graphs {sorted(self.graphs)}; {name!r} is missing — export again")
+        entry = self.graphs[name]
+        file = self.path.parent / str(entry["file"])
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} (graph {name!r}, listed in {self.path}) does not exist; export again")
+        digest = sha256_file(file)
+        if digest != entry["sha256"]:
+            raise EngineError(f"{file} (graph {name!r}) has sha256 {digest}, but {self.path} records "
+                              f"{entry['sha256']}: the file changed after the export; export again")
+        recorded = entry.get("contract")
+        expected = json.loads(json.dumps(contract.as_dict()))
+        if recorded is not None and recorded != expected:
+            raise EngineError(f"{self.path}: the contract recorded for graph {name!r} ({recorded}) differs from "
+                              f"this code's ({expected}); export the graphs again with this version")
+        return file
+
+
+def onnxruntime_engines(onnx_dir: str | Path, device: str | int | torch.device = "cpu", provider: str = "auto",
+                        strict: bool = False, precision: Precision | str | None = None,
+                        **options: Any) -> dict[str, Engine]:
+    """The three graphs of an export folder as :class:`OnnxRuntimeEngine` s.
+
+    Reads ``onnx_dir/manifest.json``, checks every file's sha256 and contract, and refuses a
+    folder whose precision is not ``precision`` (None accepts the folder's own). ``options`` go to
+    :class:`OnnxRuntimeEngine` (``cache_dir``, ``provider_options``, ``session_options``).
+    """
+    manifest = OnnxManifest.read(onnx_dir)
+    if precision is not None and Precision.parse(precision) is not manifest.precision:
+        raise ValueError(f"{manifest.path} holds {manifest.precision.value} graphs, {Precision.parse(precision).value} "
+                         f"was asked for; export that precision or pass precision={manifest.precision.value!r}")
+    contracts = graph_contracts(*manifest.prior_shape)
+    files = {name: manifest.verified_file(name, contract) for name, contract in contracts.items()}
+    engines: dict[str, Engine] = {}
+    try:
+        for name, contract in contracts.items():
+            engines[name] = OnnxRuntimeEngine(files[name], contract, device, provider=provider, strict=strict,
+                                              precision=manifest.precision, **options)
+    except BaseException:
+        for engine in engines.values():
+            engine.close()
+        raise
+    return engines

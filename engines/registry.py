@@ -1,0 +1,326 @@
+"""The backends, in one table keyed by name: how to open each one and why it cannot run here.
+
+    open_engines("torch", model=model, device="cuda:0", precision="fp16")
+    open_engines("onnxruntime", artifacts="out/onnx", device="cuda:0")       # CUDA provider
+    open_engines("onnxruntime-trt", artifacts="out/onnx", device="cuda:0")   # TensorRT provider
+    open_engines("tensorrt", artifacts="out/engines", device="cuda:0", precision="fp16")
+
+Each returns an :class:`EngineSet` (the three engines, the backend, device and precision, a
+``describe()`` line, ``close()`` / context manager). :func:`available_backends` says, per name,
+None (usable) or why not: the runtime's "auto" choice reads it and never imports a backend
+library itself. Backend libraries are imported only when their backend is asked about.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engines.base import BackendUnavailable, Engine, EngineError
+from engines.contracts import GRAPH_NAMES, GraphContract, Precision
+
+MANIFEST_NAME = "manifest.json"  # the export's manifest (ONNX graphs); also read beside TensorRT plans
+
+
+@dataclass
+class EngineSet:
+    """The three engines of one backend: ``engines["le_dm" | "denoise_step" | "restormer"]``.
+
+    ``num_timesteps`` is T, the length of the schedule baked into ``denoise_step`` (None when the
+    artifacts do not say); ``manifest`` the export manifest the engines came from, if any.
+    """
+
+    engines: dict[str, Engine]
+    backend: str
+    device: torch.device
+    precision: Precision
+    num_timesteps: int | None = None
+    source: str = ""
+    manifest: dict[str, Any] | None = None
+    closed: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        missing = [n for n in GRAPH_NAMES if n not in self.engines]
+        if missing:
+            raise EngineError(f"{self.backend} engine set from {self.source or '?'} lacks graphs {missing}")
+
+    def __getitem__(self, name: str) -> Engine:
+        return self.engines[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.engines)
+
+    @property
+    def contracts(self) -> dict[str, GraphContract]:
+        return {name: engine.contract for name, engine in self.engines.items()}
+
+    @property
+    def prior_shape(self) -> tuple[int, int]:
+        """(N, C'): the prior's tokens and channels, from the contracts."""
+        fixed = self.engines["denoise_step"].contract.fixed_dims
+        return int(fixed["tokens"]), int(fixed["channels"])
+
+    @property
+    def fallbacks(self) -> list[str]:
+        """Announced provider fallbacks of the engines (ONNX Runtime), as 'graph: from -> to: why'."""
+        found = {name: getattr(e, "fallback", None) for name, e in self.engines.items()}
+        return [f"{name}: {fallback}" for name, fallback in found.items() if fallback is not None]
+
+    def describe(self) -> str:
+        """One line: backend, device, precision, source, what runs each graph, fallbacks."""
+        parts = [f"{self.backend} on {self.device}, {self.precision.value}"]
+        if self.source:
+            parts.append(f"from {self.source}")
+        providers = sorted({str(getattr(e, "provider")) for e in self.engines.values() if hasattr(e, "provider")})
+        if providers:
+            parts.append("provider " + "/".join(providers))
+        modes = {getattr(e, "compile_mode", None) for e in self.engines.values()}
+        compiled = sorted(str(m) for m in modes if m)
+        if compiled:
+            parts.append("torch.compile " + "/".join(compiled))
+        if self.num_timesteps is not None:
+            parts.append(f"T={self.num_timesteps}")
+        if self.fallbacks:
+            parts.append("FELL BACK: " + "; ".join(self.fallbacks))
+        if self.closed:
+            parts.append("closed")
+        return ", ".join(parts)
+
+    def close(self) -> None:
+        """Close every engine. Safe to call twice."""
+        for engine in self.engines.values():
+            engine.close()
+        self.closed = True
+
+    def __enter__(self) -> "EngineSet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EngineSet({self.describe()})"
+
+
+# ------------------------------------------------------------------------------------------ loaders
+
+
+def _need_artifacts(backend: str, artifacts: str | Path | None, what: str) -> Path:
+    if artifacts is None:
+        raise ValueError(f"backend {backend!r} runs {what}: pass artifacts=FOLDER")
+    folder = Path(artifacts)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"artifacts folder {folder} does not exist (backend {backend!r} needs {what})")
+    return folder
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); export the graphs again") from exc
+
+
+def _timesteps(manifest: Mapping[str, Any] | None) -> int | None:
+    schedule = (((manifest or {}).get("model") or {}).get("config") or {}).get("diffusion_schedule") or {}
+    return int(schedule["timesteps"]) if "timesteps" in schedule else None
+
+
+def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
+                compile: bool | str = False) -> EngineSet:
+    from engines.torch_backend import parse_device, torch_engines
+    from hidiff.model import HIDiff
+
+    if model is None:
+        raise ValueError("backend 'torch' runs a PyTorch model: pass model=HIDiff (or a weights path); "
+                         "hidiff.default_model() is the embedded demo model")
+    source = "model"
+    if isinstance(model, (str, Path)):
+        source = str(model)
+        model = HIDiff.load(model)
+    target = parse_device(device)
+    engines = torch_engines(model, target, precision, compile=compile)
+    return EngineSet(engines, "torch", target, precision, model.schedule.num_timesteps, source)
+
+
+def _onnxruntime_loader(provider: str) -> Callable[..., EngineSet]:
+    def open_onnxruntime(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
+                         provider: str = provider, **options: Any) -> EngineSet:
+        from engines.onnxruntime_backend import onnxruntime_engines
+        from engines.torch_backend import parse_device
+
+        folder = _need_artifacts("onnxruntime", artifacts, "exported ONNX graphs (manifest.json + *.onnx)")
+        target = parse_device(device)
+        engines = onnxruntime_engines(folder, target, provider=provider, strict=strict, precision=precision,
+                                      **options)
+        manifest = _read_manifest(folder)
+        name = "onnxruntime" if provider == "auto" else f"onnxruntime-{'trt' if provider == 'tensorrt' else provider}"
+        return EngineSet(engines, name, target, precision, _timesteps(manifest), str(folder), manifest)
+
+    return open_onnxruntime
+
+
+def tensorrt_engines(plan_dir: str | Path, contracts: Mapping[str, GraphContract] | None = None,
+                     device: int = 0, **options: Any) -> dict[str, Engine]:
+    """``plan_dir/NAME.plan`` for the three graphs as TensorRT engines (contracts default to the
+    ones in each plan's manifest). Untested here: no GPU, no TensorRT on this machine."""
+    from engines.tensorrt_backend import TensorRTEngine
+
+    engines: dict[str, Engine] = {}
+    try:
+        for name in GRAPH_NAMES:
+            contract = contracts[name] if contracts is not None else None
+            engines[name] = TensorRTEngine(Path(plan_dir) / f"{name}.plan", contract, device=device, **options)
+    except BaseException:
+        for engine in engines.values():
+            engine.close()
+        raise
+    return engines
+
+
+def _open_tensorrt(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
+                   **options: Any) -> EngineSet:
+    from engines.torch_backend import parse_device
+
+    folder = _need_artifacts("tensorrt", artifacts, "TensorRT plans (*.plan built by export/build_engines.py)")
+    target = parse_device(device)
+    if target.type != "cuda":
+        raise ValueError(f"backend 'tensorrt' runs on CUDA devices, device={device!r} was given")
+    engines = tensorrt_engines(folder, None, target.index or 0, precision=precision.value, **options)
+    manifest = _read_manifest(folder)  # the export manifest, where plans sit beside their ONNX graphs
+    return EngineSet(engines, "tensorrt", target, precision, _timesteps(manifest), str(folder), manifest)
+
+
+# ------------------------------------------------------------------------------------------ availability
+
+
+def _torch_reason(device: torch.device) -> str | None:
+    if device.type == "cpu":
+        return None
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} sees no CUDA GPU"
+    index = device.index or 0
+    if index >= torch.cuda.device_count():
+        return f"cuda:{index} requested, only {torch.cuda.device_count()} CUDA device(s) visible"
+    return None
+
+
+def _onnxruntime_reason(device: torch.device, provider: str) -> str | None:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
+    if provider == "cpu":
+        return None if device.type == "cpu" else "the CPU provider runs on device='cpu'"
+    if provider == "auto" and device.type == "cpu":
+        return None
+    if device.type == "cpu":
+        return f"the {provider} provider needs a CUDA device"
+    gpu = _torch_reason(device)
+    if gpu is not None:
+        return gpu
+    from engines.onnxruntime_backend import PROVIDERS, import_onnxruntime
+
+    ort = import_onnxruntime(cuda=True)
+    available = ort.get_available_providers()
+    needed = PROVIDERS["tensorrt" if provider == "tensorrt" else "cuda"]
+    if needed not in available:
+        return (f"onnxruntime {ort.__version__} has no {needed} (it has {available}); "
+                + ("install onnxruntime-gpu" if needed == PROVIDERS["cuda"] else "install TensorRT for onnxruntime-gpu"))
+    return None
+
+
+def _tensorrt_reason(device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return "TensorRT runs on CUDA devices only"
+    gpu = _torch_reason(device)
+    if gpu is not None:
+        return gpu
+    if not any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_bindings", "tensorrt_rtx")):
+        return "no tensorrt module (pip install tensorrt-cu12 or tensorrt-cu13)"
+    try:
+        backend = importlib.import_module("engines.tensorrt_backend")
+        backend.import_tensorrt()
+    except (BackendUnavailable, ImportError) as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One row of the table: its loader, why it cannot run on a device, and what artifacts it reads."""
+
+    open: Callable[..., EngineSet]
+    unavailable: Callable[[torch.device], str | None]
+    artifact_glob: str | None  # files the artifacts folder must hold; None: runs a model, not artifacts
+
+
+BACKENDS: dict[str, Backend] = {
+    "torch": Backend(_open_torch, _torch_reason, None),
+    "onnxruntime": Backend(_onnxruntime_loader("auto"), lambda d: _onnxruntime_reason(d, "auto"), "*.onnx"),
+    "onnxruntime-cuda": Backend(_onnxruntime_loader("cuda"), lambda d: _onnxruntime_reason(d, "cuda"), "*.onnx"),
+    "onnxruntime-trt": Backend(_onnxruntime_loader("tensorrt"), lambda d: _onnxruntime_reason(d, "tensorrt"), "*.onnx"),
+    "onnxruntime-cpu": Backend(_onnxruntime_loader("cpu"), lambda d: _onnxruntime_reason(d, "cpu"), "*.onnx"),
+    "tensorrt": Backend(_open_tensorrt, _tensorrt_reason, "*.plan"),
+}
+
+
+def _parse_any_device(device: str | int | torch.device) -> torch.device:
+    """Parse without requiring the device to exist (availability reports that; it does not raise)."""
+    if isinstance(device, int) and not isinstance(device, bool):
+        return torch.device("cuda", device)
+    try:
+        parsed = torch.device(device.strip().lower() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or an index") from exc
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: only 'cpu' and CUDA devices are supported")
+    return parsed
+
+
+def available_backends(device: str | int | torch.device = "cpu",
+                       artifacts: str | Path | None = None) -> dict[str, str | None]:
+    """``{backend: None}`` for each backend that can run on ``device``, else ``{backend: why not}``
+    (no onnxruntime, no CUDA provider, no tensorrt module, no GPU). With ``artifacts``, a backend
+    that reads files also needs them there (``*.onnx`` + manifest, ``*.plan``). ValueError for a
+    string that is no device at all."""
+    parsed = _parse_any_device(device)
+    folder = Path(artifacts) if artifacts is not None else None
+    reasons: dict[str, str | None] = {}
+    for name, row in BACKENDS.items():
+        why = row.unavailable(parsed)
+        if why is None and folder is not None and row.artifact_glob is not None:
+            if not folder.is_dir():
+                why = f"artifacts folder {folder} does not exist"
+            elif not any(folder.glob(row.artifact_glob)):
+                why = f"no {row.artifact_glob} in {folder}"
+            elif row.artifact_glob == "*.onnx" and not (folder / MANIFEST_NAME).is_file():
+                why = f"no {MANIFEST_NAME} in {folder} (export writes it beside the graphs)"
+        reasons[name] = why
+    return reasons
+
+
+def open_engines(backend: str, *, model: Any = None, artifacts: str | Path | None = None,
+                 device: str | int | torch.device = "cpu", precision: Precision | str = "fp32",
+                 strict: bool = False, **options: Any) -> EngineSet:
+    """Open the three engines of ``backend`` (a key of :data:`BACKENDS`).
+
+    - ``model``: a :class:`hidiff.HIDiff` or weights path (``torch``);
+      ``artifacts``: the export folder (``onnxruntime*``: manifest.json + ONNX graphs;
+      ``tensorrt``: ``NAME.plan`` + ``NAME.plan.json``).
+    - ``precision``: "fp32" or "fp16"; artifacts of another precision are refused by name.
+    - ``strict``: raise :class:`~engines.base.BackendUnavailable` instead of an announced fallback.
+    - ``options``: backend-specific (torch: ``compile``; onnxruntime: ``provider``, ``cache_dir``,
+      ``provider_options``, ``session_options``; tensorrt: ``flavour``, ``cuda_graphs``).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(BACKENDS)}")
+    return BACKENDS[backend].open(model=model, artifacts=artifacts, device=device,
+                                  precision=Precision.parse(precision), strict=strict, **options)

@@ -1,0 +1,167 @@
+"""PyTorch backend: runs the modules of :mod:`hidiff.graphs` behind the engine interface.
+
+This is the reference every other backend is compared with, and the fallback that needs nothing
+but torch. :func:`torch_engines` copies a :class:`~hidiff.model.HIDiff` to the device and dtype
+(the caller's model is left as it is) and wraps its three graph modules; each call runs under
+``torch.inference_mode`` on the caller's CUDA stream, without a host synchronisation, so a
+``torch.cuda.graph`` can capture it (the runtime's denoising loop does).
+
+``compile``: ``False`` runs eagerly; ``True`` wraps each module in ``torch.compile`` with
+``mode="max-autotune-no-cudagraphs"`` on CUDA (autotuned kernels, but no CUDA graphs of
+inductor's own: those would tie outputs to static buffers that the next call overwrites, and the
+runtime captures its own graph of the loop) and the default mode on the CPU; a string picks the
+mode. Compilation happens on the first call of each new shape (dynamic shapes after the second),
+so it pays off for long videos of one size, not for single images.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from engines.base import BackendUnavailable, Engine, EngineError
+from engines.contracts import GraphContract, Precision, graph_contracts
+
+if TYPE_CHECKING:
+    from hidiff.model import HIDiff
+
+CUDA_COMPILE_MODE = "max-autotune-no-cudagraphs"
+COMPUTE_DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16}
+
+
+def parse_device(device: str | int | torch.device) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``N`` or a torch.device -> a torch.device with an explicit
+    CUDA index (engines compare devices, and ``cuda`` != ``cuda:0`` for torch)."""
+    if isinstance(device, bool):
+        raise ValueError(f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N', an index or a torch.device")
+    if isinstance(device, int):
+        device = torch.device("cuda", device)
+    elif isinstance(device, str):
+        try:
+            device = torch.device(device.strip().lower())
+        except RuntimeError as exc:
+            raise ValueError(f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or an index") from exc
+    if not isinstance(device, torch.device) or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: only 'cpu' and CUDA devices are supported")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailable(f"device {device} requested, but torch {torch.__version__} sees no CUDA GPU; "
+                                     "use device='cpu' or install a CUDA build of torch")
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise BackendUnavailable(f"device cuda:{index} requested, but only {torch.cuda.device_count()} "
+                                     "CUDA device(s) are visible")
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def caller_stream(stream: Any, device: torch.device) -> torch.cuda.Stream | None:
+    """The torch stream a call runs on: ``None`` -> the current stream of ``device``; a
+    ``torch.cuda.Stream`` as it is; a raw ``cudaStream_t`` (int, or an object with ``.handle``)
+    wrapped in ``torch.cuda.ExternalStream``. CPU engines take no stream (None in, None out)."""
+    if device.type != "cuda":
+        if stream is not None:
+            raise ValueError(f"a CUDA stream ({stream!r}) was given to an engine on {device}; pass stream=None")
+        return None
+    if stream is None:
+        return torch.cuda.current_stream(device)
+    if isinstance(stream, torch.cuda.Stream):
+        if stream.device != device:
+            raise ValueError(f"stream {stream} belongs to {stream.device}, the engine runs on {device}")
+        return stream
+    handle = getattr(stream, "handle", stream)
+    if isinstance(handle, bool) or not isinstance(handle, int):
+        raise TypeError(f"stream must be a torch.cuda.Stream, a raw CUDA stream handle (int) or None; "
+                        f"got {type(stream).__name__}")
+    return torch.cuda.ExternalStream(handle, device=device)
+
+
+class TorchEngine(Engine):
+    """One graph module (float32 I/O, see :mod:`hidiff.graphs`) on ``device``.
+
+    ``module`` must already live on ``device`` in its compute dtype; :func:`torch_engines` builds
+    all three for a model. ``compile``: False, True (see the module docstring) or a
+    ``torch.compile`` mode string.
+    """
+
+    backend = "torch"
+
+    def __init__(self, module: nn.Module, contract: GraphContract, device: str | int | torch.device = "cpu",
+                 compile: bool | str = False):
+        super().__init__(contract)
+        self._device = parse_device(device)
+        held = {p.device for p in module.parameters()} | {b.device for b in module.buffers()}
+        stray = sorted(str(d) for d in held if d != self._device)
+        if stray:
+            raise ValueError(f"graph {contract.name!r}: the module has tensors on {stray}, the engine runs on "
+                             f"{self._device}; move it with module.to({str(self._device)!r}) first")
+        self.module: nn.Module | None = module.eval()
+        self.compile_mode: str | None = None
+        self._run: Callable[..., Any] | None = module
+        if compile:
+            self.compile_mode = compile if isinstance(compile, str) else (
+                CUDA_COMPILE_MODE if self._device.type == "cuda" else "default")
+            self._run = torch.compile(module, mode=self.compile_mode)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @contextlib.contextmanager
+    def _on_stream(self, stream: Any) -> Iterator[None]:
+        s = caller_stream(stream, self._device)
+        if s is None:
+            yield
+            return
+        with torch.cuda.stream(s):
+            yield
+
+    def _infer(self, feeds: dict[str, torch.Tensor], dims: dict[str, int], stream: Any) -> dict[str, torch.Tensor]:
+        if self._run is None:
+            raise EngineError(f"graph {self.contract.name!r}: the torch engine was closed; open a new one")
+        args = [feeds[name] for name in self.contract.input_names]
+        with self._on_stream(stream), torch.inference_mode():
+            result = self._run(*args)
+        outputs = (result,) if isinstance(result, torch.Tensor) else tuple(result)
+        if len(outputs) != len(self.contract.outputs):
+            raise EngineError(f"graph {self.contract.name!r}: the module returned {len(outputs)} tensors, "
+                              f"the contract names {list(self.contract.output_names)}")
+        return dict(zip(self.contract.output_names, outputs))
+
+    def close(self) -> None:
+        # Drop the module (and the compiled wrapper): the weights go when the last engine sharing
+        # the model copy is closed.
+        self.module = None
+        self._run = None
+
+    def __repr__(self) -> str:
+        compiled = f", compile={self.compile_mode!r}" if self.compile_mode else ""
+        return f"TorchEngine(graph={self.contract.name!r}, device={self._device}{compiled})"
+
+
+def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
+                  precision: Precision | str = Precision.FP32, compile: bool | str = False) -> dict[str, Engine]:
+    """The three graphs of ``model`` as engines on ``device`` in ``precision``.
+
+    The model is deep-copied, moved and cast (fp16 only on CUDA: the CPU has no fast half kernels
+    and several are missing). I/O stay float32 in every precision. Returns
+    ``{"le_dm", "denoise_step", "restormer"}`` -> :class:`TorchEngine`.
+    """
+    from hidiff.graphs import graph_modules
+    from hidiff.model import HIDiff
+
+    if not isinstance(model, HIDiff):
+        raise TypeError(f"model must be a hidiff.HIDiff, got {type(model).__name__}; load weights with HIDiff.load(path)")
+    precision = Precision.parse(precision)
+    target = parse_device(device)
+    if precision is Precision.FP16 and target.type != "cuda":
+        raise ValueError(f"precision fp16 on {target}: the PyTorch backend runs float16 only on CUDA devices; "
+                         "use precision='fp32' on the CPU, or device='cuda'")
+    dtype = COMPUTE_DTYPES[precision]
+    copied = copy.deepcopy(model).to(device=target, dtype=dtype).eval()
+    modules = graph_modules(copied, dtype)
+    contracts = graph_contracts(copied.config.prior_tokens, copied.config.prior_channels)
+    return {name: TorchEngine(modules[name], contracts[name], target, compile=compile) for name in contracts}
