@@ -8,6 +8,7 @@ parameter names follow the official checkpoints.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hidiff.config import EncoderConfig
@@ -35,6 +36,15 @@ def adaptive_avg_pool2d(x: torch.Tensor, bins: int) -> torch.Tensor:
     return rows @ x @ cols.transpose(0, 1)
 
 
+class Float32LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (same parameter names) whose statistics are computed in float32 in a half model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+
+
 class MixerMLP(nn.Module):
     """Token-mixing then channel-mixing MLP over (B, N, C), each with a pre-LayerNorm and a residual."""
 
@@ -48,8 +58,8 @@ class MixerMLP(nn.Module):
         self.channel_mixer = nn.Sequential(
             nn.Linear(embed_dims, channel_hidden), nn.GELU(), nn.Linear(channel_hidden, embed_dims)
         )
-        self.norm1 = nn.LayerNorm(embed_dims)
-        self.norm2 = nn.LayerNorm(embed_dims)
+        self.norm1 = Float32LayerNorm(embed_dims)
+        self.norm2 = Float32LayerNorm(embed_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.patch_mixer(self.norm1(x).transpose(1, 2)).transpose(1, 2)

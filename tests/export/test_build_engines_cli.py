@@ -1,0 +1,221 @@
+"""export/build_engines.py as a user runs it: what a run writes (graphs, manifest, report), the
+engine step where TensorRT is missing, and bad input (exit 2, one line, nothing written).
+
+The two full runs are the session's (tests/export/export_runs.py); bad-input cases call ``main``
+in-process because they stop before anything is exported.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from engines.contracts import GRAPH_NAMES, graph_contracts
+from export.build_engines import main
+from export.model_source import ModelSource
+from export_runs import ExportRuns, export_runs, export_test_config, make_model
+
+EXPORT_FILES = {"le_dm.onnx", "denoise_step.onnx", "restormer.onnx", "manifest.json", "export_report.json"}
+# What export.trt_build may add beside them where TensorRT runs.
+ENGINE_FILES = {"timing.cache", "build.log"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> ExportRuns:
+    return export_runs(tmp_path_factory.getbasetemp() / "export_runs")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _export_files(out_dir: Path) -> set[str]:
+    return {p.name for p in out_dir.iterdir() if not p.name.endswith((".plan", ".plan.json")) and p.name not in ENGINE_FILES}
+
+
+# ------------------------------------------------------------------------------------ a full run
+
+
+@pytest.mark.slow
+def test_fp32_run_writes_the_export_and_its_manifest(runs: ExportRuns) -> None:
+    run = runs.fp32
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _export_files(run.out_dir) == EXPORT_FILES  # no staging folder or temporary file left
+    manifest = json.loads((run.out_dir / "manifest.json").read_text())
+    model = runs.model()
+    assert manifest["precision"] == "fp32"
+    assert manifest["model"]["config"] == json.loads(json.dumps(export_test_config().to_dict()))
+    assert (manifest["model"]["prior_tokens"], manifest["model"]["prior_channels"]) == model.prior_shape == (4, 32)
+    assert manifest["model"]["source"]["kind"] == "weights"
+    assert manifest["model"]["source"]["files"]["weights"]["sha256"] == _sha256(runs.weights)
+    contracts = graph_contracts(*model.prior_shape)
+    assert set(manifest["graphs"]) == set(GRAPH_NAMES)
+    for name, entry in manifest["graphs"].items():
+        assert entry["file"] == f"{name}.onnx"
+        assert entry["sha256"] == _sha256(run.out_dir / entry["file"])
+        assert entry["contract"] == json.loads(json.dumps(contracts[name].as_dict()))
+        assert entry["parameters"] > 0 and entry["op_counts"]["MatMul"] > 0
+    # Every weight of the Restormer is in its graph (plus nothing the size of a second copy).
+    restormer_params = model.num_parameters("restormer")
+    assert restormer_params <= manifest["graphs"]["restormer"]["parameters"] < 1.1 * restormer_params
+    schedule = manifest["schedule"]
+    assert schedule["T"] == 8 and schedule["variant"] == "gopro"
+    assert schedule["tables"]["posterior_mean_coef1"] == pytest.approx(model.schedule.posterior_mean_coef1.tolist())
+    for library in ("torch", "onnx", "onnxscript", "onnxruntime", "exporter"):
+        assert manifest["versions"][library]
+    verification = manifest["verification"]
+    assert verification["skipped"] == "" and len(verification["comparisons"]) >= 11
+    assert all(c["ok"] and c["max_abs_error"] <= 1e-4 for c in verification["comparisons"])
+
+
+@pytest.mark.slow
+def test_fp32_run_prints_and_writes_the_node_report(runs: ExportRuns) -> None:
+    run = runs.fp32
+    assert run.returncode == 0, run.stderr[-3000:]
+    for text in ("le_dm", "denoise_step", "restormer", "parameters", "LayerNormalization", "transposes on image tensors"):
+        assert text in run.stdout
+    report = json.loads((run.out_dir / "export_report.json").read_text())
+    restormer = report["graphs"]["restormer"]
+    assert restormer["op_counts"]["LayerNormalization"] == restormer["layer_norms"] > 0
+    assert restormer["decomposed_layer_norms"] == 0 and restormer["unfolded_constants"] == 0
+    assert restormer["transposes"]["total"] >= restormer["transposes"]["on_image_tensors"]
+
+
+@pytest.mark.slow
+def test_engine_step_reports_what_it_could_not_build(runs: ExportRuns) -> None:
+    """Without --no-engines the run goes on to TensorRT; where TensorRT or a GPU is missing it names
+    the engines it did not build and why, prints the trtexec lines, and still exits 0."""
+    run = runs.fp32
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "engines:" in run.stdout
+    if "not built" in run.stdout:
+        for name in GRAPH_NAMES:
+            assert f"{name}: not built" in run.stdout
+        assert run.stdout.count("trtexec --onnx=") == len(GRAPH_NAMES)
+        assert not list(run.out_dir.glob("*.plan"))
+
+
+@pytest.mark.slow
+def test_fp16_run_writes_a_verified_fp16_export(runs: ExportRuns) -> None:
+    run = runs.fp16
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _export_files(run.out_dir) == EXPORT_FILES
+    assert "engines:" not in run.stdout  # --no-engines
+    manifest = json.loads((run.out_dir / "manifest.json").read_text())
+    assert manifest["precision"] == "fp16"
+    for name in GRAPH_NAMES:
+        islands = manifest["graphs"][name]["float32_islands"]
+        assert islands["violations"] == [] and islands["statistics"]["LayerNormalization"] > 0
+    verification = manifest["verification"]
+    if verification["skipped"]:
+        assert "ONNX Runtime" in verification["skipped"]
+    else:
+        assert all(c["ok"] for c in verification["comparisons"])
+
+
+@pytest.mark.slow
+def test_existing_export_is_kept_without_force(runs: ExportRuns, capsys: pytest.CaptureFixture) -> None:
+    out_dir = runs.fp16.out_dir
+    before = {p.name: _sha256(p) for p in out_dir.iterdir()}
+    code = main(["--weights", str(runs.weights), "--precision", "fp16", "--no-engines", "--out", str(out_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "already holds an export" in err[0] and "--force" in err[0]
+    assert {p.name: _sha256(p) for p in out_dir.iterdir()} == before
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+@pytest.fixture
+def official_files(tmp_path: Path) -> dict[str, Path]:
+    """The test model as the official release stores it: three .pth files with ``params``."""
+    model = make_model()
+    files = {}
+    for flag, part in (("net_g", model.restormer), ("net_le_dm", model.le_dm), ("net_d", model.denoiser)):
+        files[flag] = tmp_path / f"{flag}.pth"
+        torch.save({"params": part.state_dict()}, files[flag])
+    return files
+
+
+def _official_options(config_changes: dict | None = None) -> dict:
+    """An official option file's network sections for the test model."""
+    c = export_test_config()
+    g = c.network_g
+    options = {
+        "network_g": {"type": "Transformer", "dim": g.dim, "num_blocks": list(g.num_blocks), "group": g.group,
+                      "num_refinement_blocks": g.num_refinement_blocks, "heads": list(g.heads), "embed_dim": g.embed_dim},
+        "network_le_dm": {"type": "latent_encoder_gelu", "embed_dim": 8, "block_num": 1, "group": g.group},
+        "network_d": {"type": "denoising", "in_channel": 32, "out_channel": 32, "inner_channel": 32, "block_num": 3,
+                      "group": g.group},
+    }
+    for section, values in (config_changes or {}).items():
+        options[section].update(values)
+    return options
+
+
+def test_official_files_with_their_options_load(official_files: dict[str, Path], tmp_path: Path) -> None:
+    options = tmp_path / "options.yml"
+    options.write_text(yaml.safe_dump(_official_options()))
+    source = ModelSource.from_options(official_files["net_g"], official_files["net_le_dm"], official_files["net_d"], options)
+    loaded = source.load()
+    want = make_model().state_dict()
+    assert all(torch.equal(loaded.state_dict()[k], want[k]) for k in loaded.restormer.state_dict() if k in want)
+    assert loaded.config.network_g == export_test_config().network_g
+    assert set(source.describe()["files"]) == {"net_g", "net_le_dm", "net_d", "options"}
+
+
+def _bad_input_cases(tmp_path: Path, files: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
+    """name -> (model/output arguments, text the one-line error must contain)."""
+    unknown = tmp_path / "unknown_keys.yml"
+    unknown.write_text(yaml.safe_dump(_official_options({"network_g": {"num_layers": 3}})))
+    official = ["--net-g", str(files["net_g"]), "--net-le-dm", str(files["net_le_dm"]), "--net-d", str(files["net_d"])]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    weights = tmp_path / "weights.safetensors"
+    make_model().save(weights)
+    return {
+        "missing weights": (["--weights", str(tmp_path / "missing.safetensors")], "no such file"),
+        "missing official file": ([*official[:4], "--net-d", str(tmp_path / "missing.pth")], "no such file"),
+        "incomplete official files": (official[:4], "missing --net-d"),
+        "checkpoint does not fit the options": (official, "does not fit the network configuration"),
+        "options with unknown keys": ([*official, "--options", str(unknown)], "unknown keys ['num_layers']"),
+        "weights that are not a checkpoint": (["--weights", str(a_file)], "not a readable safetensors file"),
+        "output below a file": (["--weights", str(weights), "--out", str(a_file / "onnx")], "is not a folder"),
+        "output is a file": (["--weights", str(weights), "--out", str(a_file)], "is not a folder"),
+        "malformed profile": (["--weights", str(weights), "--profile", "1x256:1x720x1280"], "--profile"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing weights", "missing official file", "incomplete official files",
+                                  "checkpoint does not fit the options", "options with unknown keys",
+                                  "weights that are not a checkpoint", "output below a file", "output is a file",
+                                  "malformed profile"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case: str, official_files: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    args, expected = _bad_input_cases(tmp_path, official_files)[case]
+    out_dir = tmp_path / "out" / "onnx"
+    if "--out" not in args:
+        args = [*args, "--out", str(out_dir)]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main([*args, "--precision", "fp32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # "out" was never created
+
+
+def test_missing_default_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from hidiff.weights import DEFAULT_WEIGHTS
+
+    if DEFAULT_WEIGHTS.is_file():
+        pytest.skip("the embedded default model exists")
+    code = main(["--out", str(tmp_path / "onnx"), "--no-engines"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "embedded default model" in err[0] and "--weights" in err[0]
+    assert not (tmp_path / "onnx").exists()
