@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -22,29 +21,9 @@ from hidiff.train import main, run
 from hidiff.training.config import run_config_from_dict
 from hidiff.training.log import LOG_NAME, read_log
 from hidiff.training.weights import export_weights
+from training_helpers import write_pairs
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # One intra-op thread: fast on a small shared CPU, and the same arithmetic in every process.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_pairs(root: Path, count: int, size: tuple[int, int] = (40, 48), seed: int = 0) -> Path:
-    """``count`` pairs of smooth random images: target sharp, input blurred."""
-    rng = np.random.default_rng(seed)
-    for sub in ("input", "target"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for k in range(count):
-        sharp = cv2.GaussianBlur((rng.random((*size, 3)) * 255).astype(np.uint8), (0, 0), 1.0)
-        cv2.imwrite(str(root / "target" / f"img{k}.png"), sharp)
-        cv2.imwrite(str(root / "input" / f"img{k}.png"), cv2.GaussianBlur(sharp, (0, 0), 2.0))
-    return root
 
 
 def raw_config(tmp_path: Path, data: Path, out: str = "out", **train) -> dict:

@@ -12,16 +12,6 @@ import torch
 from hidiff.training import checkpointing
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # One intra-op thread: OpenMP threads competing with other processes on a small shared CPU
-    # make these tiny models many times slower, and results then depend on no thread count.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def draws() -> tuple[float, float, float]:
     return float(torch.rand(1)), float(np.random.rand()), random.random()
 

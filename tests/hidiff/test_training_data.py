@@ -20,27 +20,7 @@ from hidiff.training.data import (
     build_train_dataset,
     synthetic_photos,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # One intra-op thread: OpenMP threads competing with other processes on a small shared CPU
-    # make these tiny models many times slower, and results then depend on no thread count.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_pairs(root: Path, count: int, size: tuple[int, int] = (40, 48), seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for sub in ("input", "target"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for k in range(count):
-        sharp = cv2.GaussianBlur((rng.random((*size, 3)) * 255).astype(np.uint8), (0, 0), 1.0)
-        cv2.imwrite(str(root / "target" / f"img{k}.png"), sharp)
-        cv2.imwrite(str(root / "input" / f"img{k}.png"), cv2.GaussianBlur(sharp, (0, 0), 2.0))
-    return root
+from training_helpers import write_pairs
 
 
 @pytest.mark.parametrize("length, world_size", [(7, 1), (7, 2), (8, 3)])

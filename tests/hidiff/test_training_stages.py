@@ -12,16 +12,6 @@ from hidiff.training.config import LossConfig
 from hidiff.training.stages import TRAINED_PARTS, build_objective
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # One intra-op thread: OpenMP threads competing with other processes on a small shared CPU
-    # make these tiny models many times slower, and results then depend on no thread count.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     sharp = torch.rand(2, 3, 32, 32, generator=g)
