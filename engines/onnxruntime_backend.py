@@ -45,9 +45,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.base import TORCH_DTYPES, BackendUnavailable, Engine, EngineError
+from engines.base import TORCH_DTYPES, BackendUnavailable, Engine, EngineError, caller_stream, parse_device
 from engines.contracts import GraphContract, Precision, graph_contracts
-from engines.torch_backend import caller_stream, parse_device
 
 log = logging.getLogger("engines")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from engines.base import BackendUnavailable, Engine, EngineError
+from engines.base import BackendUnavailable, Engine, EngineError, parse_device
 from engines.contracts import GRAPH_NAMES, GraphContract, Precision
 
 MANIFEST_NAME = "manifest.json"  # the export's manifest (ONNX graphs); also read beside TensorRT plans
@@ -137,7 +137,7 @@ def _timesteps(manifest: Mapping[str, Any] | None) -> int | None:
 
 def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
                 compile: bool | str = False) -> EngineSet:
-    from engines.torch_backend import parse_device, torch_engines
+    from engines.torch_backend import torch_engines
     from hidiff.model import HIDiff
 
     if model is None:
@@ -156,7 +156,6 @@ def _onnxruntime_loader(provider: str) -> Callable[..., EngineSet]:
     def open_onnxruntime(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
                          provider: str = provider, **options: Any) -> EngineSet:
         from engines.onnxruntime_backend import onnxruntime_engines
-        from engines.torch_backend import parse_device
 
         folder = _need_artifacts("onnxruntime", artifacts, "exported ONNX graphs (manifest.json + *.onnx)")
         target = parse_device(device)
@@ -189,7 +188,6 @@ def tensorrt_engines(plan_dir: str | Path, contracts: Mapping[str, GraphContract
 
 def _open_tensorrt(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
                    **options: Any) -> EngineSet:
-    from engines.torch_backend import parse_device
 
     folder = _need_artifacts("tensorrt", artifacts, "TensorRT plans (*.plan built by export/build_engines.py)")
     target = parse_device(device)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from engines.base import TORCH_DTYPES, BackendUnavailable, Engine, EngineError, check_feeds
+from engines.base import TORCH_DTYPES, BackendUnavailable, Engine, EngineError, caller_stream, check_feeds
 from engines.contracts import GraphContract
 from engines.cuda import CudaError, CudaGraph, device_properties
 from engines.plan import (
@@ -136,15 +136,6 @@ class _ShapeState:
     graph: CudaGraph | None = None
     graph_error: str | None = None
     addresses: dict[str, int] = field(default_factory=dict)
-
-
-def _caller_stream(stream: Any, device: torch.device) -> torch.cuda.Stream:
-    if stream is None:
-        return torch.cuda.current_stream(device)
-    if isinstance(stream, torch.cuda.Stream):
-        return stream
-    handle = int(stream.handle) if hasattr(stream, "handle") else int(stream)  # engines.cuda.Stream or raw
-    return torch.cuda.ExternalStream(handle, device=device)
 
 
 class TensorRTEngine(Engine):
@@ -396,7 +387,8 @@ class TensorRTEngine(Engine):
             raise EngineError(f"{self!r} is closed")
         key = tuple(tuple(int(d) for d in feeds[name].shape) for name in self.contract.input_names)
         with torch.cuda.device(self._device):
-            caller = _caller_stream(stream, self._device)
+            caller = caller_stream(stream, self._device)
+            assert caller is not None  # a TensorRT engine always runs on a CUDA device
             state = self._state_for(key, dims)
             self._run(state, feeds, caller, capture=self.cuda_graphs)
         return dict(state.outputs)
@@ -409,7 +401,8 @@ class TensorRTEngine(Engine):
         dims = check_feeds(self.contract, tensors)
         key = tuple(tuple(int(d) for d in tensors[name].shape) for name in self.contract.input_names)
         with torch.cuda.device(self._device):
-            caller = _caller_stream(stream, self._device)
+            caller = caller_stream(stream, self._device)
+            assert caller is not None  # a TensorRT engine always runs on a CUDA device
             state = self._state_for(key, dims)
             if state.graph is None:
                 state.graph_error = None  # an explicit request retries a capture that failed before

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 from torch import nn
 
-from engines.base import BackendUnavailable, Engine, EngineError
+from engines.base import Engine, EngineError, caller_stream, parse_device
 from engines.contracts import GraphContract, Precision, graph_contracts
 
 if TYPE_CHECKING:
@@ -30,53 +30,6 @@ if TYPE_CHECKING:
 
 CUDA_COMPILE_MODE = "max-autotune-no-cudagraphs"
 COMPUTE_DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16}
-
-
-def parse_device(device: str | int | torch.device) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``N`` or a torch.device -> a torch.device with an explicit
-    CUDA index (engines compare devices, and ``cuda`` != ``cuda:0`` for torch)."""
-    if isinstance(device, bool):
-        raise ValueError(f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N', an index or a torch.device")
-    if isinstance(device, int):
-        device = torch.device("cuda", device)
-    elif isinstance(device, str):
-        try:
-            device = torch.device(device.strip().lower())
-        except RuntimeError as exc:
-            raise ValueError(f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or an index") from exc
-    if not isinstance(device, torch.device) or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r}: only 'cpu' and CUDA devices are supported")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BackendUnavailable(f"device {device} requested, but torch {torch.__version__} sees no CUDA GPU; "
-                                     "use device='cpu' or install a CUDA build of torch")
-        index = torch.cuda.current_device() if device.index is None else device.index
-        if index >= torch.cuda.device_count():
-            raise BackendUnavailable(f"device cuda:{index} requested, but only {torch.cuda.device_count()} "
-                                     "CUDA device(s) are visible")
-        return torch.device("cuda", index)
-    return torch.device("cpu")
-
-
-def caller_stream(stream: Any, device: torch.device) -> torch.cuda.Stream | None:
-    """The torch stream a call runs on: ``None`` -> the current stream of ``device``; a
-    ``torch.cuda.Stream`` as it is; a raw ``cudaStream_t`` (int, or an object with ``.handle``)
-    wrapped in ``torch.cuda.ExternalStream``. CPU engines take no stream (None in, None out)."""
-    if device.type != "cuda":
-        if stream is not None:
-            raise ValueError(f"a CUDA stream ({stream!r}) was given to an engine on {device}; pass stream=None")
-        return None
-    if stream is None:
-        return torch.cuda.current_stream(device)
-    if isinstance(stream, torch.cuda.Stream):
-        if stream.device != device:
-            raise ValueError(f"stream {stream} belongs to {stream.device}, the engine runs on {device}")
-        return stream
-    handle = getattr(stream, "handle", stream)
-    if isinstance(handle, bool) or not isinstance(handle, int):
-        raise TypeError(f"stream must be a torch.cuda.Stream, a raw CUDA stream handle (int) or None; "
-                        f"got {type(stream).__name__}")
-    return torch.cuda.ExternalStream(handle, device=device)
 
 
 class TorchEngine(Engine):

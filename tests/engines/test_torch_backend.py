@@ -10,7 +10,8 @@ from engine_artifacts import TOLERANCE, sample_feeds, tiny_model
 
 from engines.base import BackendUnavailable
 from engines.contracts import graph_contracts
-from engines.torch_backend import TorchEngine, caller_stream, parse_device, torch_engines
+from engines.base import caller_stream, parse_device
+from engines.torch_backend import TorchEngine, torch_engines
 from hidiff.graphs import graph_modules
 
 
