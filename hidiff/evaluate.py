@@ -24,7 +24,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from tqdm import tqdm
 
 from hidiff import metrics
 from hidiff.data.paired import pair_by_name, read_rgb
+from hidiff.files import write_atomic
 
 # Paper (HI-Diff, NeurIPS 2023, Tables 1 and 2): dataset -> (PSNR dB, SSIM), GoPro-trained model on
 # GoPro/HIDE (MATLAB protocol), RealBlur-trained models on RealBlur (evaluate_realblur.py).
@@ -161,18 +161,6 @@ def evaluate_folders(
     return evaluate_pairs(images, protocol, ssim_mode, progress=progress, total=len(files))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m hidiff.evaluate",
@@ -205,9 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.pred_dir, args.target_dir, args.protocol, args.ssim or "matlab", progress=not args.no_progress
         )
         if args.csv is not None:
-            _write_atomic(args.csv, result.csv_text())
+            write_atomic(args.csv, result.csv_text())
         if args.json is not None:
-            _write_atomic(args.json, json.dumps(result.to_dict(), indent=2))
+            write_atomic(args.json, json.dumps(result.to_dict(), indent=2))
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

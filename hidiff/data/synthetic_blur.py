@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hidiff.data.paired import ImagePair, list_images, read_rgb
+from hidiff.files import write_atomic
 
 MIN_KERNEL_SIZE = 7
 MAX_KERNEL_SIZE = 31
@@ -202,24 +202,12 @@ def make_pair(
 # --------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
     """Save (H, W, 3) uint8 RGB as PNG, atomically."""
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError(f"OpenCV could not PNG-encode image for {path}")
-    _write_atomic(Path(path), encoded.tobytes())
+    write_atomic(Path(path), encoded.tobytes())
 
 
 def _named_images(images: Iterable[tuple[str, np.ndarray]] | str | os.PathLike[str]) -> list[tuple[str, np.ndarray]]:
@@ -270,7 +258,7 @@ def make_pairs(
         pairs.append(pair)
         records.append({"name": pair_name, "source": name, **asdict(degradation)})
     manifest = {"seed": seed, "per_image": per_image, "crop": crop, "recipe": asdict(recipe), "pairs": records}
-    _write_atomic(out / "pairs.json", json.dumps(manifest, indent=2).encode("utf-8"))
+    write_atomic(out / "pairs.json", json.dumps(manifest, indent=2).encode("utf-8"))
     return pairs
 
 
