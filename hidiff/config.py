@@ -169,6 +169,17 @@ _OFFICIAL_SECTIONS_IGNORED = {
 }
 
 
+def read_yaml(path: str | Path, what: str = "configuration") -> Any:
+    """The parsed YAML at ``path``; unreadable or invalid files raise naming ``what`` and the path."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} {path} is not valid YAML: {exc}") from exc
+
+
 def from_official_options(options: Mapping[str, Any] | str | Path) -> HIDiffConfig:
     """Parse an official option file (path or parsed dict) into a configuration.
 
@@ -176,13 +187,7 @@ def from_official_options(options: Mapping[str, Any] | str | Path) -> HIDiffConf
     error (they would mean a size we silently ignore).
     """
     if isinstance(options, (str, Path)):
-        path = Path(options)
-        try:
-            options = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise FileNotFoundError(f"cannot read option file {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ValueError(f"option file {path} is not valid YAML: {exc}") from exc
+        options = read_yaml(options, "option file")
     if not isinstance(options, Mapping):
         raise TypeError(f"options must be a mapping or a YAML path, got {type(options).__name__}")
     unknown = set(options) - set(_OFFICIAL_IGNORED) - _OFFICIAL_SECTIONS_IGNORED

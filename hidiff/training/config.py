@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from hidiff.config import HIDiffConfig, from_official_options
+from hidiff.config import read_yaml as read_config_yaml
 from hidiff.data.augment import ProgressiveSchedule
 
 
@@ -383,13 +384,7 @@ def raw_from_official(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot read training configuration {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"training configuration {path} is not valid YAML: {exc}") from exc
+    data = read_config_yaml(path, "training configuration")
     if not isinstance(data, dict):
         raise ValueError(f"training configuration {path} must be a YAML mapping, got {type(data).__name__}")
     return data
