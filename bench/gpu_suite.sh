@@ -4,31 +4,43 @@
 #   bash bench/gpu_suite.sh OUT [STEP ...]
 #
 # Steps (default: all, in this order):
-#   env      nvidia-smi and library versions
-#   tests    the GPU tests (pytest -m gpu)
-#   train    stage-2 training throughput of the GoPro preset (patch 256, batch 8)
-#   export   fp16 ONNX graphs of the GoPro architecture (random weights) + TensorRT / TensorRT-RTX
-#            plans where a TensorRT module is importable, else the trtexec lines
-#   latency  bench/latency.py on every backend present, 256x256 / 1280x720 / 1920x1080, batch 1 and 4
-#   default  the embedded demonstration model: latency at 1280x720 and a deblur of the sample
+#   env       nvidia-smi and library versions
+#   tests     the GPU tests (pytest -m gpu)
+#   export    fp16 ONNX graphs of the GoPro architecture (random weights, seed 0) in /tmp/gopro_fp16,
+#             TensorRT / TensorRT-RTX plans where a TensorRT module is importable (else the trtexec
+#             lines), and an attempt to load the plans (TensorRT-RTX refuses compute capability 9.0)
+#   latency   bench/latency.py on every backend present, 256x256 / 1280x720 / 1920x1080, batch 1 and 4
+#   runtime   bench/runtime_checks.py: deblur() against its engines' GPU times, the CUDA-graph loop,
+#             a 4K frame through tiling, the 10 000-frame stream() soak
+#   train     stage-2 training throughput of the GoPro preset (patch 256, batch 8)
+#   compile   torch.compile FP16 (channels-last) at 1280x720 and 1920x1080, batch 1, beside eager
+#   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
+#   demo      train the demonstration model (python -m hidiff.train_default, about 9 minutes)
 # Extra wheels (onnxruntime-gpu, tensorrt-rtx) installed under /tmp/wheelparts/site are used when present.
+# Each step writes under OUT; the export step's graphs stay in /tmp/gopro_fp16 for the later steps.
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_suite.sh OUT [STEP ...]}
 shift
-steps=" ${*:-env tests train export latency default} "
+steps=" ${*:-env tests export latency runtime train compile default} "
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 [ -d /tmp/wheelparts/site ] && export PYTHONPATH="/tmp/wheelparts/site:${PYTHONPATH:-}"
+graphs=/tmp/gopro_fp16
 status=0
 step() { [[ "$steps" == *" $1 "* ]]; }
 run() { echo "== $(date -u +%FT%TZ) $*"; "$@" || { echo "!! failed ($?): $*"; status=1; }; }
+ort_args=()
+[ -f "$graphs/manifest.json" ] && ort_args=(--onnx "$graphs")
 
 if step env; then
   { nvidia-smi; python3 - <<'PY'
 import importlib, torch
-print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name(0))
-for m in ("onnxruntime", "onnx", "onnxscript", "tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings", "cuda.bindings"):
+print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(),
+      "device", torch.cuda.get_device_name(0), "cc", torch.cuda.get_device_capability(0))
+for m in ("onnxruntime", "onnx", "onnxscript", "polygraphy", "tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings",
+          "cuda.bindings", "cupy", "triton", "ray", "pyarrow", "pandas", "msgpack", "jsonschema", "click",
+          "requests", "yaml", "skimage", "cv2", "safetensors", "tqdm", "matplotlib", "psutil"):
     try:
         mod = importlib.import_module(m)
         print(m, getattr(mod, "__version__", "?"), getattr(mod, "get_available_providers", lambda: "")())
@@ -39,18 +51,44 @@ PY
   cat "$out/env.txt"
 fi
 step tests && run python3 -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tee "$out/pytest_gpu.log"
-step train && run python3 -m hidiff.train --benchmark --patch 256 --batch 8 --benchmark-iters 20 2>&1 | tee "$out/train_benchmark.log"
 if step export; then
   run python3 -c "import torch; from hidiff import HIDiff; torch.manual_seed(0); HIDiff().save('/tmp/gopro_random.safetensors')"
-  run python3 export/build_engines.py --weights /tmp/gopro_random.safetensors --precision fp16 --out /tmp/gopro_fp16 --force 2>&1 | tee "$out/build_engines.log"
+  run python3 export/build_engines.py --weights /tmp/gopro_random.safetensors --precision fp16 --out "$graphs" --force \
+    2>&1 | tee "$out/build_engines.log"
+  cp "$graphs"/*.json "$out/" 2>/dev/null
+  [ -f "$graphs/manifest.json" ] && ort_args=(--onnx "$graphs")
+  if ls "$graphs"/*.plan >/dev/null 2>&1; then
+    python3 - "$graphs" <<'PY' 2>&1 | tee "$out/load_plans.log"
+import sys
+from engines.registry import open_engines
+try:
+    open_engines("tensorrt", artifacts=sys.argv[1], device="cuda:0")
+    print("loaded the plans")
+except Exception as exc:  # the answer wanted on compute capability 9.0 is a named refusal
+    print(f"refused: {type(exc).__name__}: {exc}")
+PY
+  fi
 fi
 if step latency; then
-  args=(--preset gopro --device cuda:0 --sizes 256x256,1280x720,1920x1080 --batches 1,4 --out "$out/latency")
-  [ -f /tmp/gopro_fp16/manifest.json ] && args+=(--onnx /tmp/gopro_fp16 --plans /tmp/gopro_fp16 --backends tensorrt,onnxruntime-cuda,torch-fp16,torch-fp32)
-  run python3 bench/latency.py "${args[@]}"
+  backends=torch-fp16-nhwc,torch-fp16,torch-fp32
+  [ ${#ort_args[@]} -gt 0 ] && backends=onnxruntime-cuda,onnxruntime-cuda-nhwc,$backends
+  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 256x256,1280x720,1920x1080 --batches 1,4 \
+    --min-iters 5 --backends "$backends" "${ort_args[@]}" --out "$out/latency"
 fi
+step runtime && run python3 bench/runtime_checks.py --preset gopro --device cuda:0 "${ort_args[@]}" --out "$out/runtime" \
+  2>&1 | tee "$out/runtime_checks.log"
+step train && run python3 -m hidiff.train --benchmark --patch 256 --batch 8 --benchmark-iters 20 2>&1 | tee "$out/train_benchmark.log"
+step compile && run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720,1920x1080 --batches 1 \
+  --backends torch-compile-fp16,torch-fp16-nhwc,torch-fp16,torch-fp32 --max-case-s 60 --out "$out/compile"
 if step default; then
-  run python3 bench/latency.py --device cuda:0 --sizes 1280x720 --batches 1 --backends torch-fp16,torch-fp32 --out "$out/latency_default"
+  run python3 bench/latency.py --device cuda:0 --sizes 1280x720 --batches 1 --backends torch-fp16-nhwc,torch-fp16,torch-fp32 \
+    --out "$out/latency_default"
   run python3 -m runtime hidiff/samples/blurry.png "$out/sample_sharp.png" --device 0
+fi
+if step demo; then
+  run python3 -m hidiff.train_default /tmp/demo --workers 12 2>&1 | tee "$out/train_default.log"
+  cp /tmp/demo/default.safetensors /tmp/demo/eval.json "$out/" 2>/dev/null
+  cp /tmp/demo/stage1/train_log.jsonl "$out/stage1_log.jsonl" 2>/dev/null
+  cp /tmp/demo/stage2/train_log.jsonl "$out/stage2_log.jsonl" 2>/dev/null
 fi
 exit $status

@@ -139,6 +139,10 @@ class BenchBackend:
         return self.engine_backend, options
 
 
+# torch.compile's mode for torch-compile-fp16: inductor's default (about a minute per shape);
+# max-autotune spent more than 400 s on the first 256x256 shape alone on an H100 (torch 2.11).
+COMPILE_MODE = "default"
+
 # The small table that drives everything; the names are what --backends takes.
 BENCH_BACKENDS: dict[str, BenchBackend] = {
     b.name: b
@@ -146,16 +150,21 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
         BenchBackend("tensorrt", "tensorrt", "fp16", ("cuda",), needs_artifacts=True),
         BenchBackend("onnxruntime-trt", "onnxruntime-trt", "fp16", ("cuda",), needs_artifacts=True),
         BenchBackend("onnxruntime-cuda", "onnxruntime-cuda", "fp16", ("cuda",), needs_artifacts=True),
+        # The CUDA provider with its NHWC kernels (ONNX Runtime converts the NCHW graph's layout).
+        BenchBackend("onnxruntime-cuda-nhwc", "onnxruntime-cuda", "fp16", ("cuda",), needs_artifacts=True,
+                     options=(("provider_options", {"prefer_nhwc": "1"}),)),
         BenchBackend("onnxruntime-cpu", "onnxruntime-cpu", "fp32", ("cpu",), needs_artifacts=True),
-        BenchBackend("torch-compile-fp16", "torch", "fp16", ("cuda",), options=(("compile", True),)),
-        BenchBackend("torch-fp16", "torch", "fp16", ("cuda",)),
-        BenchBackend("torch-fp32", "torch", "fp32", ("cpu", "cuda")),
+        BenchBackend("torch-compile-fp16", "torch", "fp16", ("cuda",),
+                     options=(("compile", COMPILE_MODE), ("channels_last", True))),
+        BenchBackend("torch-fp16-nhwc", "torch", "fp16", ("cuda",), options=(("channels_last", True),)),
+        # The baselines: the eager model as a user runs it (.half() / float32, default memory layout).
+        BenchBackend("torch-fp16", "torch", "fp16", ("cuda",), options=(("channels_last", False),)),
+        BenchBackend("torch-fp32", "torch", "fp32", ("cpu", "cuda"), options=(("channels_last", False),)),
     )
 }
-# torch-compile-fp16 is not a default: torch.compile's max-autotune spent more than 400 s on the
-# first 256x256 shape alone on an H100 (torch 2.11), and every new shape compiles again.
+# torch-compile-fp16 is not a default: it compiles again for every new shape.
 DEFAULT_BACKENDS = {
-    "cuda": "tensorrt,onnxruntime-cuda,torch-fp16,torch-fp32",
+    "cuda": "tensorrt,onnxruntime-cuda,torch-fp16-nhwc,torch-fp16,torch-fp32",
     "cpu": "onnxruntime-cpu,torch-fp32",
 }
 

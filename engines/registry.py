@@ -136,7 +136,7 @@ def _timesteps(manifest: Mapping[str, Any] | None) -> int | None:
 
 
 def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
-                compile: bool | str = False) -> EngineSet:
+                compile: bool | str = False, channels_last: bool | None = None) -> EngineSet:
     from engines.torch_backend import torch_engines
     from hidiff.model import HIDiff
 
@@ -148,7 +148,7 @@ def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision
         source = str(model)
         model = HIDiff.load(model)
     target = parse_device(device)
-    engines = torch_engines(model, target, precision, compile=compile)
+    engines = torch_engines(model, target, precision, compile=compile, channels_last=channels_last)
     return EngineSet(engines, "torch", target, precision, model.schedule.num_timesteps, source)
 
 

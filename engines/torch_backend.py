@@ -96,12 +96,16 @@ class TorchEngine(Engine):
 
 
 def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
-                  precision: Precision | str = Precision.FP32, compile: bool | str = False) -> dict[str, Engine]:
+                  precision: Precision | str = Precision.FP32, compile: bool | str = False,
+                  channels_last: bool | None = None) -> dict[str, Engine]:
     """The three graphs of ``model`` as engines on ``device`` in ``precision``.
 
     The model is deep-copied, moved and cast (fp16 only on CUDA: the CPU has no fast half kernels
-    and several are missing). I/O stay float32 in every precision. Returns
-    ``{"le_dm", "denoise_step", "restormer"}`` -> :class:`TorchEngine`.
+    and several are missing). I/O stay float32 in every precision. ``channels_last`` (default: on
+    CUDA) runs the image graphs in channels-last memory: cuDNN's tensor-core convolutions take it
+    natively and the LayerNorms over channels need no transposes; ``False`` is the plain eager
+    model, the benchmarks' baseline. Returns ``{"le_dm", "denoise_step", "restormer"}`` ->
+    :class:`TorchEngine`.
     """
     from hidiff.graphs import graph_modules
     from hidiff.model import HIDiff
@@ -114,7 +118,11 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
         raise ValueError(f"precision fp16 on {target}: the PyTorch backend runs float16 only on CUDA devices; "
                          "use precision='fp32' on the CPU, or device='cuda'")
     dtype = COMPUTE_DTYPES[precision]
+    if channels_last is None:
+        channels_last = target.type == "cuda"
     copied = copy.deepcopy(model).to(device=target, dtype=dtype).eval()
-    modules = graph_modules(copied, dtype)
+    if channels_last:
+        copied = copied.to(memory_format=torch.channels_last)
+    modules = graph_modules(copied, dtype, channels_last)
     contracts = graph_contracts(copied.config.prior_tokens, copied.config.prior_channels)
     return {name: TorchEngine(modules[name], contracts[name], target, compile=compile) for name in contracts}

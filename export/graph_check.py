@@ -8,8 +8,9 @@ type. Concretely, these must have float32 inputs:
 - every reduction that computes a norm or a mean (``ReduceL2``, ``ReduceSumSquare``,
   ``ReduceMean``, ``ReduceSum``): Restormer's L2 normalisation of q and k over H*W lowers to
   ``ReduceL2 -> Clip -> Expand -> Div``,
-- every ``MatMul`` fed by such a normalisation (through layout-only ops): q k^T, which contracts
-  over H*W.
+- every ``MatMul`` fed by such a normalisation (through layout-only ops), or whose product is
+  divided by such norms: q k^T, which contracts over H*W (our MDTA computes the cosine as
+  ``(q k^T) / (|q| |k|^T)``, the division on the small product).
 
 Types come from the graph's value_info after ONNX shape inference.
 """
@@ -27,7 +28,7 @@ NORM_REDUCTIONS = ("ReduceL2", "ReduceSumSquare")
 # Ops that only move or relabel data: a normalised tensor stays normalised through them.
 LAYOUT_OPS = ("Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten", "Expand")
 # Ops that only carry a normalisation's divisor from the reduction to the Div.
-DIVISOR_OPS = ("Clip", "Max", "Expand", "Add", "Sqrt", "Cast", "Identity")
+DIVISOR_OPS = ("Clip", "Max", "Expand", "Add", "Sqrt", "Cast", "Identity", "Mul", "Unsqueeze", "Reshape")
 FLOAT_TYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
 
 
@@ -77,16 +78,33 @@ def _comes_from_norm(name: str, producers: dict[str, "onnx.NodeProto"], depth: i
     return False
 
 
+def _matmul_behind(name: str, producers: dict[str, "onnx.NodeProto"], depth: int = 4) -> "onnx.NodeProto | None":
+    """The MatMul that produced ``name``, possibly through layout-only ops."""
+    node = producers.get(name)
+    for _ in range(depth):
+        if node is None or node.op_type == "MatMul":
+            return node
+        if node.op_type not in LAYOUT_OPS or not node.input:
+            return None
+        node = producers.get(node.input[0])
+    return None
+
+
 def normalised_matmuls(model: "onnx.ModelProto") -> list["onnx.NodeProto"]:
-    """MatMul nodes that consume a tensor divided by its own norm (q and k of Restormer's MDTA)."""
+    """MatMul nodes that consume a tensor divided by its own norm, or whose product is divided by
+    norms (q k^T of Restormer's MDTA, in either formulation)."""
     producers, consumers = _producers(model), _consumers(model)
-    frontier = [
-        node.output[0]
-        for node in model.graph.node
+    norm_divs = [
+        node for node in model.graph.node
         if node.op_type == "Div" and len(node.input) == 2 and _comes_from_norm(node.input[1], producers)
     ]
-    seen: set[str] = set()
     found: dict[str, onnx.NodeProto] = {}
+    for div in norm_divs:
+        numerator = _matmul_behind(div.input[0], producers)
+        if numerator is not None:
+            found[numerator.name or numerator.output[0]] = numerator
+    frontier = [node.output[0] for node in norm_divs]
+    seen: set[str] = set()
     while frontier:
         name = frontier.pop()
         if name in seen:

@@ -18,14 +18,19 @@ from torch import nn
 from hidiff.model import HIDiff
 
 
+def _image_layout(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 class LeDmGraph(nn.Module):
-    def __init__(self, model: HIDiff, dtype: torch.dtype = torch.float32):
+    def __init__(self, model: HIDiff, dtype: torch.dtype = torch.float32, channels_last: bool = False):
         super().__init__()
         self.le_dm = model.le_dm
         self.dtype = dtype
+        self.layout = _image_layout(channels_last)
 
     def forward(self, blur: torch.Tensor) -> torch.Tensor:
-        return self.le_dm(blur.to(self.dtype)).float()
+        return self.le_dm(blur.to(self.dtype, memory_format=self.layout)).float()
 
 
 class DenoiseStepGraph(nn.Module):
@@ -57,23 +62,30 @@ class DenoiseStepGraph(nn.Module):
 
 
 class RestormerGraph(nn.Module):
-    def __init__(self, model: HIDiff, dtype: torch.dtype = torch.float32):
+    def __init__(self, model: HIDiff, dtype: torch.dtype = torch.float32, channels_last: bool = False):
         super().__init__()
         self.restormer = model.restormer
         self.dtype = dtype
+        self.layout = _image_layout(channels_last)
 
     def forward(self, blur: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        return self.restormer(blur.to(self.dtype), prior.to(self.dtype)).float()
+        sharp = self.restormer(blur.to(self.dtype, memory_format=self.layout), prior.to(self.dtype))
+        return sharp.float().contiguous()
 
 
-def graph_modules(model: HIDiff, dtype: torch.dtype = torch.float32) -> dict[str, nn.Module]:
+def graph_modules(model: HIDiff, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> dict[str, nn.Module]:
     """The three graphs of ``model`` in compute dtype ``dtype``. The model's weights must already
-    be in that dtype (``model.half()`` for float16); the modules share them."""
+    be in that dtype (``model.half()`` for float16); the modules share them.
+
+    ``channels_last``: the image graphs take their input in channels-last memory (NHWC strides,
+    the layout GPU convolutions and our LayerNorms run fastest in; pass a model converted with
+    ``model.to(memory_format=torch.channels_last)``). Shapes and results are the same; the
+    ONNX export uses the default layout."""
     param_dtype = next(model.parameters()).dtype
     if param_dtype != dtype:
         raise ValueError(f"model weights are {param_dtype} but graphs in {dtype} were asked for; call model.to({dtype}) first")
     return {
-        "le_dm": LeDmGraph(model, dtype).eval(),
+        "le_dm": LeDmGraph(model, dtype, channels_last).eval(),
         "denoise_step": DenoiseStepGraph(model, dtype).eval(),
-        "restormer": RestormerGraph(model, dtype).eval(),
+        "restormer": RestormerGraph(model, dtype, channels_last).eval(),
     }

@@ -13,6 +13,10 @@ Precision: every statistic over many elements runs in float32 whatever the modul
 LayerNorm moments, the L2 norms over H*W and the q k^T product that contracts over H*W); in a
 float32 model the casts are no-ops. This makes the half-precision model, and the fp16 ONNX graph
 exported from it, safe at 1920x1080 where a sum of squares over H*W overflows float16.
+
+Layout: the modules run in either memory format; in channels-last memory (``model.to(
+memory_format=torch.channels_last)``, what the runtime's PyTorch backend uses on CUDA) the
+LayerNorms over channels and HIM's tokens are views, and MDTA's products read q, k, v in place.
 """
 from __future__ import annotations
 
@@ -33,11 +37,17 @@ class LayerNormParams(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm over channels, computed in float32.
+    """LayerNorm over channels, its moments computed in float32.
 
     ``channels_first``: x is (B, C, H, W) and is normalised over C (Restormer's blocks);
     otherwise x is (B, N, C) (HIM's token norms). ``BiasFree`` divides by the standard deviation
     without subtracting the mean, as Restormer defines it.
+
+    On a channels-last tensor the permutes are views, so the norm reads and writes the feature
+    map once. Eagerly, ``F.layer_norm`` accumulates the moments of a float16 input in float32
+    inside its kernel; in an ONNX export the float32 island is written out as casts around one
+    ``LayerNormalization`` node, because TensorRT's strongly typed builder computes a node in
+    its input's type.
     """
 
     def __init__(self, dim: int, kind: str = "WithBias", channels_first: bool = True, eps: float = 1e-5):
@@ -49,15 +59,20 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_first:
             x = x.permute(0, 2, 3, 1)
+        y = self._normalise_last_axis(x)
+        return y.permute(0, 3, 1, 2) if self.channels_first else y
+
+    def _normalise_last_axis(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.body.weight, self.body.bias
+        if bias is not None and not torch.onnx.is_in_onnx_export():
+            return F.layer_norm(x, (x.shape[-1],), weight.to(x.dtype), bias.to(x.dtype), self.eps)
         xf = x.float()
-        weight = self.body.weight.float()
-        if self.body.bias is not None:
-            y = F.layer_norm(xf, (xf.shape[-1],), weight, self.body.bias.float(), self.eps)
+        if bias is not None:
+            y = F.layer_norm(xf, (xf.shape[-1],), weight.float(), bias.float(), self.eps)
         else:
             var = xf.var(-1, keepdim=True, unbiased=False)
-            y = xf * torch.rsqrt(var + self.eps) * weight
-        y = y.to(x.dtype)
-        return y.permute(0, 3, 1, 2) if self.channels_first else y
+            y = xf * torch.rsqrt(var + self.eps) * weight.float()
+        return y.to(x.dtype)
 
 
 def modulate(x: torch.Tensor, ln1: nn.Linear, ln2: nn.Linear, prior: torch.Tensor) -> torch.Tensor:
@@ -88,9 +103,58 @@ class GDFN(nn.Module):
         return self.project_out(F.gelu(x1) * x2)
 
 
+def _bmm_float32_out(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    """a @ b with a float32 result, for float16/bfloat16 CUDA operands: cuBLAS accumulates in
+    float32 and writes float32, so a sum over H*W terms neither overflows nor needs float32
+    copies of the operands. Returns None where PyTorch has no such kernel."""
+    try:
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    except (NotImplementedError, RuntimeError, TypeError):
+        return None
+
+
+def channel_cosine(q: torch.Tensor, k: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """cos(q_i, k_j) over the last axis for every channel pair: (B, C, N) x (B, C, N) -> (B, C, C)
+    float32. Equal to ``normalize(q) @ normalize(k)^T`` (``F.normalize``'s eps), with the
+    normalisation applied to the small (C x C) product instead of to q and k at full resolution.
+    Statistics in float32: the norms and the product contract over N = H*W terms."""
+    gram = None
+    inference = not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))  # bmm.dtype has no backward
+    if inference and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and not torch.onnx.is_in_onnx_export():
+        gram = _bmm_float32_out(q, k.transpose(1, 2))
+    if gram is None:
+        q, k = q.float(), k.float()
+        gram = torch.bmm(q, k.transpose(1, 2))
+    q_norm = torch.linalg.vector_norm(q, dim=-1, dtype=torch.float32).clamp_min(eps)
+    k_norm = torch.linalg.vector_norm(k, dim=-1, dtype=torch.float32).clamp_min(eps)
+    return gram / (q_norm[:, :, None] * k_norm[:, None, :])
+
+
+def head_blocks(square: torch.Tensor, heads: int) -> torch.Tensor:
+    """The diagonal blocks of (B, C, C): (B, heads, C/heads, C/heads)."""
+    b, c, _ = square.shape
+    d = c // heads
+    return square.view(b, heads, d, heads, d).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
+
+
+def mix_channels(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-image channel mixing (B, C', C) x (B, C, N) -> (B, C', N): a 1x1 convolution whose
+    weights differ per image. The result keeps x's layout: channel-minor (channels-last) input
+    gives channel-minor output, so no full-resolution transpose is made either way."""
+    if x.stride(1) == 1 and x.shape[2] > 1 and not torch.onnx.is_in_onnx_export():
+        return torch.bmm(x.transpose(1, 2), matrix.transpose(1, 2)).transpose(1, 2)
+    return torch.bmm(matrix, x)
+
+
 class MDTA(nn.Module):
     """Multi-Dconv head Transposed self-Attention (Restormer Sec. 3.1): attention across channels,
-    a (C/h x C/h) map per head from L2-normalised q and k over all H*W positions."""
+    a (C/h x C/h) map per head from L2-normalised q and k over all H*W positions.
+
+    Computed as the paper writes it, reassociated so that nothing but the two matrix products
+    touches the full-resolution q, k and v: the cosine similarities come from one q k^T product
+    and the norms (float32), and the output projection is folded into the attention, so
+    ``project_out(attn @ v)`` is one product ``(W_out blockdiag(attn)) @ v`` per image.
+    """
 
     def __init__(self, dim: int, num_heads: int, bias: bool, prior_channels: int, modulated: bool):
         super().__init__()
@@ -108,17 +172,17 @@ class MDTA(nn.Module):
         b, c, h, w = x.shape
         if self.modulated and prior is not None:
             x = modulate(x, self.ln1, self.ln2, prior)
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        q = q.reshape(b, self.num_heads, c // self.num_heads, h * w)
-        k = k.reshape(b, self.num_heads, c // self.num_heads, h * w)
-        v = v.reshape(b, self.num_heads, c // self.num_heads, h * w)
-        # float32 island: ||q||^2 and q k^T sum over H*W terms.
-        q = F.normalize(q.float(), dim=-1)
-        k = F.normalize(k.float(), dim=-1)
-        attn = (q @ k.transpose(-2, -1)) * self.temperature.float()
-        attn = attn.softmax(dim=-1).to(v.dtype)
-        out = (attn @ v).reshape(b, c, h, w)
-        return self.project_out(out)
+        q, k, v = (t.flatten(2) for t in self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1))  # (B, C, H*W)
+        # softmax(temperature * normalize(q) normalize(k)^T) per head, float32
+        cosine = head_blocks(channel_cosine(q, k), self.num_heads)
+        attn = (cosine * self.temperature.float()).softmax(dim=-1)  # (B, heads, C/h, C/h)
+        # project_out(attn @ v) = (W_out blockdiag(attn)) @ v
+        w_out = self.project_out.weight.float().view(c, self.num_heads, c // self.num_heads)
+        mixing = torch.einsum("ohd,bhde->bohe", w_out, attn).reshape(b, c, c).to(v.dtype)
+        out = mix_channels(mixing, v).reshape(b, c, h, w)
+        if self.project_out.bias is not None:
+            out = out + self.project_out.bias[:, None, None]
+        return out
 
 
 class HIM(nn.Module):
@@ -144,9 +208,9 @@ class HIM(nn.Module):
         q = q.reshape(b, h * w, heads, d).transpose(1, 2)  # (B, heads, H*W, d)
         k = k.reshape(b, -1, heads, d).transpose(1, 2)  # (B, heads, N, d)
         v = v.reshape(b, -1, heads, d).transpose(1, 2)
-        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        out = (attn @ v).transpose(1, 2).reshape(b, h * w, c)
-        tokens = tokens + self.proj(out)
+        # softmax(q k^T * scale) v, in one fused kernel where the backend has one
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        tokens = tokens + self.proj(out.transpose(1, 2).reshape(b, h * w, c))
         return tokens.transpose(1, 2).reshape(b, c, h, w)
 
 

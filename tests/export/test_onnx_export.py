@@ -242,6 +242,40 @@ def test_island_checker_accepts_float32_statistics() -> None:
     assert report.ok and report.normalised_matmuls == 1
 
 
+def _cosine_graph(dtype: int) -> onnx.ModelProto:
+    """Our MDTA's form: cos = (q @ k^T) / (||q|| ||k||^T), the division on the small product."""
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["gram"], name="gram"),
+        helper.make_node("ReduceL2", ["q", "axes"], ["nq"], name="nq", keepdims=0),
+        helper.make_node("ReduceL2", ["k", "axes"], ["nk"], name="nk", keepdims=0),
+        helper.make_node("Clip", ["nq", "eps"], ["nq_c"], name="nq_clip"),
+        helper.make_node("Clip", ["nk", "eps"], ["nk_c"], name="nk_clip"),
+        helper.make_node("Unsqueeze", ["nq_c", "last"], ["nq_u"], name="nq_u"),
+        helper.make_node("Unsqueeze", ["nk_c", "middle"], ["nk_u"], name="nk_u"),
+        helper.make_node("Mul", ["nq_u", "nk_u"], ["denominator"], name="outer"),
+        helper.make_node("Div", ["gram", "denominator"], ["cos"], name="div"),
+    ]
+    np_dtype = helper.tensor_dtype_to_np_dtype(dtype)
+    initializers = [
+        onnx.numpy_helper.from_array(np.array([-1], np.int64), "axes"),
+        onnx.numpy_helper.from_array(np.array([2], np.int64), "last"),
+        onnx.numpy_helper.from_array(np.array([1], np.int64), "middle"),
+        onnx.numpy_helper.from_array(np.array(1e-12, np_dtype), "eps"),
+    ]
+    inputs = [helper.make_tensor_value_info(name, dtype, [1, 4, 64]) for name in ("q", "k")]
+    graph = helper.make_graph(nodes, "cosine", inputs, [helper.make_tensor_value_info("cos", dtype, [1, 4, 4])],
+                              initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_island_checker_finds_the_product_divided_by_norms() -> None:
+    report = float32_islands(_cosine_graph(TensorProto.FLOAT16))
+    assert report.normalised_matmuls == 1
+    assert any("MatMul 'gram'" in v and "float16" in v for v in report.violations)
+    assert check_float32_islands(_cosine_graph(TensorProto.FLOAT), "cosine").normalised_matmuls == 1
+
+
 def test_unfolded_constants_counts_constant_only_nodes() -> None:
     nodes = [helper.make_node("Add", ["a", "b"], ["c"]), helper.make_node("Mul", ["x", "c"], ["y"])]
     inits = [onnx.numpy_helper.from_array(np.ones(2, np.float32), n) for n in ("a", "b")]
