@@ -18,11 +18,17 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
         # mkstemp creates the file 0600; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+        os.chmod(temporary, plain_file_mode())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def plain_file_mode() -> int:
+    """The permissions ``open(path, "w")`` gives a new file under the current umask (0644 under
+    the usual 022), for temporary files that ``tempfile.mkstemp`` made 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

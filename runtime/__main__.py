@@ -18,41 +18,32 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 from tqdm import tqdm
 
 from runtime import io
+from runtime.cli import (
+    EXIT_BAD_ARGUMENTS,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    Parser,
+    add_deblurrer_arguments,
+    check_model_paths,
+    deblurrer_options,
+)
 from runtime.errors import BackendError, DeblurError
-from runtime.selection import BACKENDS
+from runtime.jobs import deblur_image_file, deblur_video_file
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 2
 PROG = "python -m runtime"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, not argparse's usage block: the status (2) and the message are what scripts read.
-        self.exit(EXIT_BAD_ARGUMENTS, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Deblur an image, a folder of images or a video with HI-Diff.")
+    p = Parser(prog=PROG, description="Deblur an image, a folder of images or a video with HI-Diff.")
     p.add_argument("input", type=Path, help="an image, a folder of images or a video (.mp4, .avi, ...)")
     p.add_argument("output", type=Path, help="where to write: an image, a folder, or a video")
-    p.add_argument("--engines", type=Path, help="artifacts folder: ONNX graphs + manifest.json, TensorRT *.plan")
-    p.add_argument("--weights", type=Path, help="HI-Diff weights (.safetensors) for the PyTorch backend")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="default: auto (TensorRT > ORT CUDA > PyTorch)")
     p.add_argument("--device", default="0", help="CUDA index, cuda:N or cpu (default 0, CPU if no GPU)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"),
-                   help="default: the artifacts' own precision (fp32 for --weights)")
-    p.add_argument("--steps", type=int, default=8, help="diffusion steps; must equal the model's T (default 8)")
-    p.add_argument("--tile", type=int, default=None,
-                   help="tile size (multiple of 8) to force tiling; 0 never tiles; default: only when needed")
-    p.add_argument("--tile-overlap", type=int, default=32, help="overlap of tiles in pixels (default 32)")
-    p.add_argument("--max-pixels", type=int, default=None, help="tile frames with more (padded) pixels than this")
-    p.add_argument("--seed", type=int, default=0, help="seed of z_T (default 0)")
-    p.add_argument("--strict", action="store_true", help="fail instead of falling back to another backend")
+    add_deblurrer_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -90,10 +81,7 @@ def _check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
         parser.error(f"output {args.output}: expected a video file ({', '.join(io.VIDEO_SUFFIXES)})")
     if kind == "folder" and not io.list_images(args.input):
         parser.error(f"input folder {args.input} holds no images ({', '.join(io.IMAGE_SUFFIXES)})")
-    if args.engines is not None and not args.engines.is_dir():
-        parser.error(f"--engines {args.engines} is not a folder")
-    if args.weights is not None and not args.weights.is_file():
-        parser.error(f"--weights {args.weights} does not exist")
+    check_model_paths(parser, args)
     return kind
 
 
@@ -101,9 +89,7 @@ def _open_deblurrer(parser: argparse.ArgumentParser, args: argparse.Namespace): 
     from runtime.deblurrer import Deblurrer
 
     try:
-        return Deblurrer(engines=args.engines, model=args.weights, backend=args.backend, device=args.device,
-                         precision=args.precision, steps=args.steps, seed=args.seed, tile=args.tile,
-                         tile_overlap=args.tile_overlap, max_pixels=args.max_pixels, strict=args.strict)
+        return Deblurrer(device=args.device, **deblurrer_options(args))
     except (ValueError, FileNotFoundError, BackendError) as exc:
         parser.error(str(exc).replace("\n", " "))
 
@@ -114,8 +100,7 @@ def run_images(deblurrer, paths: list[Path], out_dir: Path | None, out_file: Pat
     for path in tqdm(paths, desc="images", unit="img", disable=quiet or len(paths) < 2):
         target = out_file if out_file is not None else out_dir / path.name  # type: ignore[operator]
         try:
-            image = io.read_image(path)
-            io.write_image(target, deblurrer.deblur(image.frame), image.bits)
+            deblur_image_file(deblurrer, path, target)
         except (io.MediaError, DeblurError) as exc:
             report.failed.append((path.name, str(exc)))
             continue
@@ -128,27 +113,12 @@ def run_images(deblurrer, paths: list[Path], out_dir: Path | None, out_file: Pat
 def run_video(deblurrer, src: Path, dst: Path, quiet: bool) -> Report:
     report = Report()
     start = time.perf_counter()
-    frames_in = 0
     try:
-        with io.VideoReader(src) as reader, io.VideoWriter(dst, reader.fps, reader.size) as writer:
-            def counted():
-                nonlocal frames_in
-                for frame in reader:
-                    frames_in += 1
-                    yield frame
-
-            bar = tqdm(total=reader.frame_count or None, desc=src.name, unit="frame", disable=quiet)
-            with bar:
-                for sharp in deblurrer.stream(counted()):
-                    writer.write(sharp)
-                    bar.update(1)
-            if writer.frames != frames_in:
-                raise io.MediaError(f"{frames_in} frames read but {writer.frames} written")
-    except (io.MediaError, DeblurError) as exc:
-        report.failed.append((src.name, f"{exc} (after {frames_in} frames read; no output written)"))
+        report.frames = deblur_video_file(deblurrer, src, dst, progress=not quiet)
+    except io.MediaError as exc:
+        report.failed.append((src.name, str(exc)))
     else:
         report.done = 1
-        report.frames = frames_in
     report.seconds = time.perf_counter() - start
     return report
 

@@ -3,12 +3,14 @@
 Images keep their channels (``IMREAD_UNCHANGED``: grayscale, BGR, BGRA) and depth: 8-bit files
 come as uint8, 16-bit ones as float32 in [0, 1] and are written back as 16-bit. Videos keep
 their size and frame rate; the codec follows the output's extension (mp4v for .mp4, MJPG for
-.avi, see :data:`FOURCC`). Writes go to a temporary name in the same folder, then
-``os.replace``, so an interrupted job never leaves a half-written file under the final name.
+.avi, see :data:`FOURCC`) unless one is named (``FFV1`` in .avi or .mkv is lossless). Writes go
+to a temporary name in the same folder, then ``os.replace``, so an interrupted job never leaves a
+half-written file under the final name (:func:`temporaries_of` finds what a killed job left).
 """
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from typing import Literal
 
 import cv2
 import numpy as np
+
+from hidiff.files import plain_file_mode
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
@@ -59,7 +63,16 @@ class Image:
 def read_image(path: str | Path) -> Image:
     """Read an image file as OpenCV holds it (BGR order); MediaError if it cannot be decoded."""
     path = Path(path)
-    frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return _as_image(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), str(path))
+
+
+def decode_image(data: bytes, name: str) -> Image:
+    """:func:`read_image` for the bytes of an image file (fetched from a URI); ``name`` is for messages."""
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    return _as_image(frame, name)
+
+
+def _as_image(frame: np.ndarray | None, path: str) -> Image:
     if frame is None:
         raise MediaError(f"{path}: OpenCV cannot read it (missing, empty, corrupt or not an image)")
     if frame.dtype == np.uint16:
@@ -72,7 +85,18 @@ def read_image(path: str | Path) -> Image:
 def _temporary(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, plain_file_mode())  # not mkstemp's 0600: outputs are read by others (a shared folder)
     return Path(tmp)
+
+
+def temporaries_of(path: str | Path) -> list[Path]:
+    """The temporary files that writes of ``path`` left behind (a job killed mid-write): the names
+    :func:`_temporary` makes, ``.STEM.XXXXXXXX.SUFFIX`` beside ``path``."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.[a-z0-9_]{{8}}{re.escape(path.suffix)}")
+    return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
 
 
 def write_image(path: str | Path, frame: np.ndarray, bits: int = 8) -> None:
@@ -129,23 +153,27 @@ class VideoReader:
 class VideoWriter:
     """Writes H x W x 3 uint8 BGR frames of one size to a video, atomically on ``close``.
 
-    The codec comes from the suffix (:data:`FOURCC`). If the job fails (``abort`` or an
-    exception inside ``with``), the partial file is removed and the final name is untouched.
+    The codec is ``fourcc`` (four characters, e.g. ``"FFV1"``, lossless) or, by default, the
+    suffix's (:data:`FOURCC`). If the job fails (``abort`` or an exception inside ``with``), the
+    partial file is removed and the final name is untouched.
     """
 
-    def __init__(self, path: str | Path, fps: float, size: tuple[int, int]):
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int], fourcc: str | None = None):
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in FOURCC:
             raise MediaError(f"{self.path}: unknown video suffix {suffix!r}; expected one of {list(FOURCC)}")
+        codec = FOURCC[suffix] if fourcc is None else fourcc
+        if len(codec) != 4:
+            raise MediaError(f"{self.path}: codec {codec!r} is not a four-character code (e.g. 'FFV1', 'MJPG')")
         self.size = size
         self.frames = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = _temporary(self.path)
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter.fourcc(*FOURCC[suffix]), fps, size)
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter.fourcc(*codec), fps, size)
         if not self._writer.isOpened():
             self._tmp.unlink(missing_ok=True)
-            raise MediaError(f"{self.path}: OpenCV cannot open a {FOURCC[suffix]} writer at {fps} fps, size {size}")
+            raise MediaError(f"{self.path}: OpenCV cannot open a {codec} writer at {fps} fps, size {size}")
 
     def write(self, frame: np.ndarray) -> None:
         height, width = frame.shape[:2]
