@@ -1,7 +1,7 @@
 """Corpus throughput with 1 Ray actor and with N: does deblurring scale across GPUs?
 
-    python bench/ray_throughput.py --actors 1 2 --frames 256 --size 720x1280 --json ray_throughput.json
-    python bench/ray_throughput.py --actors 1 2 --frames 8 --size 48x64 --device cpu --json out.json   # a laptop
+    python bench/ray_throughput.py --actors 1 2 --frames 256 --size 1280x720 --json ray_throughput.json
+    python bench/ray_throughput.py --actors 1 2 --frames 8 --size 64x48 --device cpu --json out.json   # a laptop
 
 The same frames (``--frames`` synthetic smooth frames of ``--size``, or every image of
 ``--input``) go through :func:`runtime.distributed.deblur_corpus` once per actor count, each run
@@ -41,11 +41,12 @@ PROG = "python bench/ray_throughput.py"
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """"720x1280" -> (720, 1280): height x width."""
+    """"1280x720" -> (720, 1280): WIDTHxHEIGHT as bench/latency.py and video people write it,
+    returned as (height, width)."""
     try:
-        height, width = (int(v) for v in text.lower().split("x"))
+        width, height = (int(v) for v in text.lower().split("x"))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size {text!r}: expected HEIGHTxWIDTH, e.g. 720x1280") from exc
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected WIDTHxHEIGHT, e.g. 1280x720") from exc
     if height < 8 or width < 8:
         raise argparse.ArgumentTypeError(f"size {text!r}: sides of at least 8 pixels")
     return height, width
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, nargs="+", default=None,
                    help="actor counts to run (default: 1 and the number of GPUs; 1 2 without GPUs)")
     p.add_argument("--frames", type=int, default=64, help="synthetic frames (default 64)")
-    p.add_argument("--size", type=parse_size, default=(720, 1280), help="HEIGHTxWIDTH of the frames (default 720x1280)")
+    p.add_argument("--size", type=parse_size, default=(720, 1280), help="WIDTHxHEIGHT of the frames (default 1280x720)")
     p.add_argument("--input", type=Path, default=None, help="a folder of images to use instead of synthetic frames")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"), help="default: GPUs when present")
     p.add_argument("--gpus-per-actor", type=float, default=1.0, help="GPU share of an actor (default 1)")

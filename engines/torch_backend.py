@@ -122,7 +122,8 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
         channels_last = target.type == "cuda"
     copied = copy.deepcopy(model).to(device=target, dtype=dtype).eval()
     if channels_last:
-        copied = copied.to(memory_format=torch.channels_last)
+        # nn.Module.to takes memory_format (documented); torch's overloads for type checkers omit it.
+        copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     modules = graph_modules(copied, dtype, channels_last)
     contracts = graph_contracts(copied.config.prior_tokens, copied.config.prior_channels)
     return {name: TorchEngine(modules[name], contracts[name], target, compile=compile) for name in contracts}

@@ -39,26 +39,27 @@ class DenoiseStepGraph(nn.Module):
         self.denoiser = model.denoiser
         self.dtype = dtype
         schedule = model.schedule
-        # Tables as buffers so they follow .to(device) and become graph constants.
-        for name in ("sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
-                     "posterior_mean_coef1", "posterior_mean_coef2"):
-            self.register_buffer(name, getattr(schedule, name).detach().clone().float(), persistent=False)
-        self.sqrt_recip_alphas_cumprod: torch.Tensor
-        self.sqrt_recipm1_alphas_cumprod: torch.Tensor
-        self.posterior_mean_coef1: torch.Tensor
-        self.posterior_mean_coef2: torch.Tensor
+        # The four tables of the reverse step as one (T, 4) buffer: one gather per step (the loop
+        # is a few hundred tiny kernels, so each one counts); it follows .to(device) and becomes a
+        # graph constant.
+        tables = [getattr(schedule, name).detach().float() for name in (
+            "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_mean_coef1", "posterior_mean_coef2")]
+        self.register_buffer("coefficients", torch.stack(tables, dim=1).clone(), persistent=False)
+        self.coefficients: torch.Tensor
         self.clip_denoised = schedule.clip_denoised
         self.time_offset = schedule.time_offset
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = self.denoiser(z.to(self.dtype), cond.to(self.dtype), t + self.time_offset).float()
+        coef = self.coefficients[t]  # (1, 4): the step's row of the tables
+        recip, recipm1, coef1, coef2 = (coef[:, i, None, None] for i in range(4))
         # 1. x0 = sqrt(1/abar_t) z_t - sqrt(1/abar_t - 1) eps    (Eq. 6)
-        x0 = self.sqrt_recip_alphas_cumprod[t] * z - self.sqrt_recipm1_alphas_cumprod[t] * eps
+        x0 = torch.addcmul(recip * z, recipm1, eps, value=-1.0)
         # 2. clamp to the prior's range (GoPro release only)
         if self.clip_denoised:
             x0 = x0.clamp(-1.0, 1.0)
         # 3. z_{t-1} = coef1_t x0 + coef2_t z_t    (posterior mean, no noise)
-        return self.posterior_mean_coef1[t] * x0 + self.posterior_mean_coef2[t] * z
+        return torch.addcmul(coef1 * x0, coef2, z)
 
 
 class RestormerGraph(nn.Module):

@@ -37,9 +37,14 @@ def adaptive_avg_pool2d(x: torch.Tensor, bins: int) -> torch.Tensor:
 
 
 class Float32LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm (same parameter names) whose statistics are computed in float32 in a half model."""
+    """nn.LayerNorm (same parameter names) whose statistics are computed in float32 in a half model.
+
+    Eagerly that is one ``F.layer_norm`` kernel (it accumulates half inputs in float32); an ONNX
+    export writes the float32 island out as casts, which TensorRT's strong typing needs."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.onnx.is_in_onnx_export():
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         weight = self.weight.float() if self.weight is not None else None
         bias = self.bias.float() if self.bias is not None else None
         return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
