@@ -8,9 +8,9 @@ type. Concretely, these must have float32 inputs:
 - every reduction that computes a norm or a mean (``ReduceL2``, ``ReduceSumSquare``,
   ``ReduceMean``, ``ReduceSum``): Restormer's L2 normalisation of q and k over H*W lowers to
   ``ReduceL2 -> Clip -> Expand -> Div``,
-- every ``MatMul`` fed by such a normalisation (through layout-only ops), or whose product is
-  divided by such norms: q k^T, which contracts over H*W (our MDTA computes the cosine as
-  ``(q k^T) / (|q| |k|^T)``, the division on the small product).
+- every ``MatMul`` fed by such a normalisation (through layout-only ops), whose product is
+  divided by such norms, or that multiplies a tensor by its own transpose (a Gram matrix): q k^T,
+  which contracts over H*W (our MDTA takes q k^T and the norms from one Gram product of [q; k]).
 
 Types come from the graph's value_info after ONNX shape inference.
 """
@@ -90,15 +90,40 @@ def _matmul_behind(name: str, producers: dict[str, "onnx.NodeProto"], depth: int
     return None
 
 
+def _layout_source(name: str, producers: dict[str, "onnx.NodeProto"], depth: int = 4) -> str:
+    """The tensor ``name`` is a relabelling of, through layout-only ops (itself if none)."""
+    for _ in range(depth):
+        node = producers.get(name)
+        if node is None or node.op_type not in LAYOUT_OPS or not node.input:
+            return name
+        name = node.input[0]
+    return name
+
+
+def gram_matmuls(model: "onnx.ModelProto") -> list["onnx.NodeProto"]:
+    """MatMul nodes that multiply a tensor by its own transpose: Gram matrices, sums of products
+    over the contracted axis (our MDTA's [q; k][q; k]^T over H*W)."""
+    producers = _producers(model)
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or len(node.input) != 2:
+            continue
+        second = producers.get(node.input[1])
+        if second is not None and second.op_type == "Transpose" and \
+                _layout_source(second.input[0], producers) == _layout_source(node.input[0], producers):
+            found.append(node)
+    return found
+
+
 def normalised_matmuls(model: "onnx.ModelProto") -> list["onnx.NodeProto"]:
-    """MatMul nodes that consume a tensor divided by its own norm, or whose product is divided by
-    norms (q k^T of Restormer's MDTA, in either formulation)."""
+    """MatMul nodes that consume a tensor divided by its own norm, whose product is divided by
+    norms, or that form a Gram matrix (q k^T of Restormer's MDTA, in each formulation)."""
     producers, consumers = _producers(model), _consumers(model)
     norm_divs = [
         node for node in model.graph.node
         if node.op_type == "Div" and len(node.input) == 2 and _comes_from_norm(node.input[1], producers)
     ]
-    found: dict[str, onnx.NodeProto] = {}
+    found: dict[str, onnx.NodeProto] = {node.name or node.output[0]: node for node in gram_matmuls(model)}
     for div in norm_divs:
         numerator = _matmul_behind(div.input[0], producers)
         if numerator is not None:

@@ -19,6 +19,7 @@ from export.graph_check import (
     GraphCheckError,
     check_float32_islands,
     float32_islands,
+    gram_matmuls,
     unfolded_constants,
 )
 from export.onnx_export import (
@@ -157,7 +158,9 @@ def test_fp32_graph_structure(runs: ExportRuns) -> None:
     restormer = onnx.load(str(out_dir / "restormer.onnx"))
     mdta = sum(isinstance(m, MDTA) for m in model.restormer.modules())
     assert mdta == MDTA_BLOCKS
-    assert [n.op_type for n in restormer.graph.node].count("ReduceL2") == 2 * mdta
+    # q k^T and the norms of q and k come from one Gram product per MDTA: no reduction over H*W.
+    assert "ReduceL2" not in [n.op_type for n in restormer.graph.node]
+    assert len(gram_matmuls(restormer)) == mdta
 
 
 @pytest.mark.slow
@@ -179,8 +182,8 @@ def test_fp16_graphs_keep_statistics_in_float32(runs: ExportRuns) -> None:
             if value.name != "t":
                 assert value.type.tensor_type.elem_type == TensorProto.FLOAT, (name, value.name)
     restormer = float32_islands(onnx.load(str(out_dir / "restormer.onnx")))
-    assert restormer.statistics["ReduceL2"] == 2 * MDTA_BLOCKS
-    assert restormer.normalised_matmuls == MDTA_BLOCKS
+    assert "ReduceL2" not in restormer.statistics
+    assert restormer.normalised_matmuls == MDTA_BLOCKS  # the Gram products, float32 (no violations)
 
 
 @pytest.mark.slow
@@ -274,6 +277,20 @@ def test_island_checker_finds_the_product_divided_by_norms() -> None:
     assert report.normalised_matmuls == 1
     assert any("MatMul 'gram'" in v and "float16" in v for v in report.violations)
     assert check_float32_islands(_cosine_graph(TensorProto.FLOAT), "cosine").normalised_matmuls == 1
+
+
+def test_island_checker_finds_gram_products() -> None:
+    """X @ X^T sums products over X's last axis (our MDTA's [q; k] over H*W): float32 only."""
+    def gram_graph(dtype: int) -> onnx.ModelProto:
+        nodes = [helper.make_node("Transpose", ["x"], ["xt"], name="xt", perm=[0, 2, 1]),
+                 helper.make_node("MatMul", ["x", "xt"], ["gram"], name="gram")]
+        graph = helper.make_graph(nodes, "gram", [helper.make_tensor_value_info("x", dtype, [1, 8, 64])],
+                                  [helper.make_tensor_value_info("gram", dtype, [1, 8, 8])])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+    report = float32_islands(gram_graph(TensorProto.FLOAT16))
+    assert report.normalised_matmuls == 1 and any("MatMul 'gram'" in v for v in report.violations)
+    assert check_float32_islands(gram_graph(TensorProto.FLOAT), "gram").normalised_matmuls == 1
 
 
 def test_unfolded_constants_counts_constant_only_nodes() -> None:
