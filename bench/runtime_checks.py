@@ -242,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             soak_model = args.soak_weights
             with Deblurrer(model=soak_model, backend="torch", precision="fp16", device=device, strict=True) as d:
-                report["results"]["soak"] = check_soak(d, args.soak_frames, args.soak_size, warmup=min(500, args.soak_frames))
+                report["results"]["soak"] = check_soak(d, args.soak_frames, args.soak_size,
+                                                       warmup=min(500, max(1, args.soak_frames // 2)))
         except Exception as exc:
             report["results"]["soak"] = {"error": f"{type(exc).__name__}: {exc}"}
             ok = False

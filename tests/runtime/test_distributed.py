@@ -76,7 +76,13 @@ def assert_same_as_deblur(src: Path, out: Path, name: str) -> None:
             assert np.array_equal(a, b), f"{name}: frame {i} differs from runtime.deblur"
     else:
         expected = runtime.deblur(cv2.imread(str(src / name), cv2.IMREAD_UNCHANGED), device="cpu")
-        assert np.array_equal(cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED), expected), name
+        got = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        # An actor deblurs the images of a unit as one batch; PyTorch's CPU convolutions block a
+        # batch differently from a single image, so a pixel that sits on a rounding boundary can
+        # land one grey level apart (seen: 1 pixel of 9216). Anything more is a real difference.
+        diff = np.abs(got.astype(np.int16) - expected.astype(np.int16))
+        assert got.shape == expected.shape and diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000, \
+            f"{name}: {np.count_nonzero(diff)} values differ from runtime.deblur, by up to {diff.max()}"
 
 
 NAMES = ["clip.avi", "img0.png", "img1.png", "img2.png", "sub/deep.png"]
@@ -131,6 +137,19 @@ def _wait_for_outputs(out: Path, names: list[str], count: int, job: subprocess.P
     raise AssertionError(f"fewer than {count} outputs after {timeout} s: {sorted(p.name for p in out.rglob('*'))}")
 
 
+def _settled_outputs(out: Path, names: list[str], quiet_s: float = 2.0, timeout: float = 60.0) -> list[str]:
+    """The finished outputs, once none has appeared for ``quiet_s`` seconds."""
+    deadline = time.monotonic() + timeout
+    done = [n for n in names if (out / n).exists()]
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = [n for n in names if (out / n).exists()]
+        if now == done:
+            return done
+        done = now
+    raise AssertionError(f"outputs still appearing {timeout} s after the kill: {done}")
+
+
 def test_a_job_killed_halfway_is_finished_by_a_rerun_without_redoing_anything(ray_address, tmp_path):
     """The job's only actor blocks forever on a named pipe among the inputs (OpenCV waits for a
     writer), so the job is certainly unfinished when it is killed; then the pipe becomes a real
@@ -150,10 +169,13 @@ def test_a_job_killed_halfway_is_finished_by_a_rerun_without_redoing_anything(ra
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
     try:
-        finished = _wait_for_outputs(out, names, 2, job, timeout=120)
+        _wait_for_outputs(out, names, 2, job, timeout=120)
     finally:
         job.send_signal(signal.SIGKILL)
         job.wait(timeout=30)
+    # The killed driver's actor lives on until Ray notices the job is gone, and may finish an
+    # image it was writing: take what is finished once the folder stops changing.
+    finished = _settled_outputs(out, names)
     assert "img1_stuck.png" not in finished and len(finished) < len(names)
     before = {n: (os.stat(out / n).st_ino, os.stat(out / n).st_mtime_ns) for n in finished}
     (src / "img1_stuck.png").unlink()

@@ -1,0 +1,82 @@
+"""bench/ort_profile.py, bench/kernel_profile.py and bench/runtime_checks.py: the CPU parts here,
+the GPU runs where a GPU is present."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines"))  # the shared tiny export
+from engine_artifacts import SHAPE, exported_folder  # noqa: E402
+
+from bench import kernel_profile, ort_profile, runtime_checks  # noqa: E402
+
+gpu = pytest.mark.gpu
+
+
+def _node(name: str, op: str, dur: int) -> dict:
+    return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "args": {"op_name": op}}
+
+
+def test_trace_summary_sums_kernel_time_per_op_type_and_node():
+    events = [_node("conv_1", "Conv", 3000), _node("conv_2", "Conv", 1000), _node("add_1", "Add", 2000),
+              _node("conv_1", "Conv", 3000), _node("conv_2", "Conv", 1000), _node("add_1", "Add", 2000),
+              {"cat": "Node", "name": "conv_1_fence_before", "dur": 999, "args": {"op_name": "Conv"}},
+              {"cat": "Session", "name": "model_run", "dur": 20000}]
+    summary = ort_profile.summarize_trace(events, runs=2)
+    assert summary["total_ms_per_run"] == pytest.approx(6.0)
+    assert [(r["op"], r["ms_per_run"], r["nodes_per_run"]) for r in summary["by_op_type"]] == [
+        ("Conv", pytest.approx(4.0), 2), ("Add", pytest.approx(2.0), 1)]
+    assert summary["by_op_type"][0]["share"] == pytest.approx(4 / 6)
+    assert summary["by_node"][0] == {"node": "conv_1", "op": "Conv", "ms_per_run": pytest.approx(3.0)}
+
+
+def test_ort_profile_runs_an_exported_graph_on_the_cpu(tmp_path, tmp_path_factory, capsys):
+    folder = exported_folder(tmp_path_factory.getbasetemp() / "engine_artifacts")
+    batch, _, height, width = SHAPE
+    code = ort_profile.main([str(folder), "--provider", "cpu", "--size", f"{width}x{height}", "--batch", str(batch),
+                             "--runs", "2", "--warmup", "1", "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads((tmp_path / f"ort_profile_restormer_{width}x{height}.json").read_text())
+    ops = {row["op"]: row for row in summary["by_op_type"]}
+    assert "Conv" in ops and ops["Conv"]["ms_per_run"] > 0
+    assert summary["total_ms_per_run"] == pytest.approx(sum(r["ms_per_run"] for r in summary["by_op_type"]))
+    assert (tmp_path / summary["trace"]).is_file()
+    assert "slowest nodes" in capsys.readouterr().out
+
+
+def test_ort_profile_refuses_a_folder_without_the_graph(tmp_path, capsys):
+    assert ort_profile.main([str(tmp_path), "--provider", "cpu"]) == 2
+    assert "restormer.onnx does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_tools_refuse_to_run_without_cuda(tmp_path, capsys):
+    assert runtime_checks.main(["--tiny", "--out", str(tmp_path)]) == 1
+    assert kernel_profile.main(["--tiny"]) == 1
+    assert "needs a CUDA device" in capsys.readouterr().err
+
+
+@gpu
+def test_runtime_checks_measure_every_figure_on_a_gpu(tmp_path):
+    code = runtime_checks.main(["--tiny", "--iterations", "5", "--soak-frames", "40", "--soak-size", "64x48",
+                                "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "runtime_checks.json").read_text())
+    results = report["results"]["torch-fp16"]
+    assert code == 0, report
+    assert results["overhead"]["engine_gpu_sum_ms"] > 0 and results["overhead"]["deblur_wall_ms"] > 0
+    assert results["loop"]["median_ms"] > 0
+    assert results["4k"]["tiled"]["torch_peak_allocated_gb"] < results["4k"]["whole"]["torch_peak_allocated_gb"]
+    soak = report["results"]["soak"]
+    assert soak["returned"] == 40 and set(soak["memory"]) == {"warm", "end"}
+
+
+@gpu
+def test_kernel_profile_lists_the_kernels_of_a_torch_engine(tmp_path, capsys):
+    assert kernel_profile.main(["--tiny", "--backend", "torch-fp16-nhwc", "--size", "64x48", "--runs", "1",
+                                "--out", str(tmp_path)]) == 0
+    assert "Self CUDA" in capsys.readouterr().out
+    assert list(tmp_path.glob("kernels_*.txt")) and list(tmp_path.glob("trace_*.json"))
