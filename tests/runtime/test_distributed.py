@@ -76,13 +76,7 @@ def assert_same_as_deblur(src: Path, out: Path, name: str) -> None:
             assert np.array_equal(a, b), f"{name}: frame {i} differs from runtime.deblur"
     else:
         expected = runtime.deblur(cv2.imread(str(src / name), cv2.IMREAD_UNCHANGED), device="cpu")
-        got = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
-        # An actor deblurs the images of a unit as one batch; PyTorch's CPU convolutions block a
-        # batch differently from a single image, so a pixel that sits on a rounding boundary can
-        # land one grey level apart (seen: 1 pixel of 9216). Anything more is a real difference.
-        diff = np.abs(got.astype(np.int16) - expected.astype(np.int16))
-        assert got.shape == expected.shape and diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000, \
-            f"{name}: {np.count_nonzero(diff)} values differ from runtime.deblur, by up to {diff.max()}"
+        assert np.array_equal(cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED), expected), name
 
 
 NAMES = ["clip.avi", "img0.png", "img1.png", "img2.png", "sub/deep.png"]
@@ -92,7 +86,7 @@ def test_local_ray_corpus_equals_runtime_deblur_and_a_rerun_skips_everything(ray
     from runtime.distributed import deblur_corpus
 
     src, out = make_corpus(tmp_path / "in"), tmp_path / "out"
-    report = deblur_corpus(src, out, actors=2, device="cpu", video_fourcc="FFV1", progress=False)
+    report = deblur_corpus(src, out, actors=2, device="cpu", video_fourcc="FFV1", progress=False, images_per_unit=1)
     assert (report.done, report.skipped, report.failed, report.frames) == (5, 0, [], 3 + 1 + VIDEO_FRAMES)
     assert report.complete and report.frames_per_second > 0 and report.processing_frames_per_second > 0
     assert 1 <= len(report.actors) <= 2 and sum(a.frames for a in report.actors) == report.frames
@@ -104,6 +98,24 @@ def test_local_ray_corpus_equals_runtime_deblur_and_a_rerun_skips_everything(ray
 
     again = deblur_corpus(src, out, actors=2, device="cpu", video_fourcc="FFV1", progress=False)
     assert (again.done, again.skipped, again.failed) == (0, 5, [])
+
+
+def test_batched_units_agree_with_single_frame_deblurring(ray_address, tmp_path):
+    """Several images per unit are deblurred as one batch. PyTorch's CPU convolutions block a
+    batch differently from a single image, so a value on a rounding boundary may land one grey
+    level apart from runtime.deblur of the frame alone (seen: 1 value of 9216); nothing more."""
+    from runtime.distributed import deblur_corpus
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(src / f"img{i}.png"), frame_u8(48, 64, seed=20 + i))
+    report = deblur_corpus(src, out, actors=1, device="cpu", images_per_unit=4, progress=False)
+    assert (report.done, report.failed) == (4, [])
+    for i in range(4):
+        expected = runtime.deblur(cv2.imread(str(src / f"img{i}.png")), device="cpu")
+        diff = np.abs(cv2.imread(str(out / f"img{i}.png")).astype(np.int16) - expected.astype(np.int16))
+        assert diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000, (i, np.count_nonzero(diff))
 
 
 def test_a_corrupt_file_is_retried_then_reported_and_the_others_finish(ray_address, tmp_path):
@@ -183,7 +195,8 @@ def test_a_job_killed_halfway_is_finished_by_a_rerun_without_redoing_anything(ra
     stale = out / ".img3.abcd_123.png"  # what a kill during a write leaves (runtime.io's temporary name)
     stale.write_bytes(b"half an image")
 
-    report = deblur_corpus(listing, out, actors=2, device="cpu", video_fourcc="FFV1", progress=False)
+    report = deblur_corpus(listing, out, actors=2, device="cpu", video_fourcc="FFV1", progress=False,
+                           images_per_unit=1)
     assert (report.skipped, report.done, report.failed) == (len(finished), len(names) - len(finished), [])
     assert {n: (os.stat(out / n).st_ino, os.stat(out / n).st_mtime_ns) for n in finished} == before
     assert not stale.exists() and not [p for p in out.rglob(".*")]
