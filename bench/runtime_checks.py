@@ -72,6 +72,17 @@ def _host_rss_bytes() -> int:
     raise RuntimeError("no VmRSS line in /proc/self/status")
 
 
+def _engine_inputs(deblurrer: Any, frame: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the Deblurrer's engines receive for ``frame`` (uint8 BGR): the padded RGB float
+    image on the device and LE_DM's condition."""
+    from hidiff.model import pad_image
+    from runtime import frames as fr
+
+    raw = fr.as_nhwc(frame, fr.inspect_frame(frame)).to(deblurrer.device)
+    x, _ = pad_image(raw.permute(0, 3, 1, 2).float().div(255.0).flip(1))  # BGR uint8 -> RGB float
+    return x, deblurrer._le_dm.infer({"blur": x})["cond"]
+
+
 def check_overhead(deblurrer: Any, frame: np.ndarray, iterations: int) -> dict[str, Any]:
     """deblur() wall time against the sum of the engines' GPU times, same frame, same run."""
     device = deblurrer.device
@@ -85,14 +96,7 @@ def check_overhead(deblurrer: Any, frame: np.ndarray, iterations: int) -> dict[s
         walls.append((time.perf_counter() - start) * 1e3)
 
     # The same stages, called on device-resident input, each between CUDA events.
-    from hidiff.model import pad_image
-    from runtime import frames as fr
-
-    spec = fr.inspect_frame(frame)
-    raw = fr.as_nhwc(frame, spec).to(device)
-    blur = raw.permute(0, 3, 1, 2).float().div(255.0).flip(1)  # BGR uint8 -> RGB float, as the runtime does
-    x, _ = pad_image(blur)
-    cond = deblurrer._le_dm.infer({"blur": x})["cond"]
+    x, cond = _engine_inputs(deblurrer, frame)
     prior = deblurrer._loop.run(cond)
     stages = {
         "le_dm": _median_ms(lambda: deblurrer._le_dm.infer({"blur": x}), device, iterations),
@@ -108,12 +112,7 @@ def check_overhead(deblurrer: Any, frame: np.ndarray, iterations: int) -> dict[s
 
 
 def check_loop(deblurrer: Any, frame: np.ndarray, iterations: int) -> dict[str, Any]:
-    from hidiff.model import pad_image
-    from runtime import frames as fr
-
-    raw = fr.as_nhwc(frame, fr.inspect_frame(frame)).to(deblurrer.device)
-    x, _ = pad_image(raw.permute(0, 3, 1, 2).float().div(255.0))
-    cond = deblurrer._le_dm.infer({"blur": x})["cond"]
+    _, cond = _engine_inputs(deblurrer, frame)
     deblurrer._loop.run(cond)  # capture
     loop_ms = _median_ms(lambda: deblurrer._loop.run(cond), deblurrer.device, iterations)
     return {"steps": deblurrer.steps, "mode": deblurrer._loop.mode, "median_ms": loop_ms,

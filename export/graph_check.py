@@ -78,18 +78,6 @@ def _comes_from_norm(name: str, producers: dict[str, "onnx.NodeProto"], depth: i
     return False
 
 
-def _matmul_behind(name: str, producers: dict[str, "onnx.NodeProto"], depth: int = 4) -> "onnx.NodeProto | None":
-    """The MatMul that produced ``name``, possibly through layout-only ops."""
-    node = producers.get(name)
-    for _ in range(depth):
-        if node is None or node.op_type == "MatMul":
-            return node
-        if node.op_type not in LAYOUT_OPS or not node.input:
-            return None
-        node = producers.get(node.input[0])
-    return None
-
-
 def _layout_source(name: str, producers: dict[str, "onnx.NodeProto"], depth: int = 4) -> str:
     """The tensor ``name`` is a relabelling of, through layout-only ops (itself if none)."""
     for _ in range(depth):
@@ -98,6 +86,12 @@ def _layout_source(name: str, producers: dict[str, "onnx.NodeProto"], depth: int
             return name
         name = node.input[0]
     return name
+
+
+def _matmul_behind(name: str, producers: dict[str, "onnx.NodeProto"]) -> "onnx.NodeProto | None":
+    """The MatMul that produced ``name``, possibly through layout-only ops."""
+    node = producers.get(_layout_source(name, producers))
+    return node if node is not None and node.op_type == "MatMul" else None
 
 
 def gram_matmuls(model: "onnx.ModelProto") -> list["onnx.NodeProto"]:

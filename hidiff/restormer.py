@@ -103,13 +103,23 @@ class GDFN(nn.Module):
         return self.project_out(F.gelu(x1) * x2)
 
 
+_NO_BMM_OUT_DTYPE: set[tuple[str, torch.dtype]] = set()  # (device type, dtype) where the kernel is missing
+
+
 def _bmm_float32_out(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
     """a @ b with a float32 result, for float16/bfloat16 CUDA operands: cuBLAS accumulates in
     float32 and writes float32, so a sum over H*W terms neither overflows nor needs float32
-    copies of the operands. Returns None where PyTorch has no such kernel."""
+    copies of the operands. Returns None where PyTorch has no such kernel (remembered, so the
+    next call does not try again)."""
+    key = (a.device.type, a.dtype)
+    if key in _NO_BMM_OUT_DTYPE:
+        return None
     try:
         return torch.bmm(a, b, out_dtype=torch.float32)
+    except torch.cuda.OutOfMemoryError:
+        raise
     except (NotImplementedError, RuntimeError, TypeError):
+        _NO_BMM_OUT_DTYPE.add(key)
         return None
 
 
