@@ -13,6 +13,10 @@
 #   runtime   bench/runtime_checks.py: deblur() against its engines' GPU times, the CUDA-graph loop,
 #             a 4K frame through tiling, the 10 000-frame stream() soak
 #   train     stage-2 training throughput of the GoPro preset (patch 256, batch 8)
+#   ortgraph  ONNX Runtime CUDA with and without its CUDA graph of the denoising step, beside eager
+#             .half(), 1280x720 and 1920x1080, batch 1 (two runs of bench/latency.py on one machine)
+#   variants  the compiled model's forms (hidiff.taps, conv_1x1_as_mm) at 1280x720 batch 1, beside
+#             eager, and torch._dynamo.explain's graph breaks of the Restormer
 #   compile   torch.compile FP16 (channels-last) at 1280x720 and 1920x1080, batch 1, beside eager
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
 #   demo      train the demonstration model (python -m hidiff.train_default, about 9 minutes)
@@ -77,6 +81,19 @@ if step latency; then
 fi
 step runtime && run python3 bench/runtime_checks.py --preset gopro --device cuda:0 "${ort_args[@]}" --out "$out/runtime" \
   2>&1 | tee "$out/runtime_checks.log"
+if step ortgraph; then
+  for mode in graph plain; do
+    flag=(); [ "$mode" = plain ] && flag=(--no-cuda-graph)
+    run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720,1920x1080 --batches 1 --min-iters 5 \
+      --backends onnxruntime-cuda,torch-fp16 "${ort_args[@]}" "${flag[@]}" --out "$out/ortgraph_$mode"
+  done
+fi
+if step variants; then
+  run python3 bench/compile_breaks.py --preset gopro --size 256x256 2>&1 | tee "$out/compile_breaks.log"
+  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 20 \
+    --backends torch-compile-fp16-taps-mm,torch-compile-fp16-taps,torch-compile-fp16-mm,torch-compile-fp16,torch-fp16-nhwc,torch-fp16 \
+    --out "$out/variants"
+fi
 step train && run python3 -m hidiff.train --benchmark --patch 256 --batch 8 --benchmark-iters 20 2>&1 | tee "$out/train_benchmark.log"
 step compile && run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720,1920x1080 --batches 1 \
   --backends torch-compile-fp16,torch-fp16-nhwc,torch-fp16,torch-fp32 --max-case-s 60 --out "$out/compile"

@@ -156,9 +156,24 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
         BenchBackend("onnxruntime-cpu", "onnxruntime-cpu", "fp32", ("cpu",), needs_artifacts=True),
         BenchBackend("torch-compile-fp16", "torch", "fp16", ("cuda",),
                      options=(("compile", COMPILE_MODE), ("channels_last", True))),
+        # Variants of the compiled model (issue 8): 1x1 convolutions as matrix products that
+        # inductor can fuse around, depthwise convolutions as nine fusable taps (hidiff.taps).
+        BenchBackend("torch-compile-fp16-mm", "torch", "fp16", ("cuda",),
+                     options=(("compile", COMPILE_MODE), ("channels_last", True),
+                              ("inductor_options", {"conv_1x1_as_mm": True}))),
+        BenchBackend("torch-compile-fp16-taps", "torch", "fp16", ("cuda",),
+                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("depthwise_taps", True))),
+        BenchBackend("torch-compile-fp16-taps-mm", "torch", "fp16", ("cuda",),
+                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("depthwise_taps", True),
+                              ("inductor_options", {"conv_1x1_as_mm": True}))),
+        # Without hidiff.aligned_channels' zero padding (the form before it, for before/after runs).
+        BenchBackend("torch-compile-fp16-unaligned", "torch", "fp16", ("cuda",),
+                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("align_channels", False))),
         BenchBackend("torch-fp16-nhwc", "torch", "fp16", ("cuda",), options=(("channels_last", True),)),
+        BenchBackend("torch-fp16-nhwc-unaligned", "torch", "fp16", ("cuda",),
+                     options=(("channels_last", True), ("align_channels", False))),
         # The baselines: the eager model as a user runs it (.half() / float32, default memory layout).
-        BenchBackend("torch-fp16", "torch", "fp16", ("cuda",), options=(("channels_last", False),)),
+        BenchBackend("torch-fp16", "torch", "fp16", ("cuda",), options=(("channels_last", False), ("align_channels", False))),
         BenchBackend("torch-fp32", "torch", "fp32", ("cpu", "cuda"), options=(("channels_last", False),)),
     )
 }
@@ -643,7 +658,7 @@ def plan_manifest(plans_dir: Path, graph: str) -> Path:
 
 
 def open_bench_backend(backend: BenchBackend, model: HIDiff | None, device: str, artifacts: Path | None,
-                       precision: str) -> Any:
+                       precision: str, cuda_graph: bool = True) -> Any:
     """The registry's EngineSet for ``backend``. Torch backends get their own copy of the model,
     so a backend that casts or compiles it cannot change what the next one runs."""
     from engines.registry import open_engines
@@ -656,7 +671,7 @@ def open_bench_backend(backend: BenchBackend, model: HIDiff | None, device: str,
                              "or --preset")
         source = {"model": copy.deepcopy(model)}
     return open_engines(backend.engine_backend, device=device, precision=precision, strict=True,
-                        **source, **dict(backend.options))
+                        cuda_graph=cuda_graph, **source, **dict(backend.options))
 
 
 def device_used_bytes(device: torch.device) -> int | None:
@@ -834,7 +849,8 @@ def _run(settings: LatencySettings, model: HIDiff, model_source: str, out_dir: P
         free_device_memory(device)
         used_before = device_used_bytes(device)
         try:
-            engine_set = open_bench_backend(column.backend, model, settings.device, column.artifacts, column.precision)
+            engine_set = open_bench_backend(column.backend, model, settings.device, column.artifacts, column.precision,
+                                            settings.cuda_graph)
         except (BackendUnavailable, EngineError, OSError, ValueError, TypeError, RuntimeError) as exc:
             skipped.append({"backend": name, "reason": f"could not open its engines: {_short_error(exc)}"})
             say(f"skip {name}: {_short_error(exc)}")

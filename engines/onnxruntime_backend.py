@@ -22,11 +22,21 @@ a user stream, microsoft/onnxruntime PR by kailums, 2024). Each call makes that 
 the caller's stream (a device-side wait: inputs the caller is still computing are ready when ONNX
 Runtime reads them), runs, and makes the caller's stream wait for the engine's. ``run`` also
 synchronises the provider's stream before it returns (ONNX Runtime's default), so outputs are
-complete when :meth:`infer` returns: one host synchronisation per call, acceptable for this
-second-tier backend (TensorRT is the fast path). If the installed version does not echo the
-stream option back, we cannot prove which stream it uses, and fall back to synchronising the
-caller's stream on the host before every run. ONNX Runtime's work cannot be captured in a torch
-CUDA graph.
+complete when :meth:`infer` returns. (The run option ``disable_synchronize_execution_providers``
+would spare that wait, but with ONNX Runtime 1.31.1 on an H100 it aborted the process with CUDA
+error 800 in ``cudaFreeHost``: not used.) If the installed version does not echo the stream option
+back, we cannot prove which stream it uses, and fall back to synchronising the caller's stream on
+the host before every run.
+
+CUDA graphs. ONNX Runtime's work cannot be captured in a torch CUDA graph, but its CUDA provider
+captures and replays graphs of its own (provider option ``enable_cuda_graph``: every node on the
+CUDA provider, fixed shapes, inputs and outputs bound at fixed addresses). ``cuda_graph=True``
+(what :func:`onnxruntime_engines` asks for the denoising step, whose shapes do not depend on the
+image) keeps static input and output buffers per shape (one graph each, ``gpu_graph_id``, up to
+:data:`MAX_GRAPHS`), copies the feeds in and the outputs out on the caller's stream, and replays:
+the step's ~100 small kernels cost one launch. A session that cannot use graphs (a node on the
+CPU provider) is opened again without, announced with ``logging.warning`` and kept in
+:attr:`OnnxRuntimeEngine.cuda_graph_error`.
 
 ``onnxruntime-gpu`` wheels that rely on the CUDA libraries of pip packages need
 ``onnxruntime.preload_dlls()`` (ONNX Runtime >= 1.21) after torch is imported; it is called once
@@ -46,7 +56,7 @@ import numpy as np
 import torch
 
 from engines.base import TORCH_DTYPES, BackendUnavailable, Engine, EngineError, caller_stream, parse_device
-from engines.contracts import GraphContract, Precision, graph_contracts
+from engines.contracts import DENOISE_STEP, GraphContract, Precision, graph_contracts
 
 log = logging.getLogger("engines")
 
@@ -55,8 +65,20 @@ PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProv
 # ONNX Runtime's tensor type strings -> the contracts' numpy dtype names.
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
+# Shapes with a CUDA graph of their own per engine (each pins its buffers); other shapes run plainly.
+MAX_GRAPHS = 4
 
 _dlls_preloaded = False
+
+
+@dataclass
+class _GraphSlot:
+    """The fixed buffers and binding of one captured shape."""
+
+    inputs: dict[str, torch.Tensor]
+    outputs: dict[str, torch.Tensor]
+    binding: Any
+    run_options: Any
 
 
 @dataclass(frozen=True)
@@ -130,7 +152,7 @@ class OnnxRuntimeEngine(Engine):
     def __init__(self, onnx_path: str | Path, contract: GraphContract, device: str | int | torch.device = "cpu",
                  provider: str = "auto", strict: bool = False, precision: Precision | str = Precision.FP32,
                  cache_dir: str | Path | None = None, provider_options: dict[str, Any] | None = None,
-                 session_options: dict[str, Any] | None = None):
+                 session_options: dict[str, Any] | None = None, cuda_graph: bool = False):
         super().__init__(contract)
         self.onnx_path = Path(onnx_path)
         self.precision = Precision.parse(precision)
@@ -151,12 +173,18 @@ class OnnxRuntimeEngine(Engine):
         if self._device.type == "cuda" and wanted != "cpu":
             # A stream of our own for the provider; torch.cuda.Stream is never the default stream 0.
             self._stream = torch.cuda.Stream(self._device)
-        # 2. the session, and what it really runs on
-        self._session = self._create_session(wanted, cache_dir, provider_options or {}, session_options or {})
+        # 2. the session (with the CUDA provider's graphs where asked for), and what it really runs on
+        self.cuda_graph_error: str | None = None if cuda_graph else "not asked for (cuda_graph=False)"
+        if cuda_graph and wanted != "cuda":
+            self.cuda_graph_error = f"CUDA graphs are an option of the CUDA provider, not of {PROVIDERS[wanted]}"
+        self._session = self._open_session(wanted, cache_dir, provider_options or {}, session_options or {})
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
         self._check_used(wanted, strict)
         self._on_gpu = self._device.type == "cuda" and self.providers[0] != PROVIDERS["cpu"]
         self._sync_caller_on_host = self._on_gpu and not self._stream_accepted()
+        if self.uses_cuda_graph and not self._on_gpu:
+            self.cuda_graph_error = f"the session runs on {self.providers[0]}"
+        self._graphs: dict[tuple[tuple[int, ...], ...], _GraphSlot] = {}
         # 3. the graph against the contract
         self._check_io()
 
@@ -217,6 +245,24 @@ class OnnxRuntimeEngine(Engine):
                # fp16 only for graphs exported in fp16: an fp32 graph keeps its precision.
                "trt_fp16_enable": str(self.precision is Precision.FP16), **extra}
         return [(PROVIDERS["tensorrt"], trt), cuda]
+
+    @property
+    def uses_cuda_graph(self) -> bool:
+        return self.cuda_graph_error is None
+
+    def _open_session(self, wanted: str, cache_dir: str | Path | None, provider_options: dict[str, Any],
+                      session_options: dict[str, Any]) -> Any:
+        """The session; with CUDA graphs asked for, first with ``enable_cuda_graph``, then, if ONNX
+        Runtime refuses it (a node outside the CUDA provider), without, announced."""
+        if self.cuda_graph_error is None:
+            try:
+                return self._create_session(wanted, cache_dir, {"enable_cuda_graph": "1", **provider_options},
+                                            session_options)
+            except EngineError as exc:
+                self.cuda_graph_error = f"ONNX Runtime refused enable_cuda_graph: {exc}"
+                log.warning("onnxruntime: graph %r runs without CUDA graphs: %s", self.contract.name,
+                            self.cuda_graph_error)
+        return self._create_session(wanted, cache_dir, provider_options, session_options)
 
     def _create_session(self, wanted: str, cache_dir: str | Path | None, provider_options: dict[str, Any],
                         session_options: dict[str, Any]) -> Any:
@@ -307,6 +353,8 @@ class OnnxRuntimeEngine(Engine):
             inputs = {name: t.contiguous() for name, t in feeds.items()}
             outputs = self._outputs(dims, self._device)
         assert self._stream is not None  # created with every GPU provider
+        if self.uses_cuda_graph:
+            return self._replay(inputs, dims, caller)
         if self._sync_caller_on_host:
             caller.synchronize()
         self._stream.wait_stream(caller)
@@ -318,21 +366,61 @@ class OnnxRuntimeEngine(Engine):
         caller.wait_stream(self._stream)
         return outputs
 
+    def _replay(self, inputs: dict[str, torch.Tensor], dims: dict[str, int],
+                caller: torch.cuda.Stream) -> dict[str, torch.Tensor]:
+        """One run through the CUDA graph of these shapes: feeds copied into its fixed inputs,
+        its fixed outputs copied out, both on the caller's stream."""
+        assert self._stream is not None
+        slot = self._graph_slot(inputs, dims, caller)
+        with torch.cuda.stream(caller):
+            for name, tensor in inputs.items():
+                slot.inputs[name].copy_(tensor)
+        if self._sync_caller_on_host:
+            caller.synchronize()
+        self._stream.wait_stream(caller)
+        self._run(slot.inputs, slot.outputs, slot.binding, slot.run_options)
+        caller.wait_stream(self._stream)
+        with torch.cuda.stream(caller):
+            return {name: tensor.clone() for name, tensor in slot.outputs.items()}
+
+    def _graph_slot(self, inputs: dict[str, torch.Tensor], dims: dict[str, int], caller: torch.cuda.Stream) -> _GraphSlot:
+        key = tuple(tuple(inputs[spec.name].shape) for spec in self.contract.inputs)
+        if key in self._graphs:
+            return self._graphs[key]
+        graph_id = len(self._graphs) if len(self._graphs) < MAX_GRAPHS else -1  # -1: run without a graph
+        with torch.cuda.stream(caller):
+            fixed_in = {name: torch.empty_like(t, memory_format=torch.contiguous_format) for name, t in inputs.items()}
+            fixed_out = self._outputs(dims, self._device)
+        for tensor in (*fixed_in.values(), *fixed_out.values()):
+            tensor.record_stream(self._stream)  # type: ignore[arg-type]
+        options = self._ort.RunOptions()
+        options.add_run_config_entry("gpu_graph_id", str(graph_id))
+        slot = _GraphSlot(fixed_in, fixed_out, self._bind(fixed_in, fixed_out), options)
+        if graph_id >= 0:
+            self._graphs[key] = slot
+        return slot
+
     def _outputs(self, dims: dict[str, int], device: torch.device) -> dict[str, torch.Tensor]:
         """Empty output tensors, shaped from the contract's dimensions bound by the inputs."""
         return {spec.name: torch.empty(spec.concrete(dims), dtype=TORCH_DTYPES[spec.dtype], device=device)
                 for spec in self.contract.outputs}
 
-    def _run(self, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Bind contiguous inputs and preallocated outputs by address, and run."""
+    def _bind(self, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> Any:
+        """An IOBinding of contiguous inputs and preallocated outputs, by address."""
         binding = self._session.io_binding()
         for specs, tensors, bind in ((self.contract.inputs, inputs, binding.bind_input),
                                      (self.contract.outputs, outputs, binding.bind_output)):
             for spec in specs:
                 t = tensors[spec.name]
                 bind(spec.name, t.device.type, t.device.index or 0, np.dtype(spec.dtype), tuple(t.shape), t.data_ptr())
+        return binding
+
+    def _run(self, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], binding: Any = None,
+             run_options: Any = None) -> dict[str, torch.Tensor]:
+        """Run with ``binding`` (default: a new binding of ``inputs`` and ``outputs``)."""
+        binding = binding if binding is not None else self._bind(inputs, outputs)
         try:
-            self._session.run_with_iobinding(binding)
+            self._session.run_with_iobinding(binding, run_options)
         except self._errors as exc:
             shapes = {name: tuple(t.shape) for name, t in inputs.items()}
             raise EngineError(f"graph {self.contract.name!r}: ONNX Runtime failed on {self.onnx_path.name} with "
@@ -340,14 +428,16 @@ class OnnxRuntimeEngine(Engine):
         return outputs
 
     def close(self) -> None:
+        self._graphs = {}
         self._session = None
         self._stream = None
 
     def __repr__(self) -> str:
         fallback = f", fallback={str(self.fallback)!r}" if self.fallback else ""
         closed = ", closed" if self._session is None else ""
+        graphs = ", cuda_graph=True" if self.uses_cuda_graph else ""
         return (f"OnnxRuntimeEngine(graph={self.contract.name!r}, device={self._device}, "
-                f"provider={self.provider}{fallback}{closed})")
+                f"provider={self.provider}{graphs}{fallback}{closed})")
 
 
 # --------------------------------------------------------------------------------------------- export folders
@@ -410,13 +500,15 @@ class OnnxManifest:
 
 
 def onnxruntime_engines(onnx_dir: str | Path, device: str | int | torch.device = "cpu", provider: str = "auto",
-                        strict: bool = False, precision: Precision | str | None = None,
+                        strict: bool = False, precision: Precision | str | None = None, cuda_graph: bool = True,
                         **options: Any) -> dict[str, Engine]:
     """The three graphs of an export folder as :class:`OnnxRuntimeEngine` s.
 
     Reads ``onnx_dir/manifest.json``, checks every file's sha256 and contract, and refuses a
-    folder whose precision is not ``precision`` (None accepts the folder's own). ``options`` go to
-    :class:`OnnxRuntimeEngine` (``cache_dir``, ``provider_options``, ``session_options``).
+    folder whose precision is not ``precision`` (None accepts the folder's own). ``cuda_graph``:
+    the denoising step replays CUDA graphs on the CUDA provider (its shapes do not depend on the
+    image; the other two graphs run plainly). ``options`` go to :class:`OnnxRuntimeEngine`
+    (``cache_dir``, ``provider_options``, ``session_options``).
     """
     manifest = OnnxManifest.read(onnx_dir)
     if precision is not None and Precision.parse(precision) is not manifest.precision:
@@ -427,8 +519,9 @@ def onnxruntime_engines(onnx_dir: str | Path, device: str | int | torch.device =
     engines: dict[str, Engine] = {}
     try:
         for name, contract in contracts.items():
+            graphs = cuda_graph and name == DENOISE_STEP and parse_device(device).type == "cuda" and provider in ("auto", "cuda")
             engines[name] = OnnxRuntimeEngine(files[name], contract, device, provider=provider, strict=strict,
-                                              precision=manifest.precision, **options)
+                                              precision=manifest.precision, cuda_graph=graphs, **options)
     except BaseException:
         for engine in engines.values():
             engine.close()

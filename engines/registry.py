@@ -135,8 +135,11 @@ def _timesteps(manifest: Mapping[str, Any] | None) -> int | None:
     return int(schedule["timesteps"]) if "timesteps" in schedule else None
 
 
-def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
-                compile: bool | str = False, channels_last: bool | None = None) -> EngineSet:
+def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool, cuda_graph: bool,
+                compile: bool | str = False, channels_last: bool | None = None,
+                inductor_options: dict[str, Any] | None = None, depthwise_taps: bool = False,
+                align_channels: bool | None = None) -> EngineSet:
+    # cuda_graph: the caller's loop (runtime.loop.DenoiseLoop) captures these engines itself.
     from engines.torch_backend import torch_engines
     from hidiff.model import HIDiff
 
@@ -148,19 +151,21 @@ def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision
         source = str(model)
         model = HIDiff.load(model)
     target = parse_device(device)
-    engines = torch_engines(model, target, precision, compile=compile, channels_last=channels_last)
+    engines = torch_engines(model, target, precision, compile=compile, channels_last=channels_last,
+                            inductor_options=inductor_options, depthwise_taps=depthwise_taps,
+                            align_channels=align_channels)
     return EngineSet(engines, "torch", target, precision, model.schedule.num_timesteps, source)
 
 
 def _onnxruntime_loader(provider: str) -> Callable[..., EngineSet]:
     def open_onnxruntime(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
-                         provider: str = provider, **options: Any) -> EngineSet:
+                         cuda_graph: bool, provider: str = provider, **options: Any) -> EngineSet:
         from engines.onnxruntime_backend import onnxruntime_engines
 
         folder = _need_artifacts("onnxruntime", artifacts, "exported ONNX graphs (manifest.json + *.onnx)")
         target = parse_device(device)
         engines = onnxruntime_engines(folder, target, provider=provider, strict=strict, precision=precision,
-                                      **options)
+                                      cuda_graph=cuda_graph, **options)
         manifest = _read_manifest(folder)
         name = "onnxruntime" if provider == "auto" else f"onnxruntime-{'trt' if provider == 'tensorrt' else provider}"
         return EngineSet(engines, name, target, precision, _timesteps(manifest), str(folder), manifest)
@@ -187,7 +192,8 @@ def tensorrt_engines(plan_dir: str | Path, contracts: Mapping[str, GraphContract
 
 
 def _open_tensorrt(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
-                   **options: Any) -> EngineSet:
+                   cuda_graph: bool, **options: Any) -> EngineSet:
+    # cuda_graph: the caller's loop (runtime.loop.DenoiseLoop) captures these engines itself.
 
     folder = _need_artifacts("tensorrt", artifacts, "TensorRT plans (*.plan built by export/build_engines.py)")
     target = parse_device(device)
@@ -307,7 +313,7 @@ def available_backends(device: str | int | torch.device = "cpu",
 
 def open_engines(backend: str, *, model: Any = None, artifacts: str | Path | None = None,
                  device: str | int | torch.device = "cpu", precision: Precision | str = "fp32",
-                 strict: bool = False, **options: Any) -> EngineSet:
+                 strict: bool = False, cuda_graph: bool = True, **options: Any) -> EngineSet:
     """Open the three engines of ``backend`` (a key of :data:`BACKENDS`).
 
     - ``model``: a :class:`hidiff.HIDiff` or weights path (``torch``);
@@ -315,10 +321,14 @@ def open_engines(backend: str, *, model: Any = None, artifacts: str | Path | Non
       ``tensorrt``: ``NAME.plan`` + ``NAME.plan.json``).
     - ``precision``: "fp32" or "fp16"; artifacts of another precision are refused by name.
     - ``strict``: raise :class:`~engines.base.BackendUnavailable` instead of an announced fallback.
-    - ``options``: backend-specific (torch: ``compile``; onnxruntime: ``provider``, ``cache_dir``,
+    - ``cuda_graph``: ONNX Runtime's CUDA provider replays the denoising step as its own CUDA graph
+      (the other backends' engines are captured by the caller's loop, ``runtime.loop``).
+    - ``options``: backend-specific (torch: ``compile``, ``channels_last``, ``inductor_options``,
+      ``depthwise_taps``, ``align_channels``; onnxruntime: ``provider``, ``cache_dir``,
       ``provider_options``, ``session_options``; tensorrt: ``flavour``, ``cuda_graphs``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(BACKENDS)}")
     return BACKENDS[backend].open(model=model, artifacts=artifacts, device=device,
-                                  precision=Precision.parse(precision), strict=strict, **options)
+                                  precision=Precision.parse(precision), strict=strict, cuda_graph=cuda_graph,
+                                  **options)

@@ -11,7 +11,12 @@ but torch. :func:`torch_engines` copies a :class:`~hidiff.model.HIDiff` to the d
 inductor's own: those would tie outputs to static buffers that the next call overwrites, and the
 runtime captures its own graph of the loop) and the default mode on the CPU; a string picks the
 mode. Compilation happens on the first call of each new shape (dynamic shapes after the second),
-so it pays off for long videos of one size, not for single images.
+so it pays off for long videos of one size, not for single images. ``inductor_options`` adds
+inductor settings to the mode's (``torch._inductor.list_mode_options``), e.g.
+``{"conv_1x1_as_mm": True}``; ``depthwise_taps`` writes the depthwise convolutions as nine
+shifted taps that inductor fuses with their neighbours (:mod:`hidiff.taps`); ``align_channels``
+(default: on for float16 on CUDA) zero-pads the Restormer's unaligned channel counts so that every
+convolution gets a tensor-core kernel (:mod:`hidiff.aligned_channels`).
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ class TorchEngine(Engine):
     backend = "torch"
 
     def __init__(self, module: nn.Module, contract: GraphContract, device: str | int | torch.device = "cpu",
-                 compile: bool | str = False):
+                 compile: bool | str = False, inductor_options: dict[str, Any] | None = None):
         super().__init__(contract)
         self._device = parse_device(device)
         held = {p.device for p in module.parameters()} | {b.device for b in module.buffers()}
@@ -54,10 +59,21 @@ class TorchEngine(Engine):
         self.module: nn.Module | None = module.eval()
         self.compile_mode: str | None = None
         self._run: Callable[..., Any] | None = module
+        if inductor_options and not compile:
+            raise ValueError(f"graph {contract.name!r}: inductor_options {inductor_options} without compile=True "
+                             "would be ignored; pass compile=True or a mode")
         if compile:
             self.compile_mode = compile if isinstance(compile, str) else (
                 CUDA_COMPILE_MODE if self._device.type == "cuda" else "default")
-            self._run = torch.compile(module, mode=self.compile_mode)
+            if inductor_options:
+                # torch.compile takes a mode or options, not both: spell the mode out as its options.
+                from torch._inductor import list_mode_options
+
+                options = {**list_mode_options(self.compile_mode), **inductor_options}
+                self._run = torch.compile(module, options=options)
+                self.compile_mode += f" + {inductor_options}"
+            else:
+                self._run = torch.compile(module, mode=self.compile_mode)
 
     @property
     def device(self) -> torch.device:
@@ -97,15 +113,17 @@ class TorchEngine(Engine):
 
 def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
                   precision: Precision | str = Precision.FP32, compile: bool | str = False,
-                  channels_last: bool | None = None) -> dict[str, Engine]:
+                  channels_last: bool | None = None, inductor_options: dict[str, Any] | None = None,
+                  depthwise_taps: bool = False, align_channels: bool | None = None) -> dict[str, Engine]:
     """The three graphs of ``model`` as engines on ``device`` in ``precision``.
 
     The model is deep-copied, moved and cast (fp16 only on CUDA: the CPU has no fast half kernels
     and several are missing). I/O stay float32 in every precision. ``channels_last`` (default: on
     CUDA) runs the image graphs in channels-last memory: cuDNN's tensor-core convolutions take it
     natively and the LayerNorms over channels need no transposes; ``False`` is the plain eager
-    model, the benchmarks' baseline. Returns ``{"le_dm", "denoise_step", "restormer"}`` ->
-    :class:`TorchEngine`.
+    model, the benchmarks' baseline. ``inductor_options``, ``depthwise_taps`` and ``align_channels``: see the module
+    docstring (taps only with ``compile``: eagerly they are slower than cuDNN). Returns
+    ``{"le_dm", "denoise_step", "restormer"}`` -> :class:`TorchEngine`.
     """
     from hidiff.graphs import graph_modules
     from hidiff.model import HIDiff
@@ -120,10 +138,24 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
     dtype = COMPUTE_DTYPES[precision]
     if channels_last is None:
         channels_last = target.type == "cuda"
+    if depthwise_taps and not compile:
+        raise ValueError("depthwise_taps=True is a form for torch.compile (eagerly it is slower than cuDNN); "
+                         "pass compile=True as well")
     copied = copy.deepcopy(model).to(device=target, dtype=dtype).eval()
+    if depthwise_taps:
+        from hidiff.taps import use_depthwise_taps
+
+        use_depthwise_taps(copied)
+    if align_channels is None:
+        align_channels = target.type == "cuda" and precision is Precision.FP16
+    if align_channels:
+        from hidiff.aligned_channels import align_channels as pad_channels
+
+        pad_channels(copied.restormer)
     if channels_last:
         # nn.Module.to takes memory_format (documented); torch's overloads for type checkers omit it.
         copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     modules = graph_modules(copied, dtype, channels_last)
     contracts = graph_contracts(copied.config.prior_tokens, copied.config.prior_channels)
-    return {name: TorchEngine(modules[name], contracts[name], target, compile=compile) for name in contracts}
+    return {name: TorchEngine(modules[name], contracts[name], target, compile=compile, inductor_options=inductor_options)
+            for name in contracts}

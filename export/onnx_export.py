@@ -189,18 +189,23 @@ def export_graphs(model: "HIDiff", precision: Precision | str, names: tuple[str,
     fp16: the model's weights are cast on a copy (``model.half()`` leaves the caller's model as it
     is) and the graphs computed by ``graph_modules(model.half(), torch.float16)`` are exported; their
     I/O stay float32 and their float32 islands are the model's own casts (hidiff/restormer.py
-    LayerNorm and MDTA, hidiff/latent_encoder.py Float32LayerNorm).
+    LayerNorm and MDTA, hidiff/latent_encoder.py Float32LayerNorm). The fp16 Restormer is exported
+    with its channel counts zero-padded to multiples of 8 (:mod:`hidiff.aligned_channels`: the same
+    results, tensor-core kernels for every convolution).
     """
     import copy
 
     from tqdm import tqdm
 
+    from hidiff.aligned_channels import align_channels
     from hidiff.graphs import graph_modules
 
     precision = Precision.parse(precision)
     check_exporter_versions()
     dtype = torch.float16 if precision is Precision.FP16 else torch.float32
     source = copy.deepcopy(model).to(device="cpu", dtype=dtype).eval()
+    if precision is Precision.FP16:
+        align_channels(source.restormer)
     modules = graph_modules(source, dtype)
     contracts = graph_contracts(model.config.prior_tokens, model.config.prior_channels)
     wanted = names or tuple(contracts)

@@ -156,7 +156,8 @@ class Deblurrer:
 
             model = HIDiff.load(model)
 
-        choice = choose(backend, requested, engines, model, precision, strict, dict(engine_options or {}))
+        options = {"cuda_graph": cuda_graph, **(engine_options or {})}
+        choice = choose(backend, requested, engines, model, precision, strict, options)
         self.engines = choice.engines
         self.precision: Precision = Precision.parse(self.engines.precision)
         self.backend: str = choice.backend

@@ -71,6 +71,8 @@ class DenoiseLoop:
     def mode(self) -> str:
         if self.graph_error is None:
             return f"one CUDA graph per batch size (up to {MAX_GRAPHS})"
+        if getattr(self.engine, "uses_cuda_graph", False):
+            return "T engine calls, each replaying the engine's own CUDA graph (ONNX Runtime's CUDA provider)"
         return f"plain loop ({self.graph_error})"
 
     def z_T(self, batch: int) -> torch.Tensor:

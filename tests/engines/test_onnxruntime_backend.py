@@ -160,6 +160,18 @@ def test_fp16_manifest_is_reported(copied_dir):
     assert {e.precision.value for e in engines.values()} == {"fp16"}
 
 
+def test_cuda_graphs_are_a_cuda_provider_option(onnx_dir):
+    """On the CPU provider a request for CUDA graphs is recorded as not applicable, and the
+    engine runs plainly (same outputs as without the request)."""
+    contract = contracts()["denoise_step"]
+    asked = OnnxRuntimeEngine(onnx_dir / "denoise_step.onnx", contract, provider="cpu", cuda_graph=True)
+    plain = OnnxRuntimeEngine(onnx_dir / "denoise_step.onnx", contract, provider="cpu")
+    assert not asked.uses_cuda_graph and "not of CPUExecutionProvider" in str(asked.cuda_graph_error)
+    assert plain.cuda_graph_error == "not asked for (cuda_graph=False)"
+    feeds = sample_feeds()["denoise_step"]
+    torch.testing.assert_close(asked.infer(feeds)["z_prev"], plain.infer(feeds)["z_prev"], rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------------------------------ GPU
 
 
@@ -220,3 +232,31 @@ def test_missing_cuda_provider_falls_back_announced(onnx_dir, caplog):
     assert out.is_cuda
     expected = OnnxRuntimeEngine(onnx_dir / "le_dm.onnx", contract).infer(feeds)["cond"]
     np.testing.assert_allclose(out.cpu().numpy(), expected.numpy(), atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_match_plain_runs(onnx_dir):
+    """The denoising step through ONNX Runtime's own CUDA graphs: every t and batch size gives the
+    plain session's result, from fresh inputs each call (no stale buffers), on a side stream too."""
+    _cuda_provider_or_skip()
+    graphed = onnxruntime_engines(onnx_dir, "cuda:0", provider="cuda", strict=True)["denoise_step"]
+    plain = onnxruntime_engines(onnx_dir, "cuda:0", provider="cuda", strict=True, cuda_graph=False)["denoise_step"]
+    assert graphed.uses_cuda_graph, graphed.cuda_graph_error
+    assert not plain.uses_cuda_graph
+    generator = torch.Generator().manual_seed(0)
+    prior = tiny_model().prior_shape
+    side = torch.cuda.Stream()
+    outputs = []
+    for batch in (1, 2, 1):
+        for t in range(3):
+            z, cond = (torch.randn((batch, *prior), generator=generator).cuda() for _ in range(2))
+            feeds = {"z": z, "cond": cond, "t": torch.tensor([t], device="cuda")}
+            expected = plain.infer(feeds)["z_prev"]
+            side.wait_stream(torch.cuda.current_stream())
+            got = graphed.infer(feeds, stream=side)["z_prev"]
+            torch.cuda.current_stream().wait_stream(side)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+            outputs.append(got)
+    assert not torch.equal(outputs[0], outputs[1])  # t and z changed, so did the result
+    graphed.close()
+    plain.close()
