@@ -30,7 +30,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--graph", default="restormer", choices=("le_dm", "denoise_step", "restormer"))
     parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("256x256"))
     parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--depthwise-taps", action="store_true", help="with hidiff.taps' depthwise form")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -38,10 +37,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = load_model(model_choice_from_args(args), seed=0)[0].to(device=device, dtype=dtype)
     if cuda:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if args.depthwise_taps:
-        from hidiff.taps import use_depthwise_taps
-
-        use_depthwise_taps(model)
     module = graph_modules(model, dtype, channels_last=cuda)[args.graph]
     height, width = args.size.padded
     tokens, channels = model.prior_shape

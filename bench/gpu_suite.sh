@@ -15,9 +15,11 @@
 #   train     stage-2 training throughput of the GoPro preset (patch 256, batch 8)
 #   ortgraph  ONNX Runtime CUDA with and without its CUDA graph of the denoising step, beside eager
 #             .half(), 1280x720 and 1920x1080, batch 1 (two runs of bench/latency.py on one machine)
-#   variants  the compiled model's forms (hidiff.taps, conv_1x1_as_mm) at 1280x720 batch 1, beside
-#             eager, and torch._dynamo.explain's graph breaks of the Restormer
-#   compile   torch.compile FP16 (channels-last) at 1280x720 and 1920x1080, batch 1, beside eager
+#   aligned   the Restormer with and without zero-padded tensor-core channels (hidiff.aligned_channels),
+#             compiled and eager, beside ONNX Runtime and eager .half(), 1280x720 batch 1, and
+#             torch._dynamo.explain's graph breaks of the Restormer
+#   compile   torch.compile FP16 (channels-last, padded channels) at 256x256, 1280x720, 1920x1080,
+#             batch 1 and 4, beside eager .half()
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
 #   demo      train the demonstration model (python -m hidiff.train_default, about 9 minutes)
 # Extra wheels (onnxruntime-gpu, tensorrt-rtx) installed under /tmp/wheelparts/site are used when present.
@@ -25,7 +27,7 @@
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_suite.sh OUT [STEP ...]}
 shift
-steps=" ${*:-env tests export latency runtime train compile default} "
+steps=" ${*:-env tests export latency ortgraph aligned runtime train compile default} "
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -88,15 +90,16 @@ if step ortgraph; then
       --backends onnxruntime-cuda,torch-fp16 "${ort_args[@]}" "${flag[@]}" --out "$out/ortgraph_$mode"
   done
 fi
-if step variants; then
+if step aligned; then
   run python3 bench/compile_breaks.py --preset gopro --size 256x256 2>&1 | tee "$out/compile_breaks.log"
-  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 20 \
-    --backends torch-compile-fp16-taps-mm,torch-compile-fp16-taps,torch-compile-fp16-mm,torch-compile-fp16,torch-fp16-nhwc,torch-fp16 \
-    --out "$out/variants"
+  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 15 \
+    --backends torch-compile-fp16,torch-compile-fp16-unaligned,onnxruntime-cuda,torch-fp16-nhwc,torch-fp16-nhwc-unaligned,torch-fp16 \
+    "${ort_args[@]}" --out "$out/aligned"
 fi
 step train && run python3 -m hidiff.train --benchmark --patch 256 --batch 8 --benchmark-iters 20 2>&1 | tee "$out/train_benchmark.log"
-step compile && run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720,1920x1080 --batches 1 \
-  --backends torch-compile-fp16,torch-fp16-nhwc,torch-fp16,torch-fp32 --max-case-s 60 --out "$out/compile"
+# Each new shape compiles again (40-170 s): the six cases take more than one 10-minute call.
+step compile && run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 256x256,1280x720,1920x1080 \
+  --batches 1,4 --min-iters 3 --max-case-s 12 --backends torch-compile-fp16,torch-fp16 --out "$out/compile"
 if step default; then
   run python3 bench/latency.py --device cuda:0 --sizes 1280x720 --batches 1 --backends torch-fp16-nhwc,torch-fp16,torch-fp32 \
     --out "$out/latency_default"

@@ -156,16 +156,6 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
         BenchBackend("onnxruntime-cpu", "onnxruntime-cpu", "fp32", ("cpu",), needs_artifacts=True),
         BenchBackend("torch-compile-fp16", "torch", "fp16", ("cuda",),
                      options=(("compile", COMPILE_MODE), ("channels_last", True))),
-        # Variants of the compiled model (issue 8): 1x1 convolutions as matrix products that
-        # inductor can fuse around, depthwise convolutions as nine fusable taps (hidiff.taps).
-        BenchBackend("torch-compile-fp16-mm", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True),
-                              ("inductor_options", {"conv_1x1_as_mm": True}))),
-        BenchBackend("torch-compile-fp16-taps", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("depthwise_taps", True))),
-        BenchBackend("torch-compile-fp16-taps-mm", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("depthwise_taps", True),
-                              ("inductor_options", {"conv_1x1_as_mm": True}))),
         # Without hidiff.aligned_channels' zero padding (the form before it, for before/after runs).
         BenchBackend("torch-compile-fp16-unaligned", "torch", "fp16", ("cuda",),
                      options=(("compile", COMPILE_MODE), ("channels_last", True), ("align_channels", False))),

@@ -13,8 +13,7 @@ runtime captures its own graph of the loop) and the default mode on the CPU; a s
 mode. Compilation happens on the first call of each new shape (dynamic shapes after the second),
 so it pays off for long videos of one size, not for single images. ``inductor_options`` adds
 inductor settings to the mode's (``torch._inductor.list_mode_options``), e.g.
-``{"conv_1x1_as_mm": True}``; ``depthwise_taps`` writes the depthwise convolutions as nine
-shifted taps that inductor fuses with their neighbours (:mod:`hidiff.taps`); ``align_channels``
+``{"conv_1x1_as_mm": True}``. ``align_channels``
 (default: on for float16 on CUDA) zero-pads the Restormer's unaligned channel counts so that every
 convolution gets a tensor-core kernel (:mod:`hidiff.aligned_channels`).
 """
@@ -114,15 +113,15 @@ class TorchEngine(Engine):
 def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
                   precision: Precision | str = Precision.FP32, compile: bool | str = False,
                   channels_last: bool | None = None, inductor_options: dict[str, Any] | None = None,
-                  depthwise_taps: bool = False, align_channels: bool | None = None) -> dict[str, Engine]:
+                  align_channels: bool | None = None) -> dict[str, Engine]:
     """The three graphs of ``model`` as engines on ``device`` in ``precision``.
 
     The model is deep-copied, moved and cast (fp16 only on CUDA: the CPU has no fast half kernels
     and several are missing). I/O stay float32 in every precision. ``channels_last`` (default: on
     CUDA) runs the image graphs in channels-last memory: cuDNN's tensor-core convolutions take it
     natively and the LayerNorms over channels need no transposes; ``False`` is the plain eager
-    model, the benchmarks' baseline. ``inductor_options``, ``depthwise_taps`` and ``align_channels``: see the module
-    docstring (taps only with ``compile``: eagerly they are slower than cuDNN). Returns
+    model, the benchmarks' baseline. ``inductor_options`` and ``align_channels``: see the module
+    docstring. Returns
     ``{"le_dm", "denoise_step", "restormer"}`` -> :class:`TorchEngine`.
     """
     from hidiff.graphs import graph_modules
@@ -138,14 +137,7 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
     dtype = COMPUTE_DTYPES[precision]
     if channels_last is None:
         channels_last = target.type == "cuda"
-    if depthwise_taps and not compile:
-        raise ValueError("depthwise_taps=True is a form for torch.compile (eagerly it is slower than cuDNN); "
-                         "pass compile=True as well")
     copied = copy.deepcopy(model).to(device=target, dtype=dtype).eval()
-    if depthwise_taps:
-        from hidiff.taps import use_depthwise_taps
-
-        use_depthwise_taps(copied)
     if align_channels is None:
         align_channels = target.type == "cuda" and precision is Precision.FP16
     if align_channels:

@@ -81,7 +81,9 @@ class OutputSlicedConv(nn.Conv2d):
 
 
 def _conv_like(conv: nn.Conv2d, cls: type[nn.Conv2d], in_channels: int, out_channels: int) -> nn.Conv2d:
-    new = cls(in_channels, out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+    kernel = (conv.kernel_size[0], conv.kernel_size[1])
+    padding = conv.padding if isinstance(conv.padding, str) else (conv.padding[0], conv.padding[1])
+    new = cls(in_channels, out_channels, kernel, stride=(conv.stride[0], conv.stride[1]), padding=padding,
               bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
         new.weight.zero_()

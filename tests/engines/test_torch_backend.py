@@ -177,19 +177,30 @@ def test_compiled_engine_matches_eager():
     assert (got - expected).abs().max().item() < TOLERANCE
 
 
-def test_taps_and_inductor_options_need_compile():
-    with pytest.raises(ValueError, match="depthwise_taps=True is a form for torch.compile"):
-        torch_engines(tiny_model(), "cpu", depthwise_taps=True)
+def test_inductor_options_need_compile():
     with pytest.raises(ValueError, match="without compile=True would be ignored"):
         torch_engines(tiny_model(), "cpu", inductor_options={"conv_1x1_as_mm": True})
 
 
+def test_channels_are_aligned_by_default_only_for_fp16_on_cuda():
+    """fp32 on the CPU keeps the checkpoint's shapes (GDFN hidden 127 channels in the GoPro
+    model; the tiny model's int(8 * 2.66) = 21)."""
+    engine = torch_engines(tiny_model(), "cpu")["restormer"]
+    hidden = {m.project_out.in_channels for m in engine.module.modules() if type(m).__name__ == "GDFN"}
+    assert hidden == {21, 42, 85, 170}
+    aligned = torch_engines(tiny_model(), "cpu", align_channels=True)["restormer"]
+    hidden = {m.project_out.in_channels for m in aligned.module.modules() if type(m).__name__ == "GDFN"}
+    assert hidden == {24, 48, 88, 176}
+    feeds = sample_feeds()["restormer"]
+    torch.testing.assert_close(aligned.infer(feeds)["sharp"], engine.infer(feeds)["sharp"], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.gpu
-def test_compiled_restormer_with_taps_and_mm_matches_eager():
-    """The fused forms of issue 8 (depthwise taps, 1x1 convolutions as matrix products) compiled
-    in float16 against the eager float16 engine on the same input."""
-    eager = torch_engines(tiny_model(), "cuda:0", "fp16")["restormer"]
-    compiled = torch_engines(tiny_model(), "cuda:0", "fp16", compile="default", depthwise_taps=True,
+def test_compiled_aligned_restormer_matches_eager():
+    """The compiled float16 Restormer with zero-padded channels (the default on CUDA) and
+    inductor's conv_1x1_as_mm against the eager float16 engine without padding, same input."""
+    eager = torch_engines(tiny_model(), "cuda:0", "fp16", align_channels=False)["restormer"]
+    compiled = torch_engines(tiny_model(), "cuda:0", "fp16", compile="default",
                              inductor_options={"conv_1x1_as_mm": True})["restormer"]
     assert "conv_1x1_as_mm" in str(compiled.compile_mode)
     feeds = {k: v.cuda() for k, v in sample_feeds()["restormer"].items()}
