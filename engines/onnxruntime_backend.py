@@ -351,10 +351,10 @@ class OnnxRuntimeEngine(Engine):
                                  self._outputs(dims, torch.device("cpu")))
                 return {name: t.to(self._device) for name, t in host.items()}
             inputs = {name: t.contiguous() for name, t in feeds.items()}
+            if self.uses_cuda_graph:
+                return self._replay(inputs, dims, caller)
             outputs = self._outputs(dims, self._device)
         assert self._stream is not None  # created with every GPU provider
-        if self.uses_cuda_graph:
-            return self._replay(inputs, dims, caller)
         if self._sync_caller_on_host:
             caller.synchronize()
         self._stream.wait_stream(caller)
