@@ -185,6 +185,9 @@ class OnnxRuntimeEngine(Engine):
         if self.uses_cuda_graph and not self._on_gpu:
             self.cuda_graph_error = f"the session runs on {self.providers[0]}"
         self._graphs: dict[tuple[tuple[int, ...], ...], _GraphSlot] = {}
+        # A session with graphs captures graph 0 unless a run says otherwise: shapes past
+        # MAX_GRAPHS run plainly with gpu_graph_id -1.
+        self._plain_run_options = self._run_options(-1) if self.uses_cuda_graph else None
         # 3. the graph against the contract
         self._check_io()
 
@@ -351,8 +354,9 @@ class OnnxRuntimeEngine(Engine):
                                  self._outputs(dims, torch.device("cpu")))
                 return {name: t.to(self._device) for name, t in host.items()}
             inputs = {name: t.contiguous() for name, t in feeds.items()}
-            if self.uses_cuda_graph:
-                return self._replay(inputs, dims, caller)
+            slot = self._graph_slot(inputs, dims) if self.uses_cuda_graph else None
+            if slot is not None:
+                return self._replay(slot, inputs, caller)
             outputs = self._outputs(dims, self._device)
         assert self._stream is not None  # created with every GPU provider
         if self._sync_caller_on_host:
@@ -362,43 +366,43 @@ class OnnxRuntimeEngine(Engine):
             # The caching allocator must not hand this memory to another allocation while the
             # engine's stream may still use it.
             tensor.record_stream(self._stream)
-        self._run(inputs, outputs)
+        self._run(inputs, outputs, run_options=self._plain_run_options)
         caller.wait_stream(self._stream)
         return outputs
 
-    def _replay(self, inputs: dict[str, torch.Tensor], dims: dict[str, int],
+    def _replay(self, slot: _GraphSlot, inputs: dict[str, torch.Tensor],
                 caller: torch.cuda.Stream) -> dict[str, torch.Tensor]:
-        """One run through the CUDA graph of these shapes: feeds copied into its fixed inputs,
-        its fixed outputs copied out, both on the caller's stream."""
+        """One run through the CUDA graph of these shapes, with the caller's stream current: feeds
+        copied into its fixed inputs, its fixed outputs copied out, both on that stream."""
         assert self._stream is not None
-        slot = self._graph_slot(inputs, dims, caller)
-        with torch.cuda.stream(caller):
-            for name, tensor in inputs.items():
-                slot.inputs[name].copy_(tensor)
+        for name, tensor in inputs.items():
+            slot.inputs[name].copy_(tensor)
         if self._sync_caller_on_host:
             caller.synchronize()
         self._stream.wait_stream(caller)
         self._run(slot.inputs, slot.outputs, slot.binding, slot.run_options)
         caller.wait_stream(self._stream)
-        with torch.cuda.stream(caller):
-            return {name: tensor.clone() for name, tensor in slot.outputs.items()}
+        return {name: tensor.clone() for name, tensor in slot.outputs.items()}
 
-    def _graph_slot(self, inputs: dict[str, torch.Tensor], dims: dict[str, int], caller: torch.cuda.Stream) -> _GraphSlot:
+    def _graph_slot(self, inputs: dict[str, torch.Tensor], dims: dict[str, int]) -> _GraphSlot | None:
+        """The fixed buffers of these shapes (allocated on the current stream the first time), or
+        None once :data:`MAX_GRAPHS` other shapes have theirs."""
         key = tuple(tuple(inputs[spec.name].shape) for spec in self.contract.inputs)
-        if key in self._graphs:
-            return self._graphs[key]
-        graph_id = len(self._graphs) if len(self._graphs) < MAX_GRAPHS else -1  # -1: run without a graph
-        with torch.cuda.stream(caller):
-            fixed_in = {name: torch.empty_like(t, memory_format=torch.contiguous_format) for name, t in inputs.items()}
-            fixed_out = self._outputs(dims, self._device)
+        if key in self._graphs or len(self._graphs) >= MAX_GRAPHS:
+            return self._graphs.get(key)
+        fixed_in = {name: torch.empty_like(t, memory_format=torch.contiguous_format) for name, t in inputs.items()}
+        fixed_out = self._outputs(dims, self._device)
         for tensor in (*fixed_in.values(), *fixed_out.values()):
             tensor.record_stream(self._stream)  # type: ignore[arg-type]
+        slot = _GraphSlot(fixed_in, fixed_out, self._bind(fixed_in, fixed_out), self._run_options(len(self._graphs)))
+        self._graphs[key] = slot
+        return slot
+
+    def _run_options(self, graph_id: int) -> Any:
+        """RunOptions naming the CUDA graph to capture or replay (-1: none)."""
         options = self._ort.RunOptions()
         options.add_run_config_entry("gpu_graph_id", str(graph_id))
-        slot = _GraphSlot(fixed_in, fixed_out, self._bind(fixed_in, fixed_out), options)
-        if graph_id >= 0:
-            self._graphs[key] = slot
-        return slot
+        return options
 
     def _outputs(self, dims: dict[str, int], device: torch.device) -> dict[str, torch.Tensor]:
         """Empty output tensors, shaped from the contract's dimensions bound by the inputs."""
@@ -519,9 +523,9 @@ def onnxruntime_engines(onnx_dir: str | Path, device: str | int | torch.device =
     engines: dict[str, Engine] = {}
     try:
         for name, contract in contracts.items():
-            graphs = cuda_graph and name == DENOISE_STEP and parse_device(device).type == "cuda" and provider in ("auto", "cuda")
             engines[name] = OnnxRuntimeEngine(files[name], contract, device, provider=provider, strict=strict,
-                                              precision=manifest.precision, cuda_graph=graphs, **options)
+                                              precision=manifest.precision,
+                                              cuda_graph=cuda_graph and name == DENOISE_STEP, **options)
     except BaseException:
         for engine in engines.values():
             engine.close()
