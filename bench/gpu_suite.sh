@@ -19,15 +19,21 @@
 #             compiled and eager, beside ONNX Runtime and eager .half(), 1280x720 batch 1, and
 #             torch._dynamo.explain's graph breaks of the Restormer
 #   compile   torch.compile FP16 (channels-last, padded channels) at 256x256, 1280x720, 1920x1080,
-#             batch 1 and 4, beside eager .half()
+#             batch 1 and 4, beside eager .half() (COMPILE_SIZES / COMPILE_BATCHES choose fewer)
+#   fused     the Restormer with and without engines.triton_gated_dwconv's fused GDFN gate, compiled and
+#             eager, beside eager .half() and FP32, 1280x720 batch 1; then the fused compiled model
+#             beside .half() at 1920x1080 batch 1
+#   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer at 1280x720
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
-#   demo      train the demonstration model (python -m hidiff.train_default, about 9 minutes)
+#   demo      train the demonstration model (python -m hidiff.train_default, about 2 x 8 minutes) on
+#             DEMO_NPROC GPUs (torchrun, default 1); DEMO_ARGS adds arguments (--stop-after-stage1,
+#             --stage1 WEIGHTS to run the two stages in two calls)
 # Extra wheels (onnxruntime-gpu, tensorrt-rtx) installed under /tmp/wheelparts/site are used when present.
 # Each step writes under OUT; the export step's graphs stay in /tmp/gopro_fp16 for the later steps.
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_suite.sh OUT [STEP ...]}
 shift
-steps=" ${*:-env tests export latency ortgraph aligned runtime train compile default} "
+steps=" ${*:-env tests export latency ortgraph aligned fused runtime train compile default} "
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -98,16 +104,29 @@ if step aligned; then
 fi
 step train && run python3 -m hidiff.train --benchmark --patch 256 --batch 8 --benchmark-iters 20 2>&1 | tee "$out/train_benchmark.log"
 # Each new shape compiles again (40-170 s): the six cases take more than one 10-minute call.
-step compile && run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 256x256,1280x720,1920x1080 \
-  --batches 1,4 --min-iters 3 --max-case-s 12 --backends torch-compile-fp16,torch-fp16 --out "$out/compile"
+step compile && run python3 bench/latency.py --preset gopro --device cuda:0 \
+  --sizes "${COMPILE_SIZES:-256x256,1280x720,1920x1080}" --batches "${COMPILE_BATCHES:-1,4}" --min-iters 3 \
+  --max-case-s 12 --backends torch-compile-fp16,torch-fp16 --out "$out/compile"
+if step fused; then
+  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 10 \
+    --backends torch-compile-fp16-fused,torch-compile-fp16,torch-fp16-nhwc-fused,torch-fp16-nhwc,torch-fp16,torch-fp32 \
+    --out "$out/fused_720p"
+  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 10 \
+    --backends torch-compile-fp16-fused,torch-fp16 --out "$out/fused_1080p"
+fi
+step profile && run python3 bench/kernel_profile.py --backend torch-compile-fp16 --preset gopro --size 1280x720 --runs 2 \
+  --top 40 --out "$out/profile" 2>&1 | tee "$out/kernel_profile.log"
 if step default; then
   run python3 bench/latency.py --device cuda:0 --sizes 1280x720 --batches 1 --backends torch-fp16-nhwc,torch-fp16,torch-fp32 \
     --out "$out/latency_default"
   run python3 -m runtime hidiff/samples/blurry.png "$out/sample_sharp.png" --device 0
 fi
 if step demo; then
-  run python3 -m hidiff.train_default /tmp/demo --workers 12 2>&1 | tee "$out/train_default.log"
+  # shellcheck disable=SC2086  # DEMO_ARGS is a list of arguments
+  run python3 -m torch.distributed.run --standalone --nproc_per_node "${DEMO_NPROC:-1}" -m hidiff.train_default /tmp/demo --workers 12 \
+    ${DEMO_ARGS:-} 2>&1 | tee "$out/train_default.log"
   cp /tmp/demo/default.safetensors /tmp/demo/eval.json "$out/" 2>/dev/null
+  cp /tmp/demo/stage1/model.safetensors "$out/stage1.safetensors" 2>/dev/null
   cp /tmp/demo/stage1/train_log.jsonl "$out/stage1_log.jsonl" 2>/dev/null
   cp /tmp/demo/stage2/train_log.jsonl "$out/stage2_log.jsonl" 2>/dev/null
 fi

@@ -159,11 +159,17 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
         # Without hidiff.aligned_channels' zero padding (the form before it, for before/after runs).
         BenchBackend("torch-compile-fp16-unaligned", "torch", "fp16", ("cuda",),
                      options=(("compile", COMPILE_MODE), ("channels_last", True), ("align_channels", False))),
+        # With engines.triton_gated_dwconv's fused GDFN gate (less memory; slower compiled, session 4).
+        BenchBackend("torch-compile-fp16-fused", "torch", "fp16", ("cuda",),
+                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True))),
         BenchBackend("torch-fp16-nhwc", "torch", "fp16", ("cuda",), options=(("channels_last", True),)),
+        BenchBackend("torch-fp16-nhwc-fused", "torch", "fp16", ("cuda",),
+                     options=(("channels_last", True), ("fuse_gates", True))),
         BenchBackend("torch-fp16-nhwc-unaligned", "torch", "fp16", ("cuda",),
                      options=(("channels_last", True), ("align_channels", False))),
         # The baselines: the eager model as a user runs it (.half() / float32, default memory layout).
-        BenchBackend("torch-fp16", "torch", "fp16", ("cuda",), options=(("channels_last", False), ("align_channels", False))),
+        BenchBackend("torch-fp16", "torch", "fp16", ("cuda",),
+                     options=(("channels_last", False), ("align_channels", False))),
         BenchBackend("torch-fp32", "torch", "fp32", ("cpu", "cuda"), options=(("channels_last", False),)),
     )
 }

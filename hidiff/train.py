@@ -372,7 +372,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     bench.add_argument("--batch", type=int, default=8)
     bench.add_argument("--device", default="auto", help="benchmark device: auto, cpu, cuda, cuda:N")
     bench.add_argument("--benchmark-stage", type=int, choices=(1, 2), default=2)
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

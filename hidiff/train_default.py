@@ -9,6 +9,12 @@ The recipe (about 8 minutes on one H100):
     5. evaluate the export on the held-out pairs: PSNR of the blurry input and of the output
 
 Copy OUT/default.safetensors to hidiff/weights/default.safetensors to ship it.
+
+Under ``torchrun --nproc_per_node N -m hidiff.train_default OUT`` both stages train with DDP on N
+GPUs (each GPU takes the configs' batch size); rank 0 makes the test pairs, exports and evaluates.
+The stages can run in separate invocations (for example in two time-limited GPU jobs):
+``--stop-after-stage1`` ends after stage 1 (OUT/stage1/model.safetensors), and
+``--stage1 WEIGHTS`` skips stage 1 and starts stage 2 from those weights.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from hidiff.data.paired import folder_pairs, read_rgb
 from hidiff.metrics import psnr, to_uint8
 from hidiff.model import HIDiff
 from hidiff.train import run
+from hidiff.training import distributed
 from hidiff.training.config import SyntheticConfig, load_run_config
 from hidiff.training.data import blur_recipe
 from hidiff.training.weights import export_weights
@@ -72,35 +79,76 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-per-image", type=int, default=8, help="held-out test pairs per held-out photo")
     parser.add_argument("--min-gain", type=float, default=3.0, help="exit with status 1 below this PSNR gain (dB)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the configs')")
+    parser.add_argument("--stage1", type=Path, default=None, metavar="WEIGHTS",
+                        help="skip stage 1: start stage 2 from these stage-1 weights (Restormer and LE)")
+    parser.add_argument("--stage1-init", type=Path, default=None, metavar="WEIGHTS",
+                        help="start stage 1 from these weights (for example a stage 1 of another blur recipe)")
+    parser.add_argument("--stop-after-stage1", action="store_true",
+                        help="end after stage 1 (its weights: OUT/stage1/model.safetensors)")
     parser.add_argument("overrides", nargs="*", help="overrides applied to both stages, e.g. train.max_minutes=1")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.stage1 is not None and args.stop_after_stage1:
+        print("error: --stage1 (skip stage 1) and --stop-after-stage1 leave nothing to train", file=sys.stderr)
+        return 2
+    if args.stage1 is not None and args.stage1_init is not None:
+        print("error: --stage1 skips stage 1, so --stage1-init has nothing to start", file=sys.stderr)
+        return 2
+    for given in (args.stage1, args.stage1_init):
+        if given is not None and not given.is_file():
+            print(f"error: weights {given} not found", file=sys.stderr)
+            return 2
     out: Path = args.out
     extra = list(args.overrides) + ([f"data.num_workers={args.workers}"] if args.workers is not None else [])
+    # One process group for both stages (run() leaves a group it did not start alone).
+    ctx = distributed.setup(load_run_config(STAGE1_OPTIONS, extra).train.device)
     try:
-        # 1. held-out test pairs
+        return _train_export_evaluate(args, out, extra, ctx)
+    finally:
+        distributed.cleanup()
+
+
+def _train_export_evaluate(args: argparse.Namespace, out: Path, extra: list[str], ctx: distributed.DistContext) -> int:
+    try:
+        # 1. held-out test pairs (rank 0 writes them, the others wait)
         synthetic = load_run_config(STAGE1_OPTIONS, extra).data.synthetic
         if synthetic is None:
             raise ValueError(f"{STAGE1_OPTIONS} has no data.synthetic source to hold test photos out of")
-        test_dir = make_test_pairs(out / "data" / "test", synthetic, args.test_per_image)
+        test_dir = out / "data" / "test"
+        if ctx.is_main:
+            make_test_pairs(test_dir, synthetic, args.test_per_image)
+        distributed.barrier(ctx)
         val = [f"data.val.input={test_dir / 'input'}", f"data.val.target={test_dir / 'target'}"]
 
         # 2. stage 1
-        s1 = load_run_config(STAGE1_OPTIONS, [f"train.out_dir={out / 'stage1'}", *val, *extra])
-        stage1 = run(s1)
-        print(f"stage 1: {stage1.iteration} iterations; validation {stage1.last_validation}")
+        stage1_weights = args.stage1
+        if stage1_weights is None:
+            stage1_weights = out / "stage1" / "model.safetensors"
+            init = [f"train.init={args.stage1_init}"] if args.stage1_init is not None else []
+            s1 = load_run_config(STAGE1_OPTIONS, [f"train.out_dir={out / 'stage1'}", *init, *val, *extra])
+            stage1 = run(s1, export_path=stage1_weights, progress=ctx.is_main)
+            if ctx.is_main:
+                print(f"stage 1: {stage1.iteration} iterations; validation {stage1.last_validation}")
+            if args.stop_after_stage1:
+                if ctx.is_main:
+                    print(f"stage-1 weights: {stage1_weights}; continue with --stage1 {stage1_weights}")
+                return 0
 
         # 3. stage 2 from stage 1's Restormer and LE
-        s2 = load_run_config(STAGE2_OPTIONS, [f"train.out_dir={out / 'stage2'}", f"train.init={stage1.export_path}", *val, *extra])
-        stage2 = run(s2)
+        s2 = load_run_config(STAGE2_OPTIONS, [f"train.out_dir={out / 'stage2'}", f"train.init={stage1_weights}",
+                                              *val, *extra])
+        stage2 = run(s2, progress=ctx.is_main)
+        if not ctx.is_main:
+            return 0
         print(f"stage 2: {stage2.iteration} iterations; validation {stage2.last_validation}")
 
         # 4. the shipped file: float16, no stage-1 encoder
         weights = export_weights(stage2.model, out / "default.safetensors", fp16=True, include_stage1_encoder=False,
-                                 training={"recipe": "hidiff.train_default", "stage1_iterations": stage1.iteration,
+                                 training={"recipe": "hidiff.train_default", "world_size": ctx.world_size,
+                                           "stage1_weights": str(stage1_weights),
                                            "stage2_iterations": stage2.iteration})
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -4,9 +4,10 @@ For users who have sharp images but no paired blur data, and for the project's o
 demos. Each pair is made in four steps, every random choice drawn from one numpy Generator so the
 same seed gives the same pair:
 
-1. a camera-shake kernel (:func:`sample_kernel`): a random walk with inertia (the camera's
-   velocity drifts under random accelerations), centred and scaled into a size x size box
-   (odd sizes 7..31), rasterised with bilinear weights and normalised to sum 1;
+1. a motion-blur kernel (:func:`sample_kernel`): by default camera shake, a random walk with
+   inertia (the camera's velocity drifts under random accelerations); or ``"line"``, a straight
+   motion at a random angle. Centred and scaled into a size x size box (odd sizes 7..31),
+   rasterised with bilinear weights and normalised to sum 1;
 2. convolution with that kernel (``cv2.filter2D``, reflect border);
 3. sensor noise: Gaussian read noise plus signal-dependent ("Poisson-ish") shot noise,
    variance = noise_sigma^2 + shot_noise * intensity, in [0, 1] units;
@@ -37,6 +38,7 @@ from hidiff.files import write_atomic
 
 MIN_KERNEL_SIZE = 7
 MAX_KERNEL_SIZE = 31
+KERNEL_SHAPES = ("shake", "line")  # random-walk camera shake; straight linear motion
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,11 @@ class BlurRecipe:
     shot_noise: tuple[float, float] = (0.0, 0.001)  # shot-noise variance per unit intensity
     jpeg_probability: float = 0.5
     jpeg_quality: tuple[int, int] = (60, 95)
+    kernel_shape: str = "shake"  # one of KERNEL_SHAPES
 
     def __post_init__(self) -> None:
+        if self.kernel_shape not in KERNEL_SHAPES:
+            raise ValueError(f"kernel_shape must be one of {', '.join(KERNEL_SHAPES)}, got {self.kernel_shape!r}")
         low, high = self.kernel_sizes
         if not 3 <= low <= high:
             raise ValueError(f"kernel_sizes must satisfy 3 <= low <= high, got {self.kernel_sizes}")
@@ -64,6 +69,7 @@ class Degradation:
     """What was done to one image (stored in pairs.json)."""
 
     kernel_size: int
+    kernel_shape: str
     noise_sigma: float
     shot_noise: float
     jpeg_quality: int | None
@@ -74,23 +80,30 @@ class Degradation:
 # --------------------------------------------------------------------------------------------
 
 
-def sample_kernel(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Random camera-shake kernel: (size, size) float32, non-negative, sum 1, odd ``size`` >= 3.
+def sample_kernel(rng: np.random.Generator, size: int, shape: str = "shake") -> np.ndarray:
+    """Random motion-blur kernel: (size, size) float32, non-negative, sum 1, odd ``size`` >= 3.
 
-    The trajectory is a random walk with inertia: velocity v_t = 0.8 v_{t-1} + a_t with Gaussian
-    accelerations a_t, position p_t = p_{t-1} + v_t. It is centred on its mean (so the blur does not
-    shift the image) and scaled to fill a random 40..100 % of the box.
+    shape "shake": a random walk with inertia, velocity v_t = 0.8 v_{t-1} + a_t with Gaussian
+    accelerations a_t, position p_t = p_{t-1} + v_t. shape "line": a straight, uniform-speed
+    motion at an angle drawn uniformly in [0, pi). Either path is centred on its mean (so the blur
+    does not shift the image) and scaled to fill a random 40..100 % of the box.
     """
     if size < 3 or size % 2 == 0:
         raise ValueError(f"kernel size must be odd and >= 3, got {size}")
+    if shape not in KERNEL_SHAPES:
+        raise ValueError(f"kernel shape must be one of {', '.join(KERNEL_SHAPES)}, got {shape!r}")
     steps = 4 * size
-    velocity = rng.normal(size=2)
-    positions = np.empty((steps, 2))
-    position = np.zeros(2)
-    for t in range(steps):
-        velocity = 0.8 * velocity + rng.normal(size=2)
-        position = position + velocity
-        positions[t] = position
+    if shape == "line":
+        angle = rng.uniform(0.0, np.pi)
+        positions = np.linspace(-1.0, 1.0, steps)[:, None] * np.array([np.cos(angle), np.sin(angle)])
+    else:
+        velocity = rng.normal(size=2)
+        positions = np.empty((steps, 2))
+        position = np.zeros(2)
+        for t in range(steps):
+            velocity = 0.8 * velocity + rng.normal(size=2)
+            position = position + velocity
+            positions[t] = position
     positions -= positions.mean(axis=0)
     extent = np.abs(positions).max()
     half = (size - 1) / 2
@@ -150,10 +163,11 @@ def sample_degradation(rng: np.random.Generator, recipe: BlurRecipe) -> tuple[np
     if not odd_sizes:
         raise ValueError(f"kernel_sizes {recipe.kernel_sizes} contain no odd size")
     size = int(rng.choice(odd_sizes))
-    kernel = sample_kernel(rng, size)
+    kernel = sample_kernel(rng, size, recipe.kernel_shape)
     use_jpeg = rng.uniform() < recipe.jpeg_probability
     return kernel, Degradation(
         kernel_size=size,
+        kernel_shape=recipe.kernel_shape,
         noise_sigma=float(rng.uniform(*recipe.noise_sigma)),
         shot_noise=float(rng.uniform(*recipe.shot_noise)),
         jpeg_quality=int(rng.integers(recipe.jpeg_quality[0], recipe.jpeg_quality[1] + 1)) if use_jpeg else None,
@@ -325,6 +339,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--crop", type=int, default=None, help="cut random crop x crop windows (default: whole photos)")
+    parser.add_argument("--kernel-shape", choices=KERNEL_SHAPES, default="shake",
+                        help="camera shake (random walk, default) or straight linear motion")
+    parser.add_argument("--kernel-sizes", type=int, nargs=2, default=(MIN_KERNEL_SIZE, MAX_KERNEL_SIZE),
+                        metavar=("LOW", "HIGH"), help=f"odd kernel sizes drawn from (default {MIN_KERNEL_SIZE} {MAX_KERNEL_SIZE})")
     return parser.parse_args(argv)
 
 
@@ -336,9 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             images = _named_images(args.source)
         else:
             images = skimage_sharp_images()
+        recipe = BlurRecipe(kernel_sizes=tuple(args.kernel_sizes), kernel_shape=args.kernel_shape)
         train, test = split_holdout(images, holdout)
-        train_pairs = make_pairs(train, args.out / "train", args.per_image, args.seed, args.crop, progress=True)
-        test_pairs = make_pairs(test, args.out / "test", args.per_image, args.seed, args.crop, progress=True)
+        train_pairs = make_pairs(train, args.out / "train", args.per_image, args.seed, args.crop, recipe, progress=True)
+        test_pairs = make_pairs(test, args.out / "test", args.per_image, args.seed, args.crop, recipe, progress=True)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -45,8 +45,8 @@ class SyntheticConfig:
       its bundled greyscale photographs and textures, as RGB) or a folder of sharp photos.
     holdout: photo names (stems) never used for training (keep them for testing).
     epoch_length: samples per epoch (epochs only number the deterministic sample stream).
-    kernel_sizes, noise_sigma, shot_noise, jpeg_probability, jpeg_quality: the degradation ranges
-      (hidiff.data.synthetic_blur.BlurRecipe; defaults equal its defaults).
+    kernel_sizes, kernel_shape, noise_sigma, shot_noise, jpeg_probability, jpeg_quality: the
+      degradation (hidiff.data.synthetic_blur.BlurRecipe; defaults equal its defaults).
     """
 
     source: str = "skimage"
@@ -57,6 +57,7 @@ class SyntheticConfig:
     shot_noise: tuple[float, float] = (0.0, 0.001)
     jpeg_probability: float = 0.5
     jpeg_quality: tuple[int, int] = (60, 95)
+    kernel_shape: str = "shake"
 
 
 @dataclass(frozen=True)

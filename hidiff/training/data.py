@@ -158,7 +158,8 @@ def blur_recipe(cfg: SyntheticConfig) -> Any:
     from hidiff.data.synthetic_blur import BlurRecipe
 
     return BlurRecipe(kernel_sizes=cfg.kernel_sizes, noise_sigma=cfg.noise_sigma, shot_noise=cfg.shot_noise,
-                      jpeg_probability=cfg.jpeg_probability, jpeg_quality=cfg.jpeg_quality)
+                      jpeg_probability=cfg.jpeg_probability, jpeg_quality=cfg.jpeg_quality,
+                      kernel_shape=cfg.kernel_shape)
 
 
 def synthetic_photos(cfg: SyntheticConfig) -> list[tuple[str, np.ndarray]]:

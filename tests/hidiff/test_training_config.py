@@ -237,7 +237,7 @@ def test_demo_configs_describe_the_small_shipped_model(stage: int) -> None:
     config = load_run_config(STAGE1_OPTIONS if stage == 1 else STAGE2_OPTIONS)
     assert config.train.stage == stage
     assert config.model == load_run_config(STAGE1_OPTIONS).model  # stage 2 starts from stage 1's weights
-    assert config.train.max_minutes is not None and config.train.max_minutes <= 4.5  # both stages within one 10-minute GPU call
+    assert config.train.max_minutes is not None and config.train.max_minutes <= 8.0  # each stage fits a 10-minute GPU call
     assert config.data.synthetic is not None and "rocket" in config.data.synthetic.holdout
     shipped = HIDiff(config.model).num_parameters()  # without LE, as train_default exports it
     assert shipped <= 6_000_000 and 2 * shipped <= 12e6  # float16 weights within 12 MB
