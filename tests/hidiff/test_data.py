@@ -308,6 +308,27 @@ def test_sample_kernel_is_a_centred_normalised_psf(size: int) -> None:
         sample_kernel(np.random.default_rng(0), 8)
 
 
+@pytest.mark.parametrize("size", [11, 21])
+def test_line_kernel_is_a_centred_straight_segment(size: int) -> None:
+    """All the mass lies within a pixel of one straight line through the centre."""
+    kernel = sample_kernel(np.random.default_rng(size), size, "line")
+    assert kernel.shape == (size, size) and kernel.min() >= 0 and kernel.sum() == pytest.approx(1.0, abs=1e-5)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    centre = (size - 1) / 2
+    assert (kernel * ys).sum() == pytest.approx(centre, abs=1e-3)
+    assert (kernel * xs).sum() == pytest.approx(centre, abs=1e-3)
+    # Principal axis of the mass: the spread across it is bilinear splatting only (< 1 px).
+    dy, dx = ys - centre, xs - centre
+    cov = np.array([[(kernel * dx * dx).sum(), (kernel * dx * dy).sum()], [(kernel * dx * dy).sum(), (kernel * dy * dy).sum()]])
+    across, along = np.linalg.eigvalsh(cov)
+    assert across < 0.25 and along > 4 * across
+    assert np.sqrt(3 * along) >= 0.4 * (centre - 1) - 1  # half-length of a uniform segment: 40-100 % of the box
+    shake = sample_kernel(np.random.default_rng(size), size)
+    assert not np.allclose(shake, kernel)
+    with pytest.raises(ValueError, match="kernel shape must be one of shake, line"):
+        sample_kernel(np.random.default_rng(0), size, "disc")
+
+
 def test_blur_image_is_deterministic_and_lowers_sharpness(photos: list[tuple[str, np.ndarray]]) -> None:
     sharp = photos[0][1][60:188, 160:288]  # the astronaut's face and badge: plenty of detail
     kernel = sample_kernel(np.random.default_rng(5), 15)
@@ -363,9 +384,17 @@ def test_synthetic_blur_cli_holds_out_images(tmp_path: Path, capsys: pytest.Capt
     assert code == 2
     assert "delta" in capsys.readouterr().err
 
+    lines = tmp_path / "lines"
+    code = synthetic_blur.main([str(lines), *arguments, "--kernel-shape", "line", "--kernel-sizes", "9", "13"])
+    assert code == 0
+    records = json.loads((lines / "train" / "pairs.json").read_text())["pairs"]
+    assert {r["kernel_shape"] for r in records} == {"line"} and all(9 <= r["kernel_size"] <= 13 for r in records)
+
 
 def test_recipe_validation() -> None:
     with pytest.raises(ValueError, match="kernel_sizes"):
         BlurRecipe(kernel_sizes=(9, 7))
     with pytest.raises(ValueError, match="jpeg_quality"):
         BlurRecipe(jpeg_quality=(90, 120))
+    with pytest.raises(ValueError, match="kernel_shape must be one of shake, line, got 'disc'"):
+        BlurRecipe(kernel_shape="disc")
