@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from hidiff.data.paired import folder_pairs, read_rgb
+from hidiff.files import write_atomic
 from hidiff.metrics import psnr, to_uint8
 from hidiff.model import HIDiff
 from hidiff.train import run
@@ -104,7 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.out
     extra = list(args.overrides) + ([f"data.num_workers={args.workers}"] if args.workers is not None else [])
     # One process group for both stages (run() leaves a group it did not start alone).
-    ctx = distributed.setup(load_run_config(STAGE1_OPTIONS, extra).train.device)
+    try:
+        ctx = distributed.setup(load_run_config(STAGE1_OPTIONS, extra).train.device)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         return _train_export_evaluate(args, out, extra, ctx)
     finally:
@@ -157,7 +162,7 @@ def _train_export_evaluate(args: argparse.Namespace, out: Path, extra: list[str]
     # 5. evaluation on the held-out pairs
     device = next(stage2.model.parameters()).device
     result = evaluate_gain(weights, test_dir, device)
-    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    write_atomic(out / "eval.json", json.dumps(result, indent=2).encode("utf-8"))
     print(f"{'pair':<24} {'input dB':>9} {'output dB':>10}")
     for row in result["pairs"]:  # type: ignore[attr-defined]
         print(f"{row['name']:<24} {row['psnr_input']:9.2f} {row['psnr_output']:10.2f}")
