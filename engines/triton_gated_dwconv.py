@@ -24,8 +24,6 @@ kernel as written.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,28 +107,24 @@ if triton is not None:
 
     BLOCK_H = 4
 
-    def _launch(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
-                launcher: Any) -> None:
+    @torch.library.triton_op("hidiff::gated_dwconv3x3", mutates_args=())
+    def _gated_dwconv3x3_op(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         b, c2, h, w = y.shape
         c = c2 // 2
+        # Channels-last output, like the channels-last convolutions around it.
+        out = torch.empty((b, c, h, w), device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
+        weight = weight.contiguous()
 
         def grid(meta: dict[str, int]) -> tuple[int, int, int]:
             return (triton.cdiv(h, BLOCK_H) * triton.cdiv(w, meta["BLOCK_W"]), triton.cdiv(c, meta["BLOCK_C"]), b)
 
-        launcher(_gated_dwconv3x3_kernel)[grid](
-            y, weight, bias if bias is not None else weight, out,
+        torch.library.wrap_triton(_gated_dwconv3x3_kernel)[grid](
+            y, weight, bias.contiguous() if bias is not None else weight, out,
             h, w, c,
             y.stride(0), y.stride(2), y.stride(3), y.stride(1),
             out.stride(0), out.stride(2), out.stride(3), out.stride(1),
             HAS_BIAS=bias is not None, BLOCK_H=BLOCK_H,
         )
-
-    @torch.library.triton_op("hidiff::gated_dwconv3x3", mutates_args=())
-    def _gated_dwconv3x3_op(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        b, c2, h, w = y.shape
-        # Channels-last output, like the channels-last convolutions around it.
-        out = torch.empty((b, c2 // 2, h, w), device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
-        _launch(y, weight.contiguous(), None if bias is None else bias.contiguous(), out, torch.library.wrap_triton)
         return out
 
 

@@ -106,20 +106,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = list(args.overrides) + ([f"data.num_workers={args.workers}"] if args.workers is not None else [])
     # One process group for both stages (run() leaves a group it did not start alone).
     try:
-        ctx = distributed.setup(load_run_config(STAGE1_OPTIONS, extra).train.device)
+        stage1_defaults = load_run_config(STAGE1_OPTIONS, extra)
+        ctx = distributed.setup(stage1_defaults.train.device)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        return _train_export_evaluate(args, out, extra, ctx)
+        return _train_export_evaluate(args, out, extra, stage1_defaults.data.synthetic, ctx)
     finally:
         distributed.cleanup()
 
 
-def _train_export_evaluate(args: argparse.Namespace, out: Path, extra: list[str], ctx: distributed.DistContext) -> int:
+def _train_export_evaluate(args: argparse.Namespace, out: Path, extra: list[str], synthetic: SyntheticConfig | None,
+                           ctx: distributed.DistContext) -> int:
     try:
         # 1. held-out test pairs (rank 0 writes them, the others wait)
-        synthetic = load_run_config(STAGE1_OPTIONS, extra).data.synthetic
         if synthetic is None:
             raise ValueError(f"{STAGE1_OPTIONS} has no data.synthetic source to hold test photos out of")
         test_dir = out / "data" / "test"
