@@ -13,6 +13,8 @@
 #   runtime   bench/runtime_checks.py: deblur() against its engines' GPU times, the CUDA-graph loop,
 #             a 4K frame through tiling, the 10 000-frame stream() soak
 #   train     stage-2 training throughput of the GoPro preset (patch 256, batch 8)
+#   trainspeed  the demonstration model's training step (patch 128, batch 32), both stages, with and
+#             without cuDNN autotuning, channels-last and torch.compile
 #   ortgraph  ONNX Runtime CUDA with and without its CUDA graph of the denoising step, beside eager
 #             .half(), 1280x720 and 1920x1080, batch 1 (two runs of bench/latency.py on one machine)
 #   aligned   the Restormer with and without zero-padded tensor-core channels (hidiff.aligned_channels),
@@ -103,6 +105,17 @@ if step aligned; then
     "${ort_args[@]}" --out "$out/aligned"
 fi
 step train && run python3 -m hidiff.train --benchmark --patch 256 --batch 8 --benchmark-iters 20 2>&1 | tee "$out/train_benchmark.log"
+if step trainspeed; then
+  # The demonstration model's training step (batch 32, patch 128) per GPU: cuDNN autotuning,
+  # channels-last and torch.compile one at a time, both stages.
+  for stage in 1 2; do
+    for flags in "--no-cudnn-benchmark" "" "--channels-last" "--compile" "--compile --channels-last"; do
+      # shellcheck disable=SC2086  # flags is a list of options
+      run python3 -m hidiff.train hidiff/options/default_small_s$stage.yml --benchmark --benchmark-stage $stage \
+        --patch 128 --batch 32 --benchmark-iters 40 $flags 2>&1 | grep -v "^benchmark" | tee -a "$out/train_speed.log"
+    done
+  done
+fi
 # Each new shape compiles again (40-170 s): the six cases take more than one 10-minute call.
 step compile && run python3 bench/latency.py --preset gopro --device cuda:0 \
   --sizes "${COMPILE_SIZES:-256x256,1280x720,1920x1080}" --batches "${COMPILE_BATCHES:-1,4}" --min-iters 3 \
@@ -126,7 +139,9 @@ if step demo; then
   run python3 -m torch.distributed.run --standalone --nproc_per_node "${DEMO_NPROC:-1}" -m hidiff.train_default /tmp/demo --workers 12 \
     ${DEMO_ARGS:-} 2>&1 | tee "$out/train_default.log"
   cp /tmp/demo/default.safetensors /tmp/demo/eval.json "$out/" 2>/dev/null
-  cp /tmp/demo/stage1/model.safetensors "$out/stage1.safetensors" 2>/dev/null
+  # Whole files over about 20 MB do not come back from the lent machine: the float32 stage-1
+  # weights travel in 4 MB parts (cat stage1.safetensors.part* > stage1.safetensors).
+  [ -f /tmp/demo/stage1/model.safetensors ] && split -b 4m -d /tmp/demo/stage1/model.safetensors "$out/stage1.safetensors.part"
   cp /tmp/demo/stage1/train_log.jsonl "$out/stage1_log.jsonl" 2>/dev/null
   cp /tmp/demo/stage2/train_log.jsonl "$out/stage2_log.jsonl" 2>/dev/null
 fi

@@ -60,6 +60,8 @@ from hidiff.training.stages import build_objective
 from hidiff.training.validate import validate
 from hidiff.training.weights import export_weights, load_init_weights
 
+BUDGET_CHECK_EVERY = 10  # iterations between the ranks' checks of train.max_minutes
+
 
 @dataclass
 class TrainResult:
@@ -90,6 +92,30 @@ def _stage_noise(model: HIDiff, batch: int, seed: int, iteration: int, rank: int
     only, so a resumed run draws exactly what the uninterrupted run drew."""
     g = torch.Generator(device=device).manual_seed(sample_seed(seed, iteration, rank))
     return torch.randn((batch, *model.prior_shape), generator=g, device=device)
+
+
+def _layout(channels_last: bool, device: torch.device) -> torch.memory_format:
+    """channels-last on CUDA when asked (cuDNN's fast depthwise and 1x1 kernels); contiguous on CPU."""
+    return torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+
+
+def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each restored optimizer state tensor its parameter's memory layout: a checkpoint of a run
+    with another ``train.channels_last`` holds them in the other layout, and the fused AdamW step
+    pairs the tensors element by element in memory order."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
+def _compiled(module: torch.nn.Module, compile_: bool, device: torch.device) -> torch.nn.Module:
+    """torch.compile of the step module (forward and backward) on CUDA, static shapes: one graph per
+    patch size of the progressive schedule rather than one slower dynamic graph."""
+    if not compile_ or device.type != "cuda":
+        return module
+    return torch.compile(module, dynamic=False)  # type: ignore[return-value]
 
 
 def _train_step(step_module: torch.nn.Module, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
@@ -153,6 +179,8 @@ def _run(config: RunConfig, ctx: distributed.DistContext, resume: str | None, ex
     if tcfg.zero_init_output and tcfg.stage == 1 and not resume_path and not loaded:
         torch.nn.init.zeros_(model.restormer.output.weight)
     objective = build_objective(model, tcfg.stage, tcfg.loss).to(device)
+    layout = _layout(tcfg.channels_last, device)
+    objective.to(memory_format=layout)  # type: ignore[call-overload]
     params = objective.trainable_parameters()
     optimizer = make_optimizer(params, tcfg.optimizer, fused=device.type == "cuda")
     scheduler = CosineAnnealingRestartCyclicLR(optimizer, tcfg.scheduler)
@@ -165,6 +193,7 @@ def _run(config: RunConfig, ctx: distributed.DistContext, resume: str | None, ex
         _check_resume(state, config, resume_path)
         load_strict(model, state["model"], str(resume_path))
         optimizer.load_state_dict(state["optimizer"])
+        _match_parameter_layouts(optimizer)
         scheduler.load_state_dict(state["scheduler"])
         iteration = int(state["iteration"])
         elapsed_before = float(state["elapsed_s"])
@@ -175,6 +204,7 @@ def _run(config: RunConfig, ctx: distributed.DistContext, resume: str | None, ex
     step_module: torch.nn.Module = objective
     if ctx.distributed:
         step_module = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    step_module = _compiled(step_module, tcfg.compile, device)
 
     # 3. data
     dataset = build_train_dataset(dcfg, tcfg.seed)
@@ -234,8 +264,8 @@ def _run(config: RunConfig, ctx: distributed.DistContext, resume: str | None, ex
             i = iteration + 1
             patch, batch = tcfg.progressive.stage_at(i)
             blur, sharp = stream.next_batch(patch, batch)
-            blur = blur.to(device, non_blocking=True)
-            sharp = sharp.to(device, non_blocking=True)
+            blur = blur.to(device, non_blocking=True).contiguous(memory_format=layout)
+            sharp = sharp.to(device, non_blocking=True).contiguous(memory_format=layout)
             noise = _stage_noise(model, blur.shape[0], tcfg.seed, i, ctx.rank, device) if tcfg.stage == 2 else None
             lr = optimizer.param_groups[0]["lr"]
             losses = _train_step(step_module, optimizer, params, tcfg.optimizer.grad_clip, autocast, blur, sharp, noise)
@@ -265,8 +295,11 @@ def _run(config: RunConfig, ctx: distributed.DistContext, resume: str | None, ex
                 loss_sums, interval_steps, interval_start = None, 0, now
 
             out_of_time = budget_s is not None and time.perf_counter() - start >= budget_s
-            if budget_s is not None:
-                out_of_time = distributed.any_rank(out_of_time, ctx)
+            if budget_s is not None and ctx.distributed:
+                # The ranks agree through a collective that waits for the GPU: only every
+                # BUDGET_CHECK_EVERY iterations, so the host keeps queueing work ahead of the device.
+                agree = i % BUDGET_CHECK_EVERY == 0 or i == tcfg.total_iter
+                out_of_time = agree and distributed.any_rank(out_of_time, ctx)
             if i % tcfg.val_every == 0:
                 last_val, validated_at = run_validation(i), i
             if i % tcfg.checkpoint_every == 0 or i == tcfg.total_iter or out_of_time:
@@ -300,35 +333,42 @@ def _run(config: RunConfig, ctx: distributed.DistContext, resume: str | None, ex
 
 
 def benchmark(model_config: HIDiffConfig, *, iterations: int = 20, warmup: int = 5, patch: int = 256, batch: int = 8,
-              device: str = "auto", precision: str = "auto", stage: int = 2) -> dict[str, Any]:
+              device: str = "auto", precision: str = "auto", stage: int = 2, cudnn_benchmark: bool = True,
+              channels_last: bool = False, compile: bool = False) -> dict[str, Any]:
     """Training iterations per second of ``stage`` (default 2) on random data, no data loading:
-    the objective, backward, gradient clipping and the AdamW step, exactly as the loop runs them."""
+    the objective, backward, gradient clipping and the AdamW step, exactly as the loop runs them
+    (cudnn_benchmark, channels_last and compile as the train options of the same names)."""
     dev = distributed.pick_device(device)
     if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         torch.set_float32_matmul_precision("high")
     autocast = autocast_factory(precision, dev)
     torch.manual_seed(0)
     model = HIDiff(model_config, with_stage1_encoder=True)
+    layout = _layout(channels_last, dev)
     objective = build_objective(model, stage, LossConfig()).to(dev).train()
+    objective.to(memory_format=layout)  # type: ignore[call-overload]
+    step_module = _compiled(objective, compile, dev)
     params = objective.trainable_parameters()
     optimizer = make_optimizer(params, OptimizerConfig(), fused=dev.type == "cuda")
-    blur = torch.rand(batch, 3, patch, patch, device=dev)
-    sharp = torch.rand(batch, 3, patch, patch, device=dev)
+    blur = torch.rand(batch, 3, patch, patch, device=dev).contiguous(memory_format=layout)
+    sharp = torch.rand(batch, 3, patch, patch, device=dev).contiguous(memory_format=layout)
     noise = torch.randn(batch, *model.prior_shape, device=dev)
 
     def sync() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
+    warm_start = time.perf_counter()
     for _ in range(warmup):
-        _train_step(objective, optimizer, params, 0.01, autocast, blur, sharp, noise)
+        _train_step(step_module, optimizer, params, 0.01, autocast, blur, sharp, noise)
     sync()
+    warmup_s = time.perf_counter() - warm_start
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
     for _ in tqdm(range(iterations), desc="benchmark", unit="it", mininterval=1.0):
-        _train_step(objective, optimizer, params, 0.01, autocast, blur, sharp, noise)
+        _train_step(step_module, optimizer, params, 0.01, autocast, blur, sharp, noise)
     sync()
     seconds = time.perf_counter() - t0
     result: dict[str, Any] = {
@@ -339,6 +379,10 @@ def benchmark(model_config: HIDiffConfig, *, iterations: int = 20, warmup: int =
         "batch": batch,
         "iterations": iterations,
         "precision": "bf16-autocast" if autocast is not contextlib.nullcontext else "fp32",
+        "cudnn_benchmark": cudnn_benchmark and dev.type == "cuda",
+        "channels_last": layout == torch.channels_last,
+        "compiled": step_module is not objective,
+        "warmup_s": round(warmup_s, 2),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "parameters": sum(p.numel() for p in params),
         "torch": torch.__version__,
@@ -372,6 +416,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     bench.add_argument("--batch", type=int, default=8)
     bench.add_argument("--device", default="auto", help="benchmark device: auto, cpu, cuda, cuda:N")
     bench.add_argument("--benchmark-stage", type=int, choices=(1, 2), default=2)
+    bench.add_argument("--no-cudnn-benchmark", action="store_true", help="cuDNN's default algorithms, no autotuning")
+    bench.add_argument("--channels-last", action="store_true", help="channels-last layout (CUDA)")
+    bench.add_argument("--compile", action="store_true", help="torch.compile the training step (CUDA)")
     return parser.parse_intermixed_args(argv)
 
 
@@ -381,9 +428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.benchmark:
             model_config = load_run_config(args.config, args.overrides).model if args.config else preset("gopro")
             speed = benchmark(model_config, iterations=args.benchmark_iters, patch=args.patch, batch=args.batch,
-                              device=args.device, stage=args.benchmark_stage)
+                              device=args.device, stage=args.benchmark_stage, cudnn_benchmark=not args.no_cudnn_benchmark,
+                              channels_last=args.channels_last, compile=args.compile)
+            options = [name for name in ("cudnn_benchmark", "channels_last", "compiled") if speed[name]]
             print(f"stage-{args.benchmark_stage} training: {speed['iterations_per_s']:.2f} it/s ({speed['images_per_s']:.1f} images/s), "
-                  f"batch {args.batch}, patch {args.patch}, {speed['precision']}, {speed['device']}")
+                  f"batch {args.batch}, patch {args.patch}, {speed['precision']}, {', '.join(options) or 'eager'}, "
+                  f"{speed['device']}")
             print(json.dumps(speed))
             return 0
         if args.config is None:

@@ -47,6 +47,9 @@ class SyntheticConfig:
     epoch_length: samples per epoch (epochs only number the deterministic sample stream).
     kernel_sizes, kernel_shape, noise_sigma, shot_noise, jpeg_probability, jpeg_quality: the
       degradation (hidiff.data.synthetic_blur.BlurRecipe; defaults equal its defaults).
+    rescale: (low, high) photo scale drawn per sample before cropping (area resampling; more
+      distinct content from few photos); the low end is raised where the photo would fall below the patch.
+    channel_shuffle: permute the RGB channels of each sample at random (colour variety).
     """
 
     source: str = "skimage"
@@ -58,6 +61,14 @@ class SyntheticConfig:
     jpeg_probability: float = 0.5
     jpeg_quality: tuple[int, int] = (60, 95)
     kernel_shape: str = "shake"
+    rescale: tuple[float, float] = (1.0, 1.0)
+    channel_shuffle: bool = False
+
+    def __post_init__(self) -> None:
+        low, high = self.rescale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"invalid training configuration: data.synthetic.rescale {list(self.rescale)}: "
+                             "need 0 < low <= high <= 1 (downscaling only)")
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,10 @@ class TrainConfig:
     precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
     cudnn_benchmark: let cuDNN time its algorithms for every new shape (pays off in long runs;
       costs tens of seconds per patch size, too much for a minutes-long run).
+    channels_last: run the objective in channels-last layout on CUDA (the layout the inference
+      engines use; cuDNN's depthwise and 1x1 convolutions are faster in it).
+    compile: torch.compile the training step's forward and backward (one compile per patch size,
+      about a minute each; CUDA only, ignored on CPU).
     zero_init_output: a fresh stage 1 starts the Restormer at the identity (its last convolution
       zeroed: the output is the input), so a short training never starts worse than its input.
     export: path of the exported HIDiff weights (default OUT_DIR/model.safetensors).
@@ -131,6 +146,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     cudnn_benchmark: bool = True
+    channels_last: bool = False
+    compile: bool = False
     zero_init_output: bool = False
     log_every: int = 100
     val_every: int = 4000

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -124,7 +125,7 @@ class SyntheticTrainPairs(Dataset):
     from (seed, e, i). ``length`` samples make one epoch."""
 
     def __init__(self, photos: Sequence[tuple[str, np.ndarray]], length: int, seed: int, flip_rotate: bool = True,
-                 recipe: Any = None):
+                 recipe: Any = None, rescale: tuple[float, float] = (1.0, 1.0), channel_shuffle: bool = False):
         from hidiff.data.synthetic_blur import BlurRecipe
 
         if not photos:
@@ -136,6 +137,8 @@ class SyntheticTrainPairs(Dataset):
         self.seed = seed
         self.flip_rotate = flip_rotate
         self.recipe = recipe if recipe is not None else BlurRecipe()
+        self.rescale = rescale
+        self.channel_shuffle = channel_shuffle
 
     def __len__(self) -> int:
         return self.length
@@ -146,11 +149,26 @@ class SyntheticTrainPairs(Dataset):
         epoch, index, patch = key
         name, photo = self.photos[index % len(self.photos)]
         rng = np.random.default_rng(sample_seed(self.seed, epoch, index))
+        if self.rescale != (1.0, 1.0):
+            photo = _rescaled(photo, rng, self.rescale, patch)
+        if self.channel_shuffle:
+            photo = photo[:, :, rng.permutation(3)]
         blur, sharp, _ = make_pair(photo, rng, self.recipe, crop=patch, name=name)
         if self.flip_rotate:
             mode = int(rng.integers(0, DIHEDRAL_MODES))
             blur, sharp = dihedral(blur, mode), dihedral(sharp, mode)
         return {"blur": _to_tensor(blur), "sharp": _to_tensor(sharp)}
+
+
+def _rescaled(photo: np.ndarray, rng: np.random.Generator, scales: tuple[float, float], patch: int) -> np.ndarray:
+    """``photo`` downscaled by a factor drawn from ``scales`` (area resampling), never below ``patch``."""
+    low, high = scales
+    low = min(max(low, patch / min(photo.shape[:2])), high)
+    scale = float(rng.uniform(low, high))
+    height, width = (max(patch, round(n * scale)) for n in photo.shape[:2])
+    if (height, width) == photo.shape[:2]:
+        return photo
+    return cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def blur_recipe(cfg: SyntheticConfig) -> Any:
@@ -203,7 +221,7 @@ def build_train_dataset(cfg: DataConfig, seed: int) -> Dataset:
         raise ValueError("data.train and data.synthetic are both set; choose one training source")
     if cfg.synthetic is not None:
         return SyntheticTrainPairs(synthetic_photos(cfg.synthetic), cfg.synthetic.epoch_length, seed, cfg.flip_rotate,
-                                   blur_recipe(cfg.synthetic))
+                                   blur_recipe(cfg.synthetic), cfg.synthetic.rescale, cfg.synthetic.channel_shuffle)
     pairs: list[ImagePair] = []
     for folders in cfg.train:
         pairs += folder_pairs(folders.input, folders.target)

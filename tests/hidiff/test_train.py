@@ -17,7 +17,7 @@ from conftest import tiny_config
 
 from hidiff.checkpoint import load_safetensors
 from hidiff.model import HIDiff
-from hidiff.train import main, run
+from hidiff.train import _match_parameter_layouts, main, run
 from hidiff.training.config import run_config_from_dict
 from hidiff.training.log import LOG_NAME, read_log
 from hidiff.training.weights import export_weights
@@ -181,6 +181,49 @@ def test_benchmark_flag_reports_iterations_per_second(tmp_path: Path, pairs: Pat
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["benchmark"] == "stage2_train_step" and result["iterations_per_s"] > 0
     assert (result["patch"], result["batch"], result["precision"], result["device"]) == (32, 2, "fp32", "cpu")
+
+
+def test_benchmark_reports_that_layout_and_compile_are_cuda_only(tmp_path: Path, pairs: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    config_file = tmp_path / "tiny.yml"
+    config_file.write_text(yaml.safe_dump(raw_config(tmp_path, pairs)))
+    assert main(["--benchmark", str(config_file), "--benchmark-stage", "1", "--benchmark-iters", "1", "--patch", "32",
+                 "--batch", "1", "--device", "cpu", "--channels-last", "--compile"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(printed[-1])
+    # On the CPU both options are ignored, and the report says so rather than claiming them.
+    assert (result["channels_last"], result["compiled"], result["cudnn_benchmark"]) == (False, False, False)
+    assert "eager" in printed[-2] and result["benchmark"] == "stage1_train_step"
+
+
+def test_restored_optimizer_state_takes_its_parameters_layout() -> None:
+    # A checkpoint of a contiguous run resumed with train.channels_last (or the other way round).
+    weight = torch.nn.Parameter(torch.randn(4, 3, 3, 3))
+    optimizer = torch.optim.AdamW([weight])
+    weight.grad = torch.randn_like(weight)
+    optimizer.step()
+    saved = optimizer.state_dict()
+    weight_cl = torch.nn.Parameter(weight.detach().clone().to(memory_format=torch.channels_last))
+    resumed = torch.optim.AdamW([weight_cl])
+    resumed.load_state_dict(saved)
+    assert resumed.state[weight_cl]["exp_avg"].stride() != weight_cl.stride()
+    _match_parameter_layouts(resumed)
+    for key in ("exp_avg", "exp_avg_sq"):
+        restored = resumed.state[weight_cl][key]
+        assert restored.stride() == weight_cl.stride() and torch.equal(restored, optimizer.state[weight][key])
+    assert resumed.state[weight_cl]["step"].shape == ()  # the scalar step is left alone
+
+
+@pytest.mark.gpu
+def test_channels_last_compiled_stage1_trains_on_the_gpu(tmp_path: Path, pairs: Path) -> None:
+    config = run_config_from_dict(raw_config(tmp_path, pairs, device="cuda", total_iter=3, channels_last=True,
+                                             compile=True))
+    result = run(config, progress=False)
+    restormer_conv = result.model.restormer.output.weight
+    assert restormer_conv.is_cuda and restormer_conv.is_contiguous(memory_format=torch.channels_last)
+    train = [r for r in read_log(tmp_path / "out" / LOG_NAME) if r["event"] == "train"]
+    assert len(train) == 3 and all(np.isfinite(r["loss"]) for r in train)
+    assert result.export_path is not None and HIDiff.load(result.export_path) is not None
 
 
 @pytest.mark.gpu

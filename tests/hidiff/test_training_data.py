@@ -96,3 +96,53 @@ def test_synthetic_source_holds_out_photos_and_is_deterministic(tmp_path: Path) 
     assert not torch.equal(x["blur"], x["sharp"])  # blurred
     with pytest.raises(ValueError, match="not among the images"):
         synthetic_photos(SyntheticConfig(source=str(photos), holdout=("rocket",)))
+
+
+def _photo(size: int = 128) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def _offsets_of(patch: np.ndarray, image: np.ndarray) -> list[tuple[int, int]]:
+    size = patch.shape[0]
+    return [(y, x) for y in range(image.shape[0] - size + 1) for x in range(image.shape[1] - size + 1)
+            if np.array_equal(image[y:y + size, x:x + size], patch)]
+
+
+def _sharp_hwc(item: dict[str, torch.Tensor]) -> np.ndarray:
+    return (item["sharp"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def test_rescale_crops_the_photo_downscaled_and_never_below_the_patch() -> None:
+    photo = _photo(128)
+    dataset = SyntheticTrainPairs([("p", photo)], length=8, seed=0, flip_rotate=False, rescale=(0.5, 0.5))
+    half = cv2.resize(photo, (64, 64), interpolation=cv2.INTER_AREA)
+    for index in range(3):
+        assert len(_offsets_of(_sharp_hwc(dataset[(0, index, 48)]), half)) == 1
+    # 0.5 x 128 = 64 < 100: the scale rises to 100/128, so the patch is the whole downscaled photo.
+    clamped = cv2.resize(photo, (100, 100), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(_sharp_hwc(dataset[(0, 0, 100)]), clamped)
+    unscaled = SyntheticTrainPairs([("p", photo)], length=8, seed=0, flip_rotate=False)
+    assert len(_offsets_of(_sharp_hwc(unscaled[(0, 0, 48)]), photo)) == 1
+
+
+def test_channel_shuffle_permutes_the_colours_of_each_sample() -> None:
+    photo = np.zeros((64, 64, 3), np.uint8)
+    photo[..., 0], photo[..., 1], photo[..., 2] = 20, 120, 220
+    dataset = SyntheticTrainPairs([("p", photo)], length=32, seed=0, channel_shuffle=True)
+    orders = set()
+    for index in range(16):
+        item = dataset[(0, index, 32)]
+        colours = tuple(int(v) for v in _sharp_hwc(item)[0, 0])
+        assert sorted(colours) == [20, 120, 220]
+        orders.add(colours)
+        assert torch.equal(item["sharp"], dataset[(0, index, 32)]["sharp"])  # still a function of the key
+    assert len(orders) >= 3
+    plain = SyntheticTrainPairs([("p", photo)], length=32, seed=0)
+    assert {tuple(int(v) for v in _sharp_hwc(plain[(0, i, 32)])[0, 0]) for i in range(8)} == {(20, 120, 220)}
+
+
+@pytest.mark.parametrize("rescale", [(0.0, 1.0), (0.8, 0.5), (0.5, 1.5)])
+def test_rescale_outside_downscaling_is_refused(rescale: tuple[float, float]) -> None:
+    with pytest.raises(ValueError, match="data.synthetic.rescale"):
+        SyntheticConfig(rescale=rescale)
