@@ -25,6 +25,9 @@
 #   fused     the Restormer with and without engines.triton_gated_dwconv's fused GDFN gate, compiled and
 #             eager, beside eager .half() and FP32, 1280x720 batch 1; then the fused compiled model
 #             beside .half() at 1920x1080 batch 1
+#   shifted   the compiled FP16 Restormer with engines.shifted_dwconv (depthwise convolutions and GDFN
+#             gates as shifted products fused by inductor) beside the compiled model and eager .half(),
+#             1280x720 and 1920x1080 batch 1, and its kernel profile at 1280x720
 #   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer at 1280x720
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
 #   demo      train the demonstration model (python -m hidiff.train_default, about 2 x 8 minutes) on
@@ -35,7 +38,7 @@
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_suite.sh OUT [STEP ...]}
 shift
-steps=" ${*:-env tests export latency ortgraph aligned fused runtime train compile default} "
+steps=" ${*:-env tests export latency ortgraph aligned fused shifted runtime train compile default} "
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -126,6 +129,14 @@ if step fused; then
     --out "$out/fused_720p"
   run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 10 \
     --backends torch-compile-fp16-fused,torch-fp16 --out "$out/fused_1080p"
+fi
+if step shifted; then
+  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 10 \
+    --backends torch-compile-fp16-shifted,torch-compile-fp16,torch-fp16 --out "$out/shifted_720p"
+  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 10 \
+    --backends torch-compile-fp16-shifted,torch-fp16 --out "$out/shifted_1080p"
+  run python3 bench/kernel_profile.py --backend torch-compile-fp16-shifted --preset gopro --size 1280x720 --runs 2 \
+    --top 40 --out "$out/shifted_profile" 2>&1 | tee "$out/shifted_kernel_profile.log"
 fi
 step profile && run python3 bench/kernel_profile.py --backend torch-compile-fp16 --preset gopro --size 1280x720 --runs 2 \
   --top 40 --out "$out/profile" 2>&1 | tee "$out/kernel_profile.log"

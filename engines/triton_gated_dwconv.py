@@ -9,7 +9,8 @@ The Restormer's feed-forward network (hidiff.restormer.GDFN) runs, at every pixe
 Eagerly and under ``torch.compile`` the depthwise convolution is a cuDNN kernel that writes all
 2C channels, and a second kernel reads them back for the gate. In the compiled FP16 GoPro model at
 1280x720 on an H100 the depthwise convolutions took 17.2 ms of a 54 ms frame (docs/benchmarks.md,
-session 4): about three times their memory traffic at full bandwidth. :func:`gated_dwconv3x3`
+session 4): 1.5 times the 11.3 ms that their 38 GB of reads and writes take at the H100's
+3.35 TB/s (the gates: 5.8 ms for 18 GB, near that rate). :func:`gated_dwconv3x3`
 reads the 2C channels once (channels-last, so each pixel's channels are contiguous), accumulates
 the nine taps of both halves in float32, applies the exact (erf) GELU gate and writes only the C
 gated channels.
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hidiff.restormer import GDFN, modulate
+from engines.gdfn_gate import GateSwappedGDFN, swap_gdfns
 
 try:  # Triton comes with PyTorch's CUDA wheels; the CPU wheels and CI have none.
     import triton
@@ -142,32 +143,12 @@ def gated_dwconv3x3(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return torch.ops.hidiff.gated_dwconv3x3(y, weight, bias)
 
 
-class FusedGateGDFN(nn.Module):
+class FusedGateGDFN(GateSwappedGDFN):
     """A GDFN whose depthwise convolution and gate run as :func:`gated_dwconv3x3` (same weights)."""
 
-    def __init__(self, ffn: GDFN):
-        super().__init__()
-        if tuple(ffn.dwconv.kernel_size) != (3, 3) or ffn.dwconv.groups != ffn.dwconv.in_channels:
-            raise ValueError(f"FusedGateGDFN needs a 3x3 depthwise convolution, got {ffn.dwconv}")
-        self.project_in = ffn.project_in
-        self.dwconv = ffn.dwconv
-        self.project_out = ffn.project_out
-        self.modulated = ffn.modulated
-        if ffn.modulated:
-            self.ln1, self.ln2 = ffn.ln1, ffn.ln2
-
-    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
-        if self.modulated and prior is not None:
-            x = modulate(x, self.ln1, self.ln2, prior)
-        return self.project_out(gated_dwconv3x3(self.project_in(x), self.dwconv.weight, self.dwconv.bias))
+    gated = staticmethod(gated_dwconv3x3)
 
 
 def fuse_gdfn_gates(model: nn.Module) -> int:
     """Replace every GDFN inside ``model`` with a :class:`FusedGateGDFN`, in place. Returns how many."""
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, GDFN):
-                setattr(parent, name, FusedGateGDFN(child))
-                replaced += 1
-    return replaced
+    return swap_gdfns(model, FusedGateGDFN)
