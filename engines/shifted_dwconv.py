@@ -22,6 +22,12 @@ are written (what :mod:`engines.triton_gated_dwconv` does by hand): 32 GB per 12
 the GoPro model, 9.5 ms at 3.35 TB/s. Sums and the gate run in
 float32, rounded once.
 
+Session 3 measured the same nine taps without the per-half gate (``hidiff/taps.py``, removed in
+429591b): compiled FP16 at 1280x720 on an H100 the frame took 90.0 ms against 73.6 ms with cuDNN,
+so inductor's depthwise kernel was slower than cuDNN's, and its 2C-channel output was still
+stored. This version removes that output; whether the saved traffic (about 7 ms at full bandwidth)
+outweighs the slower convolution is not measured yet (docs/benchmarks.md, "Not measured yet").
+
 Eagerly the nine products are separate kernels, much slower than cuDNN: :func:`shift_depthwise_convs`
 is meant for compiled engines (``torch_engines(..., compile=True, dwconv_as_shifts=True)``). The
 weights are the convolutions' own; the exported ONNX graphs keep their Conv nodes.
