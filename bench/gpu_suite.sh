@@ -25,9 +25,6 @@
 #   fused     the Restormer with and without engines.triton_gated_dwconv's fused GDFN gate, compiled and
 #             eager, beside eager .half() and FP32, 1280x720 batch 1; then the fused compiled model
 #             beside .half() at 1920x1080 batch 1
-#   shifted   the compiled FP16 Restormer with engines.shifted_dwconv (depthwise convolutions and GDFN
-#             gates as shifted products fused by inductor) beside the compiled model and eager .half(),
-#             1280x720 and 1920x1080 batch 1, and its kernel profile at 1280x720
 #   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer at 1280x720
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
 #   demo      train the demonstration model (python -m hidiff.train_default, about 2 x 8 minutes) on
@@ -38,7 +35,7 @@
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_suite.sh OUT [STEP ...]}
 shift
-steps=" ${*:-env tests export latency ortgraph aligned fused shifted runtime train compile default} "
+steps=" ${*:-env tests export latency ortgraph aligned fused runtime train compile default} "
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -130,14 +127,6 @@ if step fused; then
   run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 10 \
     --backends torch-compile-fp16-fused,torch-fp16 --out "$out/fused_1080p"
 fi
-if step shifted; then
-  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 10 \
-    --backends torch-compile-fp16-shifted,torch-compile-fp16,torch-fp16 --out "$out/shifted_720p"
-  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 10 \
-    --backends torch-compile-fp16-shifted,torch-fp16 --out "$out/shifted_1080p"
-  run python3 bench/kernel_profile.py --backend torch-compile-fp16-shifted --preset gopro --size 1280x720 --runs 2 \
-    --top 40 --out "$out/shifted_profile" 2>&1 | tee "$out/shifted_kernel_profile.log"
-fi
 step profile && run python3 bench/kernel_profile.py --backend torch-compile-fp16 --preset gopro --size 1280x720 --runs 2 \
   --top 40 --out "$out/profile" 2>&1 | tee "$out/kernel_profile.log"
 if step default; then
@@ -150,9 +139,9 @@ if step demo; then
   run python3 -m torch.distributed.run --standalone --nproc_per_node "${DEMO_NPROC:-1}" -m hidiff.train_default /tmp/demo --workers 12 \
     ${DEMO_ARGS:-} 2>&1 | tee "$out/train_default.log"
   cp /tmp/demo/default.safetensors /tmp/demo/eval.json "$out/" 2>/dev/null
-  # Whole files over about 20 MB do not come back from the lent machine: the float32 stage-1
-  # weights travel in 4 MB parts (cat stage1.safetensors.part* > stage1.safetensors).
-  [ -f /tmp/demo/stage1/model.safetensors ] && split -b 4m -d /tmp/demo/stage1/model.safetensors "$out/stage1.safetensors.part"
+  # Files over 16 MiB do not come back from the lent machine (nor more than 8): the float32
+  # stage-1 weights travel in two parts (cat stage1.safetensors.part* > stage1.safetensors).
+  [ -f /tmp/demo/stage1/model.safetensors ] && split -b 15m -d /tmp/demo/stage1/model.safetensors "$out/stage1.safetensors.part"
   cp /tmp/demo/stage1/train_log.jsonl "$out/stage1_log.jsonl" 2>/dev/null
   cp /tmp/demo/stage2/train_log.jsonl "$out/stage2_log.jsonl" 2>/dev/null
 fi

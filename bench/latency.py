@@ -162,9 +162,6 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
         # With engines.triton_gated_dwconv's fused GDFN gate (less memory; slower compiled, session 4).
         BenchBackend("torch-compile-fp16-fused", "torch", "fp16", ("cuda",),
                      options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True))),
-        # With engines.shifted_dwconv: the depthwise convolutions as shifted products inductor fuses.
-        BenchBackend("torch-compile-fp16-shifted", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("dwconv_as_shifts", True))),
         BenchBackend("torch-fp16-nhwc", "torch", "fp16", ("cuda",), options=(("channels_last", True),)),
         BenchBackend("torch-fp16-nhwc-fused", "torch", "fp16", ("cuda",),
                      options=(("channels_last", True), ("fuse_gates", True))),

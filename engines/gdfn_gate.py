@@ -1,6 +1,6 @@
 """GDFN with its depthwise convolution and gate swapped for another implementation of the same
-computation, for the PyTorch CUDA backend's variants (:mod:`engines.triton_gated_dwconv`,
-:mod:`engines.shifted_dwconv`).
+computation, for the PyTorch CUDA backend's variants (:mod:`engines.triton_gated_dwconv`; session 5's
+shifted-product variant was measured slower and removed in session 6, docs/benchmarks.md).
 
 hidiff.restormer.GDFN computes ``project_out(gate(dwconv(project_in(x))))`` with
 ``gate(z) = gelu(z[:, :C]) * z[:, C:]``. A subclass of :class:`GateSwappedGDFN` names one function

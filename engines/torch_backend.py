@@ -19,9 +19,9 @@ convolution gets a tensor-core kernel (:mod:`hidiff.aligned_channels`). ``fuse_g
 CUDA and Triton only) runs each GDFN's depthwise convolution and GELU gate as one Triton kernel
 (:mod:`engines.triton_gated_dwconv`): less memory (the compiled FP16 GoPro model at 1280x720 on an
 H100 peaked at 2236 against 2719 MiB), but it ran 4.9 ms slower compiled (66.0 against 61.1 ms,
-same run) and no faster eagerly; docs/benchmarks.md, session 4. ``dwconv_as_shifts`` (default
-off; for compiled engines) writes the Restormer's depthwise 3x3 convolutions as nine shifted
-multiply-adds that inductor fuses with what follows (:mod:`engines.shifted_dwconv`).
+same run) and no faster eagerly; docs/benchmarks.md, session 4. (The depthwise convolutions written
+as nine shifted multiply-adds for inductor to fuse with the gate ran slower compiled, twice: 90.0
+against 73.6 ms in session 3, 69.0 against 47.7 ms in session 6; docs/benchmarks.md.)
 """
 from __future__ import annotations
 
@@ -119,16 +119,15 @@ class TorchEngine(Engine):
 def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
                   precision: Precision | str = Precision.FP32, compile: bool | str = False,
                   channels_last: bool | None = None, inductor_options: dict[str, Any] | None = None,
-                  align_channels: bool | None = None, fuse_gates: bool = False,
-                  dwconv_as_shifts: bool = False) -> dict[str, Engine]:
+                  align_channels: bool | None = None, fuse_gates: bool = False) -> dict[str, Engine]:
     """The three graphs of ``model`` as engines on ``device`` in ``precision``.
 
     The model is deep-copied, moved and cast (fp16 only on CUDA: the CPU has no fast half kernels
     and several are missing). I/O stay float32 in every precision. ``channels_last`` (default: on
     CUDA) runs the image graphs in channels-last memory: cuDNN's tensor-core convolutions take it
     natively and the LayerNorms over channels need no transposes; ``False`` is the plain eager
-    model, the benchmarks' baseline. ``inductor_options``, ``align_channels``, ``fuse_gates`` and
-    ``dwconv_as_shifts``: see the module docstring. Returns
+    model, the benchmarks' baseline. ``inductor_options``, ``align_channels`` and ``fuse_gates``: see
+    the module docstring. Returns
     ``{"le_dm", "denoise_step", "restormer"}`` -> :class:`TorchEngine`.
     """
     from hidiff.graphs import graph_modules
@@ -158,10 +157,6 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
             raise ValueError(f"fuse_gates runs a Triton kernel: it needs a CUDA device and Triton (device {target}, "
                              f"triton {'installed' if triton_gated_dwconv.triton is not None else 'missing'})")
         triton_gated_dwconv.fuse_gdfn_gates(copied.restormer)
-    if dwconv_as_shifts:
-        from engines.shifted_dwconv import shift_depthwise_convs
-
-        shift_depthwise_convs(copied.restormer)
     if channels_last:
         # nn.Module.to takes memory_format (documented); torch's overloads for type checkers omit it.
         copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

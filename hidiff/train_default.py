@@ -14,7 +14,8 @@ Under ``torchrun --nproc_per_node N -m hidiff.train_default OUT`` both stages tr
 GPUs (each GPU takes the configs' batch size); rank 0 makes the test pairs, exports and evaluates.
 The stages can run in separate invocations (for example in two time-limited GPU jobs):
 ``--stop-after-stage1`` ends after stage 1 (OUT/stage1/model.safetensors), and
-``--stage1 WEIGHTS`` skips stage 1 and starts stage 2 from those weights.
+``--stage1 WEIGHTS`` skips stage 1 and starts stage 2 from those weights (a stage-2 export,
+OUT/stage2/model.safetensors, continues that stage 2).
 """
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-gain", type=float, default=3.0, help="exit with status 1 below this PSNR gain (dB)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the configs')")
     parser.add_argument("--stage1", type=Path, default=None, metavar="WEIGHTS",
-                        help="skip stage 1: start stage 2 from these stage-1 weights (Restormer and LE)")
+                        help="skip stage 1: start stage 2 from these stage-1 weights (Restormer and LE); "
+                             "a stage-2 export (OUT/stage2/model.safetensors) continues that stage 2")
     parser.add_argument("--stage1-init", type=Path, default=None, metavar="WEIGHTS",
                         help="start stage 1 from these weights (for example a stage 1 of another blur recipe)")
     parser.add_argument("--stop-after-stage1", action="store_true",

@@ -2,6 +2,7 @@
 
 Stage 2 starts from stage 1's Restormer and LE (official ``pretrain_network_g`` /
 ``pretrain_network_le``); LE_DM and the denoiser start from scratch, as in the official recipe.
+A stage 2 started from a stage-2 file continues it: LE_DM and the denoiser are loaded too.
 The export is one ``HIDiff.save`` file (safetensors, configuration embedded).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hidiff.training.checkpointing import load_checkpoint
 from hidiff.training.config import TrainConfig
 
 INIT_PARTS = ("restormer", "le")
+STAGE2_PARTS = ("le_dm", "denoiser")  # trained by stage 2 only (a stage-1 file holds their random init)
 
 
 def _part(state: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:
@@ -24,14 +26,18 @@ def _part(state: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: (v.float() if v.is_floating_point() else v) for k, v in state.items() if k.startswith(prefix)}
 
 
-def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """A full HIDiff state dict from our export (.safetensors) or a training checkpoint (.pt)."""
+def read_model_state(path: str | Path) -> tuple[dict[str, torch.Tensor], int | None]:
+    """(full HIDiff state dict, the training stage that wrote it or None) from our export
+    (.safetensors) or a training checkpoint (.pt)."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        tensors, _ = load_safetensors(path)
-        return tensors
+        tensors, meta = load_safetensors(path)
+        training = meta.get("training")
+        stage = training.get("stage") if isinstance(training, dict) else None
+        return tensors, int(stage) if stage is not None else None
     if path.suffix == ".pt":
-        return load_checkpoint(path)["model"]
+        checkpoint = load_checkpoint(path)
+        return checkpoint["model"], int(checkpoint["stage"])
     raise ValueError(f"init weights {path}: expected a .safetensors export or a .pt training checkpoint")
 
 
@@ -43,8 +49,9 @@ def load_init_weights(model: HIDiff, cfg: TrainConfig) -> list[str]:
     """
     loaded: list[str] = []
     if cfg.init is not None:
-        state = read_model_state(cfg.init)
-        for part in INIT_PARTS:
+        state, trained_by = read_model_state(cfg.init)
+        parts = INIT_PARTS + STAGE2_PARTS if cfg.stage == 2 and trained_by == 2 else INIT_PARTS
+        for part in parts:
             sub = _part(state, part)
             if not sub:
                 raise ValueError(

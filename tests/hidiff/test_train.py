@@ -20,7 +20,7 @@ from hidiff.model import HIDiff
 from hidiff.train import _match_parameter_layouts, main, run
 from hidiff.training.config import run_config_from_dict
 from hidiff.training.log import LOG_NAME, read_log
-from hidiff.training.weights import export_weights
+from hidiff.training.weights import export_weights, load_init_weights
 from training_helpers import write_pairs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,6 +145,35 @@ def test_stage2_needs_stage1_weights_and_resume_checks_the_model(tmp_path: Path,
     other["model"]["network_g"]["dim"] = 16
     with pytest.raises(ValueError, match=r"network_g\.dim: 8 vs 16"):
         run(run_config_from_dict(other), resume="auto", progress=False)
+
+
+def test_stage2_from_a_stage2_export_continues_its_prior_networks(tmp_path: Path, pairs: Path) -> None:
+    torch.manual_seed(0)
+    stage1 = tmp_path / "stage1.safetensors"
+    HIDiff(tiny_config(), with_stage1_encoder=True).save(stage1, training={"stage": 1})
+    first = run(run_config_from_dict(raw_config(tmp_path, pairs, "first", stage=2, init=str(stage1), total_iter=2)),
+                progress=False)
+    assert first.export_path is not None
+
+    def prior_networks(model: HIDiff) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("le_dm.", "denoiser."))}
+
+    def starting_model(init: Path) -> HIDiff:
+        config = run_config_from_dict(raw_config(tmp_path, pairs, stage=2, init=str(init)))
+        model = HIDiff(config.model, with_stage1_encoder=True)
+        load_init_weights(model, config.train)
+        return model
+
+    trained = prior_networks(HIDiff.load(first.export_path))
+    # From stage 2's export: LE_DM and the denoiser continue where it ended.
+    continued = prior_networks(starting_model(first.export_path))
+    assert continued.keys() == trained.keys()
+    assert all(torch.equal(continued[k], trained[k]) for k in trained)
+    # From stage 1's export (their random init in the file): they start fresh, as the official recipe.
+    stage1_prior = {k: v for k, v in load_safetensors(stage1)[0].items() if k.startswith(("le_dm.", "denoiser."))}
+    torch.manual_seed(1)
+    fresh = prior_networks(starting_model(stage1))
+    assert not all(torch.equal(fresh[k], stage1_prior[k]) for k in stage1_prior)
 
 
 def test_zero_init_output_starts_stage1_at_the_identity(tmp_path: Path, pairs: Path) -> None:
