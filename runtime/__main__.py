@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from runtime import io
 from runtime.cli import (
-    EXIT_BAD_ARGUMENTS,
     EXIT_OK,
     EXIT_SOME_FAILED,
     Parser,

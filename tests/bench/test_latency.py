@@ -18,8 +18,8 @@ import torch
 # A test dependency ([dev]); the lent GPU machines lack it, and their GPU tests must still collect.
 jsonschema = pytest.importorskip("jsonschema")
 
-from bench import latency, report
-from bench.latency import ImageSize, LatencySettings, compare_outputs, summarize, trtexec_lines
+from bench import latency, report  # noqa: E402 (after the importorskip above)
+from bench.latency import ImageSize, LatencySettings, compare_outputs, summarize, trtexec_lines  # noqa: E402
 
 FAST = ["--device", "cpu", "--sizes", "32x32", "--batches", "1", "--duration", "0.2", "--min-iters", "2",
         "--warmup-ms", "20", "--threads", "1"]

@@ -8,9 +8,8 @@ import pytest
 import torch
 from engine_artifacts import TOLERANCE, sample_feeds, tiny_model
 
-from engines.base import BackendUnavailable
+from engines.base import BackendUnavailable, caller_stream, parse_device
 from engines.contracts import graph_contracts
-from engines.base import caller_stream, parse_device
 from engines.torch_backend import TorchEngine, torch_engines
 from hidiff.graphs import graph_modules
 

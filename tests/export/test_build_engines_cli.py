@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from export_runs import ExportRuns, export_runs, export_test_config, make_model
 
 from engines.contracts import GRAPH_NAMES, graph_contracts
 from export.build_engines import main
 from export.model_source import ModelSource
-from export_runs import ExportRuns, export_runs, export_test_config, make_model
 
 EXPORT_FILES = {"le_dm.onnx", "denoise_step.onnx", "restormer.onnx", "manifest.json", "export_report.json"}
 # What export.trt_build may add beside them where TensorRT runs.

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from export_runs import MDTA_BLOCKS, ExportRuns, export_runs, make_model
 from onnx import TensorProto, helper
 
 from engines.contracts import GRAPH_NAMES, RESTORMER, Precision, graph_contracts
@@ -38,7 +39,6 @@ from export.verify import (
     raise_on_drift,
     verify_graphs,
 )
-from export_runs import MDTA_BLOCKS, ExportRuns, export_runs, make_model
 from hidiff.graphs import graph_modules
 from hidiff.restormer import MDTA
 from hidiff.restormer import LayerNorm as RestormerLayerNorm

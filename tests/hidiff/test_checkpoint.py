@@ -2,12 +2,11 @@
 import pytest
 import torch
 import yaml
+from conftest import tiny_config
 
 from hidiff.checkpoint import CheckpointMismatch, read_official
 from hidiff.config import HIDiffConfig, from_official_options, preset
 from hidiff.model import HIDiff
-
-from conftest import tiny_config
 
 # Key names and shapes as the official architecture code defines them (zhengchen1999/HI-Diff,
 # hi_diff/archs/*.py with options/test/GoPro.yml): a sample across every kind of layer.

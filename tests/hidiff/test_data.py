@@ -20,8 +20,8 @@ from hidiff.data import (
     gopro_pairs,
     hide_pairs,
     realblur_pairs,
+    synthetic_blur,
 )
-from hidiff.data import synthetic_blur
 from hidiff.data.synthetic_blur import BlurRecipe, blur_image, make_pairs, sample_kernel
 
 
@@ -258,8 +258,9 @@ def test_progressive_crop_batch_subsamples_and_crops_consistently() -> None:
     assert torch.equal(small_blur, small_sharp)
     # Every kept sample is a window of a distinct loaded sample.
     def source_of(patch: torch.Tensor) -> int:
-        windows = [(t, l) for t in range(9) for l in range(9)]
-        matches = [i for i in range(6) if any(torch.equal(patch, blur[i, :, t : t + 8, l : l + 8]) for t, l in windows)]
+        windows = [(top, left) for top in range(9) for left in range(9)]
+        matches = [i for i in range(6)
+                   if any(torch.equal(patch, blur[i, :, top : top + 8, left : left + 8]) for top, left in windows)]
         return matches[0]
 
     sources = {source_of(patch) for patch in small_blur}

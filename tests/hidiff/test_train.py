@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from conftest import tiny_config
+from training_helpers import write_pairs
 
 from hidiff.checkpoint import load_safetensors
 from hidiff.model import HIDiff
@@ -21,7 +22,6 @@ from hidiff.train import _match_parameter_layouts, main, run
 from hidiff.training.config import run_config_from_dict
 from hidiff.training.log import LOG_NAME, read_log
 from hidiff.training.weights import export_weights, load_init_weights
-from training_helpers import write_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data.distributed import DistributedSampler
+from training_helpers import write_pairs
 
 from hidiff.data.paired import folder_pairs
 from hidiff.training.config import DataConfig, PairFolders, SyntheticConfig
@@ -20,7 +21,6 @@ from hidiff.training.data import (
     build_train_dataset,
     synthetic_photos,
 )
-from training_helpers import write_pairs
 
 
 @pytest.mark.parametrize("length, world_size", [(7, 1), (7, 2), (8, 3)])

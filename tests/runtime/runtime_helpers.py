@@ -1,5 +1,6 @@
 """Shared by the runtime tests: the tiny random HI-Diff of tests/conftest.py, a CPU Deblurrer made
-once per module (import the fixtures by name), and smooth test frames.
+once per module (import ``model_fixture`` / ``deblurrer_fixture``: pytest knows them as ``model``
+and ``deblurrer``, so test parameters of those names shadow no imported name), and smooth test frames.
 
 Not a conftest.py: tests/conftest.py is imported as the module ``conftest`` by other test folders,
 and a second conftest here would shadow it for the folders collected after this one."""
@@ -8,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
 from hidiff.model import HIDiff
-from conftest import tiny_config
 
 
 def make_tiny_model(seed: int = 0) -> HIDiff:
@@ -18,13 +19,13 @@ def make_tiny_model(seed: int = 0) -> HIDiff:
     return HIDiff(tiny_config()).eval()
 
 
-@pytest.fixture(scope="module")
-def model() -> HIDiff:
+@pytest.fixture(scope="module", name="model")
+def model_fixture() -> HIDiff:
     return make_tiny_model()
 
 
-@pytest.fixture(scope="module")
-def deblurrer(model):
+@pytest.fixture(scope="module", name="deblurrer")
+def deblurrer_fixture(model):
     from runtime import Deblurrer
 
     with Deblurrer(model=model, device="cpu") as d:

@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from runtime_helpers import frame_u8, make_tiny_model
 
 from runtime.__main__ import main
-from runtime_helpers import frame_u8, make_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import logging
 import numpy as np
 import pytest
 import torch
+from runtime_helpers import deblurrer_fixture, frame_u8, model_fixture  # noqa: F401 (fixtures)
 
 import runtime
 from runtime import BackendError, Deblurrer, TilingRequired
 from runtime.deblurrer import image_limits
 from runtime.selection import parse_device
-from runtime_helpers import deblurrer, frame_u8, model  # noqa: F401 (fixtures)
 
 
 def test_output_equals_the_pytorch_model_with_the_same_z_T(model, deblurrer):

@@ -20,12 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from runtime_helpers import frame_u8, make_tiny_model
 
 import runtime
 from runtime import io
 from runtime.corpus import WorkItem, WorkUnit, plan_corpus, work_units
 from runtime.distributed import place_actors
-from runtime_helpers import frame_u8, make_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 VIDEO_FRAMES, VIDEO_SIZE, VIDEO_FPS = 6, (64, 48), 12.0  # size as OpenCV gives it: (width, height)

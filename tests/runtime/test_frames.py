@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from runtime_helpers import deblurrer_fixture, frame_u8, model_fixture  # noqa: F401 (fixtures)
 
 from runtime import DeblurError, FrameTypeError, FrameValueError, NonFiniteOutput
 from runtime.frames import inspect_frame
-
-from runtime_helpers import deblurrer, frame_u8, model  # noqa: F401 (fixtures)
 
 
 def test_bgr_uint8_round_trip_and_determinism(deblurrer):
@@ -129,9 +128,9 @@ def test_bad_float_values_are_refused_and_the_deblurrer_survives(deblurrer, valu
 
 
 def test_nan_output_is_an_error_not_a_frame():
-    from runtime import Deblurrer
-
     from runtime_helpers import make_tiny_model
+
+    from runtime import Deblurrer
 
     broken = make_tiny_model()
     with torch.no_grad():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from runtime_helpers import deblurrer_fixture, frame_u8, make_tiny_model, model_fixture  # noqa: F401 (fixtures)
 
 from runtime import Deblurrer, FrameValueError
-from runtime_helpers import deblurrer, frame_u8, make_tiny_model, model  # noqa: F401 (fixtures)
 
 
 def _video(count: int, height: int = 24, width: int = 32):

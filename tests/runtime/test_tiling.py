@@ -5,11 +5,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from runtime_helpers import deblurrer_fixture, model_fixture  # noqa: F401 (fixtures)
 from skimage import data
 
 from runtime import Deblurrer
 from runtime.tiling import check_tile_size, plan_tiles, run_tiled, tile_weight
-from runtime_helpers import deblurrer, model  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("height, width, tile, overlap", [(64, 64, 32, 8), (120, 72, 48, 16), (40, 200, 64, 0),
