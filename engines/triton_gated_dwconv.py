@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.gdfn_gate import GateSwappedGDFN, swap_gdfns
+from hidiff.restormer import GDFN, modulate
 
 try:  # Triton comes with PyTorch's CUDA wheels; the CPU wheels and CI have none.
     import triton
@@ -143,12 +143,33 @@ def gated_dwconv3x3(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return torch.ops.hidiff.gated_dwconv3x3(y, weight, bias)
 
 
-class FusedGateGDFN(GateSwappedGDFN):
-    """A GDFN whose depthwise convolution and gate run as :func:`gated_dwconv3x3` (same weights)."""
+class FusedGateGDFN(nn.Module):
+    """A GDFN whose depthwise convolution and gate run as :func:`gated_dwconv3x3` (same modules, same weights)."""
 
-    gated = staticmethod(gated_dwconv3x3)
+    def __init__(self, ffn: GDFN):
+        super().__init__()
+        conv = ffn.dwconv
+        if tuple(conv.kernel_size) != (3, 3) or conv.groups != conv.in_channels or tuple(conv.padding) != (1, 1):
+            raise ValueError(f"{type(self).__name__} needs a 3x3 depthwise convolution with padding 1, got {conv}")
+        self.project_in = ffn.project_in
+        self.dwconv = conv
+        self.project_out = ffn.project_out
+        self.modulated = ffn.modulated
+        if ffn.modulated:
+            self.ln1, self.ln2 = ffn.ln1, ffn.ln2
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        if self.modulated and prior is not None:
+            x = modulate(x, self.ln1, self.ln2, prior)
+        return self.project_out(gated_dwconv3x3(self.project_in(x), self.dwconv.weight, self.dwconv.bias))
 
 
 def fuse_gdfn_gates(model: nn.Module) -> int:
     """Replace every GDFN inside ``model`` with a :class:`FusedGateGDFN`, in place. Returns how many."""
-    return swap_gdfns(model, FusedGateGDFN)
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, GDFN):
+                setattr(parent, name, FusedGateGDFN(child))
+                replaced += 1
+    return replaced

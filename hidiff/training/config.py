@@ -129,7 +129,7 @@ class TrainConfig:
     channels_last: run the objective in channels-last layout on CUDA (the layout the inference
       engines use; cuDNN's depthwise and 1x1 convolutions are faster in it).
     compile: torch.compile the training step's forward and backward (one compile per patch size,
-      about a minute each; CUDA only, ignored on CPU).
+      2.5-3 minutes each for the demonstration model; CUDA only, ignored on CPU).
     zero_init_output: a fresh stage 1 starts the Restormer at the identity (its last convolution
       zeroed: the output is the input), so a short training never starts worse than its input.
     export: path of the exported HIDiff weights (default OUT_DIR/model.safetensors).
