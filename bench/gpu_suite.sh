@@ -29,7 +29,8 @@
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
 #   demo      train the demonstration model (python -m hidiff.train_default, about 2 x 8 minutes) on
 #             DEMO_NPROC GPUs (torchrun, default 1); DEMO_ARGS adds arguments (--stop-after-stage1,
-#             --stage1 WEIGHTS to run the two stages in two calls)
+#             --stage1 WEIGHTS to run the two stages in two calls); DEMO_DIR is its work folder
+#             (default /tmp/demo)
 # Extra wheels (onnxruntime-gpu, tensorrt-rtx) installed under /tmp/wheelparts/site are used when present.
 # Each step writes under OUT; the export step's graphs stay in /tmp/gopro_fp16 for the later steps.
 set -uo pipefail
@@ -64,7 +65,7 @@ PY
   } > "$out/env.txt" 2>&1
   cat "$out/env.txt"
 fi
-step tests && run python3 -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tee "$out/pytest_gpu.log"
+step tests && run python3 -m pytest -m gpu -v --durations=20 -p no:cacheprovider tests 2>&1 | tee "$out/pytest_gpu.log"
 if step export; then
   run python3 -c "import torch; from hidiff import HIDiff; torch.manual_seed(0); HIDiff().save('/tmp/gopro_random.safetensors')"
   run python3 export/build_engines.py --weights /tmp/gopro_random.safetensors --precision fp16 --out "$graphs" --force \
@@ -135,14 +136,16 @@ if step default; then
   run python3 -m runtime hidiff/samples/blurry.png "$out/sample_sharp.png" --device 0
 fi
 if step demo; then
+  demo=${DEMO_DIR:-/tmp/demo}  # one folder per job: several demo jobs can share a machine
   # shellcheck disable=SC2086  # DEMO_ARGS is a list of arguments
-  run python3 -m torch.distributed.run --standalone --nproc_per_node "${DEMO_NPROC:-1}" -m hidiff.train_default /tmp/demo --workers 12 \
+  run python3 -m torch.distributed.run --standalone --nproc_per_node "${DEMO_NPROC:-1}" -m hidiff.train_default "$demo" --workers 12 \
     ${DEMO_ARGS:-} 2>&1 | tee "$out/train_default.log"
-  cp /tmp/demo/default.safetensors /tmp/demo/eval.json "$out/" 2>/dev/null
+  cp "$demo/default.safetensors" "$demo/eval.json" "$out/" 2>/dev/null
   # Files over 16 MiB do not come back from the lent machine (nor more than 8): the float32
-  # stage-1 weights travel in two parts (cat stage1.safetensors.part* > stage1.safetensors).
-  [ -f /tmp/demo/stage1/model.safetensors ] && split -b 15m -d /tmp/demo/stage1/model.safetensors "$out/stage1.safetensors.part"
-  cp /tmp/demo/stage1/train_log.jsonl "$out/stage1_log.jsonl" 2>/dev/null
-  cp /tmp/demo/stage2/train_log.jsonl "$out/stage2_log.jsonl" 2>/dev/null
+  # weights of each stage travel in two parts (cat stage1.safetensors.part* > stage1.safetensors).
+  for stage in stage1 stage2; do
+    [ -f "$demo/$stage/model.safetensors" ] && split -b 15m -d "$demo/$stage/model.safetensors" "$out/$stage.safetensors.part"
+    cp "$demo/$stage/train_log.jsonl" "$out/${stage}_log.jsonl" 2>/dev/null
+  done
 fi
 exit $status
