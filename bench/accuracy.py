@@ -39,16 +39,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from bench.latency import (  # noqa: E402
-    BENCH_BACKENDS,
-    BenchBackend,
-    ModelChoice,
-    add_model_arguments,
-    artifact_precision,
-    load_model,
-    model_choice_from_args,
-    unavailable_reason,
-)
+from bench.backends import BENCH_BACKENDS, BenchBackend, artifact_precision, unavailable_reason  # noqa: E402
+from bench.inputs import ModelChoice, add_model_arguments, load_model, model_choice_from_args  # noqa: E402
 from bench.report import describe_environment, write_atomic  # noqa: E402
 from engines.base import EngineError  # noqa: E402
 from hidiff.data.paired import pair_by_name, read_rgb  # noqa: E402

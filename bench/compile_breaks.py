@@ -20,7 +20,7 @@ from collections.abc import Sequence  # noqa: E402
 
 import torch  # noqa: E402
 
-from bench.latency import ImageSize, add_model_arguments, load_model, model_choice_from_args  # noqa: E402
+from bench.inputs import ImageSize, add_model_arguments, load_model, model_choice_from_args  # noqa: E402
 from hidiff.graphs import graph_modules  # noqa: E402
 
 

@@ -21,15 +21,8 @@ from collections.abc import Sequence  # noqa: E402
 
 import torch  # noqa: E402
 
-from bench.latency import (  # noqa: E402
-    BENCH_BACKENDS,
-    ImageSize,
-    add_model_arguments,
-    load_model,
-    model_choice_from_args,
-    natural_frames,
-    open_bench_backend,
-)
+from bench.backends import BENCH_BACKENDS, open_bench_backend  # noqa: E402
+from bench.inputs import ImageSize, add_model_arguments, load_model, model_choice_from_args, natural_frames  # noqa: E402
 from hidiff.files import write_atomic  # noqa: E402
 
 

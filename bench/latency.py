@@ -41,143 +41,53 @@ if __package__ in (None, ""):
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import copy  # noqa: E402
-import gc  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import shlex  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
-from typing import Any, Protocol  # noqa: E402
+from typing import Any  # noqa: E402
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from bench.backends import (  # noqa: E402
+    BENCH_BACKENDS,
+    DEFAULT_BACKENDS,
+    REFERENCE,
+    BenchBackend,
+    artifact_precision,
+    device_used_bytes,
+    free_device_memory,
+    memory_figures,
+    open_bench_backend,
+    unavailable_reason,
+)
+from bench.inputs import (  # noqa: E402
+    NATURAL_IMAGES,
+    ImageSize,
+    ModelChoice,
+    add_model_arguments,
+    input_description,
+    load_model,
+    model_choice_from_args,
+    natural_frames,
+)
 from bench.report import describe_environment, write_atomic  # noqa: E402
-from engines.base import BackendUnavailable, Engine, EngineError  # noqa: E402
-from engines.contracts import DENOISE_STEP, LE_DM, RESTORMER, pad_to_multiple  # noqa: E402
-from hidiff.config import DenoiserConfig, EncoderConfig, HIDiffConfig, RestormerConfig, preset  # noqa: E402
-from hidiff.model import HIDiff, crop_image, pad_image  # noqa: E402
+from bench.timing import InstrumentedPipeline, case_metrics, compare_outputs, time_case  # noqa: E402
+from engines.base import BackendUnavailable, EngineError  # noqa: E402
+from engines.contracts import DENOISE_STEP, LE_DM, RESTORMER  # noqa: E402
+from hidiff.model import HIDiff  # noqa: E402
 
 SCHEMA_PATH = Path(__file__).resolve().with_name("schema") / "latency.schema.json"
 
 # Stages in pipeline order; each is the span between two consecutive clock marks.
-STAGES = ("H2D Latency", "Preprocess", "LE_DM", "Denoising Steps", "Restormer", "Postprocess", "D2H Latency")
-NETWORK_STAGES = ("LE_DM", "Denoising Steps", "Restormer")
-METRICS = ("Host Latency", "GPU Compute Time", "Enqueue Time", "Wall Latency") + STAGES
-STAT_KEYS = ("mean", "median", "p90", "p95", "p99", "min", "max")
-NATURAL_IMAGES = ("astronaut", "chelsea", "coffee")
-REFERENCE = "torch-fp32"
-MIB = 1024.0 * 1024.0
-
 
 # --------------------------------------------------------------------------------------------
-# Configuration
+# Settings
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageSize:
-    """A frame size as video people write it: ``WxH`` (``1280x720`` is 720 rows of 1280 pixels)."""
-
-    width: int
-    height: int
-
-    @classmethod
-    def parse(cls, text: str) -> "ImageSize":
-        parts = text.lower().strip().split("x")
-        try:
-            width, height = (int(p) for p in parts)
-        except ValueError as exc:
-            raise ValueError(f"size {text!r}: expected WIDTHxHEIGHT such as 1280x720") from exc
-        if width < 1 or height < 1:
-            raise ValueError(f"size {text!r}: width and height must be positive")
-        return cls(width, height)
-
-    @property
-    def label(self) -> str:
-        return f"{self.width}x{self.height}"
-
-    @property
-    def padded(self) -> tuple[int, int]:
-        """(height, width) the engines receive: each side reflect-padded up to a multiple of 8."""
-        return pad_to_multiple(self.height), pad_to_multiple(self.width)
-
-
-@dataclass(frozen=True)
-class BenchBackend:
-    """One column of the benchmark: a backend of :mod:`engines.registry` at one precision.
-
-    ``engine_backend`` is the registry's key; ``needs_artifacts``: it runs exported ONNX graphs
-    (``--onnx`` / ``--engines``) or TensorRT plans (``--plans`` / ``--engines``) rather than the
-    PyTorch model, and its precision is then the artifacts' own (``precision`` is the usual one).
-    """
-
-    name: str
-    engine_backend: str
-    precision: str
-    devices: tuple[str, ...]
-    needs_artifacts: bool = False
-    options: tuple[tuple[str, Any], ...] = ()  # open_engines keyword arguments
-
-    @property
-    def is_tensorrt(self) -> bool:
-        return self.engine_backend == "tensorrt"
-
-    def runtime_backend(self) -> tuple[str, dict[str, Any]]:
-        """The same engines through :class:`runtime.Deblurrer`: its ``backend`` and ``engine_options``
-        (the runtime names ONNX Runtime once and takes the provider as an option)."""
-        options = dict(self.options)
-        if self.engine_backend.startswith("onnxruntime-"):
-            provider = self.engine_backend.split("-", 1)[1]
-            return "onnxruntime", {"provider": "tensorrt" if provider == "trt" else provider, **options}
-        return self.engine_backend, options
-
-
-# torch.compile's mode for torch-compile-fp16: inductor's default (about a minute per shape);
-# max-autotune spent more than 400 s on the first 256x256 shape alone on an H100 (torch 2.11).
-COMPILE_MODE = "default"
-
-# The small table that drives everything; the names are what --backends takes.
-BENCH_BACKENDS: dict[str, BenchBackend] = {
-    b.name: b
-    for b in (
-        BenchBackend("tensorrt", "tensorrt", "fp16", ("cuda",), needs_artifacts=True),
-        BenchBackend("onnxruntime-trt", "onnxruntime-trt", "fp16", ("cuda",), needs_artifacts=True),
-        BenchBackend("onnxruntime-cuda", "onnxruntime-cuda", "fp16", ("cuda",), needs_artifacts=True),
-        # The CUDA provider with its NHWC kernels (ONNX Runtime converts the NCHW graph's layout).
-        BenchBackend("onnxruntime-cuda-nhwc", "onnxruntime-cuda", "fp16", ("cuda",), needs_artifacts=True,
-                     options=(("provider_options", {"prefer_nhwc": "1"}),)),
-        BenchBackend("onnxruntime-cpu", "onnxruntime-cpu", "fp32", ("cpu",), needs_artifacts=True),
-        BenchBackend("torch-compile-fp16", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True))),
-        # Without hidiff.aligned_channels' zero padding (the form before it, for before/after runs).
-        BenchBackend("torch-compile-fp16-unaligned", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("align_channels", False))),
-        # With engines.triton_gated_dwconv's fused GDFN gate (less memory; slower compiled, session 4).
-        BenchBackend("torch-compile-fp16-fused", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True))),
-        BenchBackend("torch-fp16-nhwc", "torch", "fp16", ("cuda",), options=(("channels_last", True),)),
-        BenchBackend("torch-fp16-nhwc-fused", "torch", "fp16", ("cuda",),
-                     options=(("channels_last", True), ("fuse_gates", True))),
-        BenchBackend("torch-fp16-nhwc-unaligned", "torch", "fp16", ("cuda",),
-                     options=(("channels_last", True), ("align_channels", False))),
-        # The baselines: the eager model as a user runs it (.half() / float32, default memory layout).
-        BenchBackend("torch-fp16", "torch", "fp16", ("cuda",),
-                     options=(("channels_last", False), ("align_channels", False))),
-        BenchBackend("torch-fp32", "torch", "fp32", ("cpu", "cuda"), options=(("channels_last", False),)),
-    )
-}
-# torch-compile-fp16 is not a default: it compiles again for every new shape.
-DEFAULT_BACKENDS = {
-    "cuda": "tensorrt,onnxruntime-cuda,torch-fp16-nhwc,torch-fp16,torch-fp32",
-    "cpu": "onnxruntime-cpu,torch-fp32",
-}
 
 
 @dataclass(frozen=True)
@@ -239,481 +149,9 @@ class LatencySettings:
         specific = self.plans_dir if backend.is_tensorrt else self.onnx_dir
         return specific if specific is not None else self.engines_dir
 
-
 # --------------------------------------------------------------------------------------------
-# Model and input
+# The run
 # --------------------------------------------------------------------------------------------
-
-
-def tiny_config() -> HIDiffConfig:
-    """A HI-Diff of 250 thousand parameters (prior (B, 16, 32)) that runs in milliseconds: CI and smoke runs."""
-    return HIDiffConfig(
-        network_g=RestormerConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 2, 2), embed_dim=8),
-        network_le=EncoderConfig(in_chans=6, embed_dim=8, block_num=1),
-        network_le_dm=EncoderConfig(embed_dim=8, block_num=1),
-        network_d=DenoiserConfig(in_channel=32, out_channel=32, inner_channel=32, block_num=3),
-    )
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Where the model comes from: our weights file, the official release files (``net_g``,
-    ``net_le_dm``, ``net_d``, optional ``options``), random weights of a release's architecture
-    (``preset``) or of :func:`tiny_config` (``tiny``); nothing: the embedded default model."""
-
-    weights: Path | None = None
-    net_g: Path | None = None
-    net_le_dm: Path | None = None
-    net_d: Path | None = None
-    options: Path | None = None
-    preset: str | None = None
-    tiny: bool = False
-
-    def __post_init__(self) -> None:
-        files = [f for f in ("weights", "net_g", "net_le_dm", "net_d", "options") if getattr(self, f) is not None]
-        random = [flag for flag, on in (("--preset", self.preset is not None), ("--tiny", self.tiny)) if on]
-        if len(random) > 1 or (random and files):
-            given = random + [f"--{f.replace('_', '-')}" for f in files]
-            raise ValueError(f"choose one model source; got {' '.join(given)}")
-
-    @property
-    def is_default(self) -> bool:
-        return self == ModelChoice()
-
-
-def load_model(choice: ModelChoice, seed: int) -> tuple[HIDiff, str]:
-    """The model (float32, eval, on the CPU) and a one-line description of where it came from.
-
-    Files go through :class:`export.model_source.ModelSource`, as in the export command (same
-    flags, same errors). Random weights (``preset``, ``tiny``) are drawn from ``seed`` so two runs
-    time the same network.
-    """
-    if choice.preset is not None or choice.tiny:
-        config = tiny_config() if choice.tiny else preset(choice.preset or "gopro")
-        with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
-            torch.manual_seed(seed)
-            model = HIDiff(config).eval()
-        name = "tiny" if choice.tiny else f"preset {choice.preset}"
-        return model, f"{name}, random weights (seed {seed})"
-    from export.model_source import ModelSource
-
-    source = ModelSource.from_options(choice.net_g, choice.net_le_dm, choice.net_d, choice.options, choice.weights)
-    described = {
-        "official": f"official net_g {choice.net_g}, net_le_dm {choice.net_le_dm}, net_d {choice.net_d}",
-        "weights": f"weights {choice.weights}",
-    }.get(source.kind, "embedded default model (hidiff.default_model())")
-    return source.load(), described
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model flags shared with bench/accuracy.py (the export command's, plus random weights)."""
-    group = parser.add_argument_group("model (default: the embedded model, hidiff.default_model())")
-    group.add_argument("--weights", type=Path, default=None, help="our safetensors checkpoint (HIDiff.save)")
-    group.add_argument("--net-g", type=Path, default=None, help="official net_g.pth (with --net-le-dm and --net-d)")
-    group.add_argument("--net-le-dm", type=Path, default=None, help="official net_le_dm.pth")
-    group.add_argument("--net-d", type=Path, default=None, help="official net_d.pth")
-    group.add_argument("--options", type=Path, default=None, help="official option file (YAML) for the --net-* files")
-    group.add_argument("--preset", default=None, help="random weights of a release's architecture: gopro, realblur_j, ...")
-    group.add_argument("--tiny", action="store_true", help="a tiny random model (tests, smoke runs)")
-
-
-def model_choice_from_args(args: argparse.Namespace) -> ModelChoice:
-    return ModelChoice(weights=args.weights, net_g=args.net_g, net_le_dm=args.net_le_dm, net_d=args.net_d,
-                       options=args.options, preset=args.preset, tiny=args.tiny)
-
-
-def natural_frames(size: ImageSize, batch: int, first: str = "astronaut") -> np.ndarray:
-    """(batch, H, W, 3) uint8 BGR frames of natural images, as OpenCV would deliver them.
-
-    Natural content, not noise, so FP16 error figures mean what they would on real frames.
-    Frames cycle through astronaut, chelsea and coffee starting at ``first`` (scikit-image's
-    bundled images); without scikit-image, a drawn scene stands in (see :func:`input_description`).
-    """
-    order = NATURAL_IMAGES[NATURAL_IMAGES.index(first):] + NATURAL_IMAGES[:NATURAL_IMAGES.index(first)]
-    frames = []
-    for i in range(batch):
-        rgb = _source_image(order[i % len(order)])
-        # INTER_AREA to shrink, cubic to enlarge: neither adds aliasing that a natural frame lacks.
-        shrink = size.width * size.height < rgb.shape[0] * rgb.shape[1]
-        resized = cv2.resize(rgb, (size.width, size.height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-        frames.append(cv2.cvtColor(resized, cv2.COLOR_RGB2BGR))
-    return np.stack(frames)
-
-
-def input_description(first: str) -> str:
-    if importlib.util.find_spec("skimage") is None:
-        return "drawn scenes (scikit-image is not installed: pip install scikit-image for its natural images)"
-    return ",".join(NATURAL_IMAGES) + f" (skimage.data, first: {first})"
-
-
-def _source_image(name: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB: scikit-image's image ``name``, or a drawn scene seeded by the name."""
-    try:
-        from skimage import data as skimage_data
-    except ImportError:
-        return _drawn_scene(512, 512, seed=NATURAL_IMAGES.index(name))
-    return np.asarray(getattr(skimage_data, name)())
-
-
-def _drawn_scene(height: int, width: int, seed: int) -> np.ndarray:
-    """Smooth shading, hard-edged shapes and fine texture: the mix of flat areas, edges and
-    detail a photograph has (not white noise, which no deblurring network sees)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) / max(height, width)
-    image = np.zeros((height, width, 3), np.float32)
-    for c in range(3):
-        fx, fy, phase = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 2 * np.pi)
-        image[..., c] = 0.5 + 0.3 * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase)
-    for _ in range(12):
-        colour = tuple(float(v) for v in rng.uniform(0, 1, 3))
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        if rng.random() < 0.5:
-            cv2.circle(image, (x0, y0), int(rng.integers(8, max(9, width // 6))), colour, -1, lineType=cv2.LINE_AA)
-        else:
-            x1, y1 = int(rng.integers(0, width)), int(rng.integers(0, height))
-            cv2.rectangle(image, (x0, y0), (x1, y1), colour, -1)
-    image += 0.04 * cv2.GaussianBlur(rng.standard_normal((height, width, 3)).astype(np.float32), (0, 0), 1.0)
-    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-
-
-# --------------------------------------------------------------------------------------------
-# Statistics and clocks
-# --------------------------------------------------------------------------------------------
-
-
-def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
-    """mean, median, p90, p95, p99, min, max of per-iteration times (ms), percentiles by linear
-    interpolation (numpy's default), so min <= median <= p90 <= p95 <= p99 <= max."""
-    if len(samples_ms) == 0:
-        raise ValueError("no samples to summarize")
-    values = np.asarray(samples_ms, dtype=np.float64)
-    median, p90, p95, p99 = np.percentile(values, [50, 90, 95, 99])
-    return {
-        "mean": float(values.mean()),
-        "median": float(median),
-        "p90": float(p90),
-        "p95": float(p95),
-        "p99": float(p99),
-        "min": float(values.min()),
-        "max": float(values.max()),
-    }
-
-
-class StageClock(Protocol):
-    """Marks the boundaries of the pipeline's stages within one iteration."""
-
-    def start(self) -> None: ...
-
-    def mark(self) -> None: ...
-
-    def synchronize(self) -> None: ...
-
-    def stage_ms(self) -> list[float]: ...
-
-
-class CudaEventClock:
-    """CUDA events on the current stream: device-timeline spans, unaffected by host jitter.
-
-    The events are reused: every iteration synchronises before the next one records again.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(len(STAGES) + 1)]
-        self._next = 0
-
-    def start(self) -> None:
-        self._next = 0
-        self.mark()
-
-    def mark(self) -> None:
-        self.events[self._next].record()
-        self._next += 1
-
-    def synchronize(self) -> None:
-        # The whole device, not just the event: TensorRT and ONNX Runtime may use streams of their own.
-        torch.cuda.synchronize(self.device)
-
-    def stage_ms(self) -> list[float]:
-        if self._next != len(self.events):
-            raise RuntimeError(f"{self._next - 1} stages marked, {len(STAGES)} expected")
-        return [a.elapsed_time(b) for a, b in zip(self.events[:-1], self.events[1:])]
-
-
-class PerfCounterClock:
-    """Host time: CPU backends run synchronously, so a stage ends when its call returns."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def start(self) -> None:
-        self.times = [time.perf_counter()]
-
-    def mark(self) -> None:
-        self.times.append(time.perf_counter())
-
-    def synchronize(self) -> None:
-        pass
-
-    def stage_ms(self) -> list[float]:
-        if len(self.times) != len(STAGES) + 1:
-            raise RuntimeError(f"{len(self.times) - 1} stages marked, {len(STAGES)} expected")
-        return [(b - a) * 1e3 for a, b in zip(self.times[:-1], self.times[1:])]
-
-
-# --------------------------------------------------------------------------------------------
-# The instrumented pipeline
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class IterationTimes:
-    stages: list[float]  # ms, in STAGES order
-    enqueue_ms: float
-    wall_ms: float
-
-
-class InstrumentedPipeline:
-    """The runtime's frame pipeline over three engines, with a clock mark between stages.
-
-    The same parts as :class:`runtime.Deblurrer`: reflect padding (``hidiff.model.pad_image``),
-    the runtime's :class:`~runtime.loop.DenoiseLoop` (one CUDA graph per batch size where the
-    backend allows) and z_T of shape (N, C') shared by every frame of a batch. Fixed buffers per
-    case: pinned host input and output frames (B, H, W, 3) uint8 BGR and the device input.
-    """
-
-    def __init__(self, engines: Mapping[str, Engine], noise: torch.Tensor, timesteps: Sequence[int],
-                 device: torch.device, backend: str, cuda_graph: bool = True):
-        """``noise``: z_T (N, C') float32; ``backend``: the engine backend's registry name."""
-        from runtime.loop import DenoiseLoop
-
-        missing = [g for g in (LE_DM, DENOISE_STEP, RESTORMER) if g not in engines]
-        if missing:
-            raise EngineError(f"the engine set lacks graphs {missing}; it has {sorted(engines)}")
-        self.le_dm = engines[LE_DM]
-        self.restormer = engines[RESTORMER]
-        self.device = device
-        self.loop = DenoiseLoop(engines[DENOISE_STEP], noise.to(device, torch.float32), timesteps, cuda_graph, backend)
-        self.clock: StageClock = CudaEventClock(device) if device.type == "cuda" else PerfCounterClock()
-
-    def prepare(self, frames: np.ndarray) -> None:
-        """frames (B, H, W, 3) uint8 BGR."""
-        pinned = self.device.type == "cuda"
-        host = torch.from_numpy(np.ascontiguousarray(frames))
-        self.host_in = host.pin_memory() if pinned else host.clone()
-        self.host_out = torch.empty_like(self.host_in, pin_memory=pinned)
-        self.device_in = torch.empty(self.host_in.shape, dtype=torch.uint8, device=self.device)
-        self.height, self.width = frames.shape[1:3]
-
-    def release(self) -> None:
-        for name in ("host_in", "host_out", "device_in"):
-            self.__dict__.pop(name, None)
-
-    @torch.no_grad()
-    def run_once(self) -> tuple[torch.Tensor, IterationTimes]:
-        """One iteration; returns the (B, 3, H, W) float32 output in [0, 1] and its times."""
-        clock = self.clock
-        t0 = time.perf_counter()
-        clock.start()
-        self.device_in.copy_(self.host_in, non_blocking=True)
-        clock.mark()  # H2D
-        blur, _ = pad_image(self.device_in.permute(0, 3, 1, 2).flip(1).float().div_(255.0))
-        blur = blur.contiguous()
-        clock.mark()  # preprocess
-        cond = self.le_dm.infer({"blur": blur})["cond"]
-        clock.mark()  # LE_DM
-        z = self.loop.run(cond)
-        clock.mark()  # denoising steps
-        sharp = self.restormer.infer({"blur": blur, "prior": z})["sharp"]
-        clock.mark()  # Restormer
-        image = crop_image(sharp, self.height, self.width).clamp(0.0, 1.0)
-        frames_out = image.mul(255.0).round_().to(torch.uint8).flip(1).permute(0, 2, 3, 1).contiguous()
-        clock.mark()  # postprocess
-        self.host_out.copy_(frames_out, non_blocking=True)
-        clock.mark()  # D2H
-        enqueue = time.perf_counter() - t0
-        clock.synchronize()
-        wall = time.perf_counter() - t0
-        return image, IterationTimes(clock.stage_ms(), enqueue * 1e3, wall * 1e3)
-
-
-# --------------------------------------------------------------------------------------------
-# One case
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CaseRun:
-    """What one (backend, size, batch) produced before it is compared with the reference."""
-
-    times: list[IterationTimes]
-    warmup_iterations: int
-    timed_s: float
-    cold_ms: float
-    output: torch.Tensor  # last timed output, (B, 3, H, W) float32 on the CPU
-    cold_output: torch.Tensor
-    cold_peak_mb: float | None  # torch's peak allocation during the first call (CUDA only)
-
-
-def time_case(pipeline: InstrumentedPipeline, settings: LatencySettings) -> CaseRun:
-    """Cold call, time-based warm-up, then timed iterations: at least ``duration_s`` and
-    ``min_iters``, unless ``max_case_s`` runs out first (slow cases, such as eager FP32 at
-    1920x1080 batch 4, then stop after 2 or more iterations so a run fits a time limit)."""
-    cold_output, cold = pipeline.run_once()
-    cold_output = cold_output.float().cpu()
-    cold_peak = None
-    if pipeline.device.type == "cuda":
-        # The first call's peak (lazy cuDNN set-up, graph capture, compilation) apart from the
-        # steady state's, which memory_figures reads after the timed loop.
-        cold_peak = torch.cuda.max_memory_allocated(pipeline.device) / MIB
-        torch.cuda.reset_peak_memory_stats(pipeline.device)
-    warmup_iterations = 0
-    start = time.perf_counter()
-    while (time.perf_counter() - start) * 1e3 < settings.warmup_ms:
-        pipeline.run_once()
-        warmup_iterations += 1
-    times: list[IterationTimes] = []
-    start = time.perf_counter()
-    while True:
-        output, sample = pipeline.run_once()
-        times.append(sample)
-        elapsed = time.perf_counter() - start
-        if elapsed >= settings.duration_s and len(times) >= settings.min_iters:
-            break
-        if elapsed >= settings.max_case_s and len(times) >= 2:
-            break
-    return CaseRun(times, warmup_iterations, elapsed, cold.wall_ms, output.float().cpu(), cold_output, cold_peak)
-
-
-def case_metrics(times: Sequence[IterationTimes]) -> dict[str, dict[str, float]]:
-    """Per-metric statistics of the timed iterations (names as in :data:`METRICS`)."""
-    per_stage = {name: [t.stages[i] for t in times] for i, name in enumerate(STAGES)}
-    metrics = {name: summarize(values) for name, values in per_stage.items()}
-    metrics["Host Latency"] = summarize([sum(t.stages) for t in times])
-    metrics["GPU Compute Time"] = summarize([sum(t.stages[STAGES.index(s)] for s in NETWORK_STAGES) for t in times])
-    metrics["Enqueue Time"] = summarize([t.enqueue_ms for t in times])
-    metrics["Wall Latency"] = summarize([t.wall_ms for t in times])
-    return {name: metrics[name] for name in METRICS}
-
-
-def compare_outputs(output: torch.Tensor, reference: torch.Tensor, reference_name: str = REFERENCE) -> dict[str, Any]:
-    """PSNR (dB) and max abs error of a [0, 1] output against the reference's; PSNR is None
-    when the two are identical (infinite)."""
-    if output.shape != reference.shape:
-        raise ValueError(f"output shape {tuple(output.shape)} differs from the reference's {tuple(reference.shape)}")
-    diff = output.double() - reference.double()
-    max_abs = float(diff.abs().max())
-    mse = float(diff.square().mean())
-    psnr = None if mse == 0.0 else 10.0 * math.log10(1.0 / mse)
-    return {"reference": reference_name, "psnr_db": psnr, "max_abs_error": max_abs, "exact": mse == 0.0}
-
-
-# --------------------------------------------------------------------------------------------
-# Backends and memory
-# --------------------------------------------------------------------------------------------
-
-
-def unavailable_reason(backend: BenchBackend, device: str, artifacts: Path | None) -> str | None:
-    """Why ``backend`` cannot run on ``device`` with ``artifacts`` (None: it can), from the
-    registry's :func:`~engines.registry.available_backends` (library, provider, GPU, files)."""
-    from engines.registry import available_backends
-
-    device_type = torch.device(device).type
-    if device_type not in backend.devices:
-        return f"runs on {' or '.join(backend.devices)}, this run is on {device}"
-    if backend.needs_artifacts and artifacts is None:
-        what, flag = ("TensorRT plans", "--plans") if backend.is_tensorrt else ("exported ONNX graphs", "--onnx")
-        return f"needs {what}: pass {flag} DIR or --engines DIR"
-    present = available_backends(device, artifacts=artifacts)
-    if backend.engine_backend not in present:
-        return f"engine backend {backend.engine_backend!r} is not in engines.registry"
-    return present[backend.engine_backend]
-
-
-def artifact_precision(backend: BenchBackend, artifacts: Path | None) -> str:
-    """The precision the artifacts were exported or built in (their manifest's ``precision``);
-    the backend's usual one for the PyTorch backends or when no manifest says."""
-    if artifacts is None:
-        return backend.precision
-    manifests = ([plan_manifest(artifacts, LE_DM)] if backend.is_tensorrt else []) + [artifacts / "manifest.json"]
-    for path in manifests:
-        try:
-            value = json.loads(path.read_text(encoding="utf-8")).get("precision")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if value in ("fp32", "fp16"):
-            return str(value)
-    return backend.precision
-
-
-def plan_manifest(plans_dir: Path, graph: str) -> Path:
-    """``plans_dir/graph.plan.json``, where engines/plan.py keeps a plan's manifest."""
-    from engines.plan import manifest_path, plan_path_for
-
-    return manifest_path(plan_path_for(plans_dir, graph))
-
-
-def open_bench_backend(backend: BenchBackend, model: HIDiff | None, device: str, artifacts: Path | None,
-                       precision: str, cuda_graph: bool = True) -> Any:
-    """The registry's EngineSet for ``backend``. Torch backends get their own copy of the model,
-    so a backend that casts or compiles it cannot change what the next one runs."""
-    from engines.registry import open_engines
-
-    if backend.needs_artifacts:
-        source: dict[str, Any] = {"artifacts": artifacts}
-    else:
-        if model is None:
-            raise ValueError(f"backend {backend.name} runs the PyTorch model: pass --weights, --net-g/--net-le-dm/--net-d "
-                             "or --preset")
-        source = {"model": copy.deepcopy(model)}
-    return open_engines(backend.engine_backend, device=device, precision=precision, strict=True,
-                        cuda_graph=cuda_graph, **source, **dict(backend.options))
-
-
-def device_used_bytes(device: torch.device) -> int | None:
-    """Used memory of the whole device (cudaMemGetInfo): sees TensorRT and ONNX Runtime too."""
-    if device.type != "cuda":
-        return None
-    free, total = torch.cuda.mem_get_info(device)
-    return int(total - free)
-
-
-def memory_figures(backend: BenchBackend, device: torch.device, used_before: int | None,
-                   cold_peak_mb: float | None) -> dict[str, Any]:
-    """Memory of one case, read after its timed loop: torch's steady-state peaks (after the
-    first call), the first call's peak, and the device-wide growth since the engines opened."""
-    if device.type != "cuda":
-        return {
-            "torch_max_allocated_mb": None,
-            "torch_max_reserved_mb": None,
-            "cold_torch_max_allocated_mb": None,
-            "device_used_delta_mb": None,
-            "note": "CPU run: device memory is not measured",
-        }
-    used_now = device_used_bytes(device)
-    delta = None if used_before is None or used_now is None else (used_now - used_before) / MIB
-    if backend.engine_backend.startswith("torch"):
-        note = ("torch peaks include the weights (steady state after the first call; the first call's apart); "
-                "device_used_delta is cudaMemGetInfo after the timed loop minus before the engines were opened "
-                "(device-wide: torch's cache and other processes count too)")
-    else:
-        note = (f"{backend.engine_backend} allocates its weights and workspaces outside torch: the torch peaks "
-                "count only the I/O and pre/post-processing tensors; device_used_delta (cudaMemGetInfo, device-wide) "
-                "includes the engines")
-    return {
-        "torch_max_allocated_mb": torch.cuda.max_memory_allocated(device) / MIB,
-        "torch_max_reserved_mb": torch.cuda.max_memory_reserved(device) / MIB,
-        "cold_torch_max_allocated_mb": cold_peak_mb,
-        "device_used_delta_mb": delta,
-        "note": note,
-    }
-
-
-def free_device_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
 
 
 def trtexec_lines(engines_dir: Path, size: ImageSize, batch: int, prior_shape: tuple[int, int],
@@ -740,11 +178,6 @@ def trtexec_lines(engines_dir: Path, size: ImageSize, batch: int, prior_shape: t
         plan = plan_path_for(engines_dir, graph)
         lines.append(f"trtexec --loadEngine={shlex.quote(str(plan))} --shapes={shape}{extra} {timing}")
     return lines
-
-
-# --------------------------------------------------------------------------------------------
-# The run
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -989,7 +422,6 @@ def _one_line(result: Mapping[str, Any]) -> str:
     host = result["metrics"]["Host Latency"]
     return (f"{where}: median {host['median']:.2f} ms, p90 {host['p90']:.2f} ms, "
             f"{result['throughput_fps']:.1f} frames/s ({result['iterations']} iterations)")
-
 
 # --------------------------------------------------------------------------------------------
 # Command line

@@ -25,7 +25,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench.latency import ImageSize, natural_frames  # noqa: E402
+from bench.inputs import ImageSize, natural_frames  # noqa: E402
 from hidiff.files import write_atomic  # noqa: E402
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}

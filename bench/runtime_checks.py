@@ -35,7 +35,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.latency import ImageSize, add_model_arguments, load_model, model_choice_from_args, natural_frames  # noqa: E402
+from bench.inputs import ImageSize, add_model_arguments, load_model, model_choice_from_args, natural_frames  # noqa: E402
 from hidiff.files import write_atomic  # noqa: E402
 from hidiff.metrics import psnr  # noqa: E402
 

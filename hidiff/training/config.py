@@ -50,11 +50,6 @@ class SyntheticConfig:
     rescale: (low, high) photo scale drawn per sample before cropping (area resampling; more
       distinct content from few photos); the low end is raised where the photo would fall below the patch.
     channel_shuffle: permute the RGB channels of each sample at random (colour variety).
-    dead_leaves: the share of samples cut from a fresh dead-leaves image (hidiff.data.dead_leaves,
-      painted with the photos' colours) instead of a photo: edges of every size and orientation
-      for a model that would otherwise learn its few photos.
-    rotate: turn each photo sample by an angle drawn in [-45, 45) degrees (bicubic; the crop stays
-      inside the rotated photo; the flips and quarter turns of flip_rotate cover the rest).
     """
 
     source: str = "skimage"
@@ -68,17 +63,12 @@ class SyntheticConfig:
     kernel_shape: str = "shake"
     rescale: tuple[float, float] = (1.0, 1.0)
     channel_shuffle: bool = False
-    dead_leaves: float = 0.0
-    rotate: bool = False
 
     def __post_init__(self) -> None:
         low, high = self.rescale
         if not 0 < low <= high <= 1:
             raise ValueError(f"invalid training configuration: data.synthetic.rescale {list(self.rescale)}: "
                              "need 0 < low <= high <= 1 (downscaling only)")
-        if not 0 <= self.dead_leaves <= 1:
-            raise ValueError(f"invalid training configuration: data.synthetic.dead_leaves {self.dead_leaves}: "
-                             "need a share between 0 and 1")
 
 
 @dataclass(frozen=True)

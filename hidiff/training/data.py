@@ -122,13 +122,10 @@ class FolderTrainPairs(Dataset):
 class SyntheticTrainPairs(Dataset):
     """Pairs made on the fly: sample (e, i) crops photo ``i % photos`` at random and blurs it with a
     fresh camera-shake kernel, noise and JPEG (hidiff.data.synthetic_blur.make_pair), all drawn
-    from (seed, e, i). ``length`` samples make one epoch. With ``dead_leaves`` > 0 that share of
-    the samples crops a fresh dead-leaves image painted with the photos' colours instead."""
+    from (seed, e, i). ``length`` samples make one epoch."""
 
     def __init__(self, photos: Sequence[tuple[str, np.ndarray]], length: int, seed: int, flip_rotate: bool = True,
-                 recipe: Any = None, rescale: tuple[float, float] = (1.0, 1.0), channel_shuffle: bool = False,
-                 dead_leaves: float = 0.0, rotate: bool = False):
-        from hidiff.data.dead_leaves import photo_palette
+                 recipe: Any = None, rescale: tuple[float, float] = (1.0, 1.0), channel_shuffle: bool = False):
         from hidiff.data.synthetic_blur import BlurRecipe
 
         if not photos:
@@ -142,10 +139,6 @@ class SyntheticTrainPairs(Dataset):
         self.recipe = recipe if recipe is not None else BlurRecipe()
         self.rescale = rescale
         self.channel_shuffle = channel_shuffle
-        self.dead_leaves = dead_leaves
-        self.rotate = rotate
-        self.palette = photo_palette([photo for _, photo in self.photos], np.random.default_rng(seed)) \
-            if dead_leaves > 0 else None
 
     def __len__(self) -> int:
         return self.length
@@ -156,14 +149,8 @@ class SyntheticTrainPairs(Dataset):
         epoch, index, patch = key
         name, photo = self.photos[index % len(self.photos)]
         rng = np.random.default_rng(sample_seed(self.seed, epoch, index))
-        # No draw without dead leaves: the sample stream of earlier configurations stays the same.
-        if self.palette is not None and rng.random() < self.dead_leaves:
-            name, photo = self._dead_leaves_image(rng, patch)
-        else:
-            if self.rescale != (1.0, 1.0):
-                photo = _rescaled(photo, rng, self.rescale, patch)
-            if self.rotate:
-                photo = _rotated(photo, float(rng.uniform(-45.0, 45.0)), patch)
+        if self.rescale != (1.0, 1.0):
+            photo = _rescaled(photo, rng, self.rescale, patch)
         if self.channel_shuffle:
             photo = photo[:, :, rng.permutation(3)]
         blur, sharp, _ = make_pair(photo, rng, self.recipe, crop=patch, name=name)
@@ -171,13 +158,6 @@ class SyntheticTrainPairs(Dataset):
             mode = int(rng.integers(0, DIHEDRAL_MODES))
             blur, sharp = dihedral(blur, mode), dihedral(sharp, mode)
         return {"blur": _to_tensor(blur), "sharp": _to_tensor(sharp)}
-
-    def _dead_leaves_image(self, rng: np.random.Generator, patch: int) -> tuple[str, np.ndarray]:
-        """A dead-leaves image just larger than the patch: the blur kernel's margin is real content too."""
-        from hidiff.data.dead_leaves import dead_leaves
-
-        side = patch + self.recipe.kernel_sizes[1]
-        return "dead_leaves", dead_leaves((side, side), rng, self.palette)
 
 
 def _rescaled(photo: np.ndarray, rng: np.random.Generator, scales: tuple[float, float], patch: int) -> np.ndarray:
@@ -189,35 +169,6 @@ def _rescaled(photo: np.ndarray, rng: np.random.Generator, scales: tuple[float, 
     if (height, width) == photo.shape[:2]:
         return photo
     return cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
-
-
-def inscribed_size(width: int, height: int, degrees: float) -> tuple[int, int]:
-    """(width, height) of the largest axis-aligned rectangle inside a width x height rectangle
-    rotated by ``degrees`` about its centre (the closed form of the maximal-area solution)."""
-    sin_a, cos_a = abs(math.sin(math.radians(degrees))), abs(math.cos(math.radians(degrees)))
-    long_side, short_side = max(width, height), min(width, height)
-    if short_side <= 2.0 * sin_a * cos_a * long_side or abs(sin_a - cos_a) < 1e-10:
-        # Two corners of the rectangle touch the long sides: a "thin" fit limited by the short side.
-        half = 0.5 * short_side
-        inner_w, inner_h = (half / sin_a, half / cos_a) if width >= height else (half / cos_a, half / sin_a)
-    else:
-        cos_2a = cos_a * cos_a - sin_a * sin_a
-        inner_w, inner_h = (width * cos_a - height * sin_a) / cos_2a, (height * cos_a - width * sin_a) / cos_2a
-    # One pixel less on each side: bicubic taps at the border would reach past the rotated photo.
-    return max(int(inner_w) - 2, 0), max(int(inner_h) - 2, 0)
-
-
-def _rotated(photo: np.ndarray, degrees: float, patch: int) -> np.ndarray:
-    """``photo`` rotated by ``degrees`` (bicubic), cut to the largest upright rectangle of real
-    content; unrotated when that rectangle would be smaller than ``patch``."""
-    height, width = photo.shape[:2]
-    inner_w, inner_h = inscribed_size(width, height, degrees)
-    if min(inner_w, inner_h) < patch:
-        return photo
-    matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), degrees, 1.0)
-    turned = cv2.warpAffine(photo, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    top, left = (height - inner_h) // 2, (width - inner_w) // 2
-    return turned[top : top + inner_h, left : left + inner_w]
 
 
 def blur_recipe(cfg: SyntheticConfig) -> Any:
@@ -270,8 +221,7 @@ def build_train_dataset(cfg: DataConfig, seed: int) -> Dataset:
         raise ValueError("data.train and data.synthetic are both set; choose one training source")
     if cfg.synthetic is not None:
         return SyntheticTrainPairs(synthetic_photos(cfg.synthetic), cfg.synthetic.epoch_length, seed, cfg.flip_rotate,
-                                   blur_recipe(cfg.synthetic), cfg.synthetic.rescale, cfg.synthetic.channel_shuffle,
-                                   cfg.synthetic.dead_leaves, cfg.synthetic.rotate)
+                                   blur_recipe(cfg.synthetic), cfg.synthetic.rescale, cfg.synthetic.channel_shuffle)
     pairs: list[ImagePair] = []
     for folders in cfg.train:
         pairs += folder_pairs(folders.input, folders.target)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import accuracy, latency
+from bench import accuracy, inputs
 from hidiff.evaluate import evaluate_folders
 
 
@@ -26,7 +26,7 @@ def paired(tmp_path_factory):
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         cv2.imwrite(str(root / "sharp" / f"{name}.png"), bgr)
         cv2.imwrite(str(root / "blur" / f"{name}.png"), cv2.GaussianBlur(bgr, (5, 5), 1.5))
-    model, _ = latency.load_model(latency.ModelChoice(tiny=True), seed=0)
+    model, _ = inputs.load_model(inputs.ModelChoice(tiny=True), seed=0)
     model.save(root / "tiny.safetensors")
     return root
 

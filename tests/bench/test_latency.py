@@ -1,4 +1,4 @@
-"""bench/latency.py end to end on the CPU with a tiny model, and its pieces on their own.
+"""bench/latency.py end to end on the CPU with a tiny model, and its settings and trtexec lines.
 
 The whole CLI runs once per module (tiny model, 32x32, 0.2 s per case, one torch thread) and the
 tests read its JSON, markdown and plot. ONNX Runtime on the CPU is measured on the graphs the
@@ -11,15 +11,15 @@ import json
 import math
 import sys
 
-import numpy as np
 import pytest
-import torch
 
 # A test dependency ([dev]); the lent GPU machines lack it, and their GPU tests must still collect.
 jsonschema = pytest.importorskip("jsonschema")
 
 from bench import latency, report  # noqa: E402 (after the importorskip above)
-from bench.latency import ImageSize, LatencySettings, compare_outputs, summarize, trtexec_lines  # noqa: E402
+from bench.inputs import ImageSize  # noqa: E402
+from bench.latency import LatencySettings, trtexec_lines  # noqa: E402
+from bench.timing import NETWORK_STAGES, STAGES  # noqa: E402
 
 FAST = ["--device", "cpu", "--sizes", "32x32", "--batches", "1", "--duration", "0.2", "--min-iters", "2",
         "--warmup-ms", "20", "--threads", "1"]
@@ -65,9 +65,9 @@ def test_statistics_are_consistent(run):
         assert report.stats_are_ordered(stats), (name, stats)
     m = result["metrics"]
     # Host Latency is the sum of the stages in every iteration, so the means add up too.
-    stage_sum = sum(m[s]["mean"] for s in latency.STAGES)
+    stage_sum = sum(m[s]["mean"] for s in STAGES)
     assert math.isclose(m["Host Latency"]["mean"], stage_sum, rel_tol=1e-9)
-    network_sum = sum(m[s]["mean"] for s in latency.NETWORK_STAGES)
+    network_sum = sum(m[s]["mean"] for s in NETWORK_STAGES)
     assert math.isclose(m["GPU Compute Time"]["mean"], network_sum, rel_tol=1e-9)
     assert m["Wall Latency"]["min"] >= m["Host Latency"]["min"] * 0.99
 
@@ -134,29 +134,6 @@ def test_onnxruntime_cpu_matches_torch(tmp_path, tmp_path_factory):
     assert "another" in skipped["onnxruntime-cpu"]
 
 
-def test_summarize_percentiles():
-    values = list(range(1, 101))  # 1 .. 100
-    stats = summarize(values)
-    assert stats["min"] == 1 and stats["max"] == 100 and stats["mean"] == 50.5
-    assert stats["median"] == 50.5
-    assert stats["p90"] == pytest.approx(90.1)
-    assert stats["p99"] == pytest.approx(99.01)
-    assert summarize([7.0]) == {k: 7.0 for k in latency.STAT_KEYS}
-    rng = np.random.default_rng(0)
-    assert report.stats_are_ordered(summarize(rng.lognormal(size=37).tolist()))
-    with pytest.raises(ValueError):
-        summarize([])
-
-
-def test_image_size_parsing():
-    size = ImageSize.parse("1920x1080")
-    assert (size.width, size.height, size.padded, size.label) == (1920, 1080, (1080, 1920), "1920x1080")
-    assert ImageSize.parse("1278X719").padded == (720, 1280)  # reflect-padded up to multiples of 8
-    for bad in ("1920", "axb", "0x10", "1x2x3"):
-        with pytest.raises(ValueError):
-            ImageSize.parse(bad)
-
-
 def test_trtexec_lines_use_padded_shapes(tmp_path):
     size = ImageSize(1918, 1078)  # padded to 1080 x 1920
     settings = LatencySettings(sizes=(size,), batches=(4,), backends=("torch-fp32",))
@@ -165,17 +142,6 @@ def test_trtexec_lines_use_padded_shapes(tmp_path):
                         "--warmUp=200 --duration=3 --iterations=10")
     assert "--shapes=z:4x16x256,cond:4x16x256,t:1 --loadInputs=t:" in lines[1]
     assert "--shapes=blur:4x3x1080x1920,prior:4x16x256" in lines[2]
-
-
-def test_compare_outputs():
-    a = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    assert compare_outputs(a, a.clone())["exact"] is True
-    b = a + 0.01
-    result = compare_outputs(b, a)
-    assert result["psnr_db"] == pytest.approx(40.0, abs=1e-4)
-    assert result["max_abs_error"] == pytest.approx(0.01, abs=1e-6)
-    with pytest.raises(ValueError, match="shape"):
-        compare_outputs(a, a[:, :, :4])
 
 
 def test_settings_refuse_bad_values():
@@ -192,11 +158,3 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert latency.main(["--tiny", *FAST, "--sizes", "32xab", "--out", str(tmp_path)]) == 2
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
     assert latency.main(["--weights", str(tmp_path / "missing.safetensors"), "--device", "cpu", "--out", str(tmp_path)]) == 2
-
-
-def test_natural_frames_are_bgr_uint8_of_the_size():
-    frames = latency.natural_frames(ImageSize(40, 24), 4)
-    assert frames.shape == (4, 24, 40, 3) and frames.dtype == np.uint8
-    assert not np.array_equal(frames[0], frames[1])  # astronaut, then chelsea
-    assert np.array_equal(frames[0], frames[3])  # the cycle of three images restarts
-    assert frames.std() > 20  # natural content, not a flat frame

@@ -19,7 +19,6 @@ from hidiff.training.data import (
     ResumableSampler,
     SyntheticTrainPairs,
     build_train_dataset,
-    inscribed_size,
     synthetic_photos,
 )
 
@@ -143,77 +142,7 @@ def test_channel_shuffle_permutes_the_colours_of_each_sample() -> None:
     assert {tuple(int(v) for v in _sharp_hwc(plain[(0, i, 32)])[0, 0]) for i in range(8)} == {(20, 120, 220)}
 
 
-def test_dead_leaves_replace_their_share_of_the_photo_crops() -> None:
-    photo = _photo(80)  # noise: every crop of it is found in it and has (almost) no repeated colour
-    dataset = SyntheticTrainPairs([("p", photo)], length=64, seed=0, flip_rotate=False, dead_leaves=0.5)
-    samples = [_sharp_hwc(dataset[(0, index, 24)]) for index in range(40)]
-    from_photo = [len(_offsets_of(sharp, photo)) == 1 for sharp in samples]
-    assert 10 <= sum(from_photo) <= 30  # binomial(40, 0.5): outside this range with p < 0.002
-    photo_colours = {tuple(c) for c in photo.reshape(-1, 3).tolist()}
-    for sharp, cropped in zip(samples, from_photo):
-        if cropped:
-            continue
-        # Flat leaves painted with the photo's colours, larger than the patch by the kernel's margin.
-        colours, counts = np.unique(sharp.reshape(-1, 3), axis=0, return_counts=True)
-        assert len(colours) < 0.75 * sharp.shape[0] * sharp.shape[1]  # measured 0.36-0.62 (1.0 for the noise)
-        assert tuple(colours[np.argmax(counts)].tolist()) in photo_colours
-    assert torch.equal(dataset[(0, 5, 24)]["blur"], dataset[(0, 5, 24)]["blur"])
-    only_leaves = SyntheticTrainPairs([("p", photo)], length=8, seed=0, flip_rotate=False, dead_leaves=1.0)
-    assert not any(len(_offsets_of(_sharp_hwc(only_leaves[(0, i, 24)]), photo)) for i in range(4))
-
-
 @pytest.mark.parametrize("rescale", [(0.0, 1.0), (0.8, 0.5), (0.5, 1.5)])
 def test_rescale_outside_downscaling_is_refused(rescale: tuple[float, float]) -> None:
     with pytest.raises(ValueError, match="data.synthetic.rescale"):
         SyntheticConfig(rescale=rescale)
-
-
-@pytest.mark.parametrize("share", [-0.1, 1.5])
-def test_dead_leaves_share_outside_0_1_is_refused(share: float) -> None:
-    with pytest.raises(ValueError, match="data.synthetic.dead_leaves"):
-        SyntheticConfig(dead_leaves=share)
-
-
-def test_dead_leaves_reach_the_dataset_from_the_config(tmp_path: Path) -> None:
-    cfg = DataConfig(synthetic=SyntheticConfig(source="skimage", dead_leaves=0.25))
-    dataset = build_train_dataset(cfg, seed=0)
-    assert isinstance(dataset, SyntheticTrainPairs) and dataset.dead_leaves == 0.25
-
-
-@pytest.mark.parametrize("width, height", [(120, 120), (200, 90), (90, 160)])
-@pytest.mark.parametrize("degrees", [-45.0, -30.0, 7.5, 20.0, 44.0])
-def test_inscribed_size_is_inside_the_rotated_photo_and_nearly_the_largest(width: int, height: int,
-                                                                          degrees: float) -> None:
-    inner_w, inner_h = inscribed_size(width, height, degrees)
-    # Where the rotated photo lands, on a canvas of its own size (what _rotated cuts from).
-    matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), degrees, 1.0)
-    covered = cv2.warpAffine(np.ones((height, width), np.uint8), matrix, (width, height), flags=cv2.INTER_NEAREST)
-
-    def inside(w: int, h: int) -> bool:
-        top, left = (height - h) // 2, (width - w) // 2
-        return bool(covered[top:top + h, left:left + w].all())
-
-    assert inside(inner_w, inner_h)
-    assert not inside(inner_w + 6, inner_h + 6)  # the 2-pixel safety margin, plus rounding
-
-
-def test_rotate_turns_the_photo_and_crops_only_real_content() -> None:
-    flat = np.full((160, 160, 3), 200, np.uint8)
-    turned = SyntheticTrainPairs([("p", flat)], length=16, seed=0, flip_rotate=False, rotate=True)
-    for index in range(6):  # a border pixel of the rotation would show as another value
-        assert np.all(_sharp_hwc(turned[(0, index, 64)]) == 200)
-    edge = np.zeros((160, 160, 3), np.uint8)
-    edge[:, 80:] = 255  # one vertical edge: unrotated crops have no vertical gradient
-    def vertical_gradient(dataset: SyntheticTrainPairs, index: int) -> float:
-        sharp = _sharp_hwc(dataset[(0, index, 64)])[..., 0].astype(np.float64)
-        return float(np.abs(np.diff(sharp, axis=0)).sum())
-    upright = SyntheticTrainPairs([("p", edge)], length=16, seed=0, flip_rotate=False)
-    assert all(vertical_gradient(upright, i) == 0 for i in range(6))
-    turned = SyntheticTrainPairs([("p", edge)], length=16, seed=0, flip_rotate=False, rotate=True)
-    assert sum(vertical_gradient(turned, i) > 0 for i in range(6)) >= 3
-
-
-def test_rotate_leaves_a_photo_too_small_for_the_turn_unrotated() -> None:
-    photo = _photo(70)
-    dataset = SyntheticTrainPairs([("p", photo)], length=8, seed=0, flip_rotate=False, rotate=True)
-    assert all(len(_offsets_of(_sharp_hwc(dataset[(0, i, 64)]), photo)) == 1 for i in range(3))
