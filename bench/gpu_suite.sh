@@ -13,6 +13,8 @@
 #   runtime   bench/runtime_checks.py: deblur() against its engines' GPU times, the CUDA-graph loop,
 #             a 4K frame through tiling, the 10 000-frame stream() soak
 #   train     stage-2 training throughput of the GoPro preset (patch 256, batch 8)
+#   ddp       a 2-GPU torchrun of the demonstration model's stage 1 (eager, 100 iterations, issue 3's
+#             acceptance run); skipped with a message on a machine with fewer than 2 GPUs
 #   trainspeed  the demonstration model's training step (patch 128, batch 32), both stages, with and
 #             without cuDNN autotuning, channels-last and torch.compile
 #   ortgraph  ONNX Runtime CUDA with and without its CUDA graph of the denoising step, beside eager
@@ -106,6 +108,17 @@ if step aligned; then
     "${ort_args[@]}" --out "$out/aligned"
 fi
 step train && run python3 -m hidiff.train --benchmark --patch 256 --batch 8 --benchmark-iters 20 2>&1 | tee "$out/train_benchmark.log"
+if step ddp; then
+  if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+    run python3 -m torch.distributed.run --standalone --nproc_per_node=2 -m hidiff.train hidiff/options/default_small_s1.yml \
+      train.compile=false train.total_iter=100 "train.progressive.iters=[100]" "train.progressive.patch_sizes=[128]" \
+      "train.progressive.batch_sizes=[32]" "train.scheduler.periods=[100]" train.val_every=100000 train.out_dir=/tmp/ddp \
+      data.num_workers=6 train.max_minutes=3 2>&1 | tee "$out/ddp.log"
+    cp /tmp/ddp/train_log.jsonl "$out/ddp_log.jsonl" 2>/dev/null
+  else
+    echo "ddp: skipped, this machine has fewer than 2 GPUs"
+  fi
+fi
 if step trainspeed; then
   # The demonstration model's training step (batch 32, patch 128) per GPU: cuDNN autotuning,
   # channels-last and torch.compile one at a time, both stages.
