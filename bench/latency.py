@@ -83,8 +83,6 @@ from hidiff.model import HIDiff  # noqa: E402
 
 SCHEMA_PATH = Path(__file__).resolve().with_name("schema") / "latency.schema.json"
 
-# Stages in pipeline order; each is the span between two consecutive clock marks.
-
 # --------------------------------------------------------------------------------------------
 # Settings
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from hidiff.model import crop_image, pad_image
 if TYPE_CHECKING:
     from bench.latency import LatencySettings
 
+# Stages in pipeline order; each is the span between two consecutive clock marks.
 STAGES = ("H2D Latency", "Preprocess", "LE_DM", "Denoising Steps", "Restormer", "Postprocess", "D2H Latency")
 NETWORK_STAGES = ("LE_DM", "Denoising Steps", "Restormer")
 METRICS = ("Host Latency", "GPU Compute Time", "Enqueue Time", "Wall Latency") + STAGES
