@@ -95,6 +95,7 @@ def measure(shapes: Counter[Shape]) -> list[dict]:
                 got = fn(x, weight)
                 row[f"{name}_max_abs_err"] = (got.float() - expected).abs().max().item()
                 row[f"{name}_ms"] = do_bench(lambda: fn(x, weight), warmup=25, rep=100, return_mode="median")
+        row["rows_config"] = str(getattr(triton_dwconv._dwconv3x3_rows_kernel, "best_config", "?"))
         moved = x.numel() * 2 + expected.numel() * 2  # bytes: read the input once, write the output once
         row["rows_GB_per_s"] = moved / row["rows_ms"] / 1e6
         rows.append(row)

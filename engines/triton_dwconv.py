@@ -58,10 +58,12 @@ def triton_available() -> bool:
 
 def _configs() -> list:
     """The tiles the autotuner tries: about 8 outputs per thread and channel, strips of 16 or 32
-    rows, the filter taps held in registers or re-read from L1 every row (``HOIST``)."""
+    rows, the filter taps held in registers or re-read from L1 every row (``HOIST``), the next row's
+    loads issued before this row's arithmetic or after it (``PREFETCH``)."""
     tiles = ((8, 64, 2), (16, 64, 4), (32, 32, 4), (32, 64, 8), (16, 128, 8))
-    return [triton.Config({"BLOCK_W": w, "BLOCK_C": c, "ROWS": rows, "HOIST": hoist}, num_warps=warps)
-            for w, c, warps in tiles for rows in (16, 32) for hoist in (True, False)]
+    return [triton.Config({"BLOCK_W": w, "BLOCK_C": c, "ROWS": rows, "HOIST": hoist, "PREFETCH": prefetch},
+                          num_warps=warps)
+            for w, c, warps in tiles for rows in (16, 32) for hoist in (True, False) for prefetch in (True, False)]
 
 
 if triton is not None:
@@ -75,6 +77,17 @@ if triton is not None:
         right = tl.load(taps + 2, mask=mask, other=0.0).to(tl.float32)[None, :]
         return left, centre, right
 
+    @triton.jit
+    def _load_row(x_row, r, H, stride_xh, stride_xw, in_left, in_centre, in_right, BLOCK_W: tl.constexpr):
+        """Input row ``r`` at columns w - 1, w and w + 1 (zeros outside the image), in the input's dtype."""
+        rows = r + tl.zeros((BLOCK_W, 1), dtype=tl.int32)  # the row as a tensor, for the masks
+        row_ok = (rows >= 0) & (rows < H)
+        p = x_row + r.to(tl.int64) * stride_xh
+        left = tl.load(p - stride_xw, mask=in_left & row_ok, other=0.0)
+        centre = tl.load(p, mask=in_centre & row_ok, other=0.0)
+        right = tl.load(p + stride_xw, mask=in_right & row_ok, other=0.0)
+        return left, centre, right
+
     @triton.autotune(configs=_configs(), key=["H", "W", "C", "GATED"])
     @triton.jit
     def _dwconv3x3_rows_kernel(
@@ -84,6 +97,7 @@ if triton is not None:
         stride_ob, stride_oh, stride_ow, stride_oc,
         GATED: tl.constexpr, HAS_BIAS: tl.constexpr,
         ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, HOIST: tl.constexpr,
+        PREFETCH: tl.constexpr,
     ):
         # Program: rows [row0, row0 + ROWS) x BLOCK_W columns x BLOCK_C output channels of one
         # image. C counts output channels; the gated form reads channels c and c + C.
@@ -123,14 +137,27 @@ if triton is not None:
         if GATED:
             top2 = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
             middle2 = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+        if PREFETCH:  # the first row's loads, issued before the loop
+            nl, nc, nr = _load_row(x_row, row0 - 1, H, stride_xh, stride_xw, in_left, in_centre, in_right, BLOCK_W)
+            if GATED:
+                nl2, nc2, nr2 = _load_row(x_row + x_half, row0 - 1, H, stride_xh, stride_xw, in_left, in_centre,
+                                          in_right, BLOCK_W)
         for i in range(ROWS + 2):
             r = row0 - 1 + i
-            rows = r + tl.zeros((BLOCK_W, 1), dtype=tl.int32)  # the row as a tensor, for the masks
-            row_ok = (rows >= 0) & (rows < H)
-            p = x_row + r.to(tl.int64) * stride_xh
-            left = tl.load(p - stride_xw, mask=in_left & row_ok, other=0.0).to(tl.float32)
-            centre = tl.load(p, mask=in_centre & row_ok, other=0.0).to(tl.float32)
-            right = tl.load(p + stride_xw, mask=in_right & row_ok, other=0.0).to(tl.float32)
+            if PREFETCH:  # this row was loaded during the last iteration; issue the next row's loads now
+                left, centre, right = nl, nc, nr
+                nl, nc, nr = _load_row(x_row, r + 1, H, stride_xh, stride_xw, in_left, in_centre, in_right, BLOCK_W)
+                if GATED:
+                    left2, centre2, right2 = nl2, nc2, nr2
+                    nl2, nc2, nr2 = _load_row(x_row + x_half, r + 1, H, stride_xh, stride_xw, in_left, in_centre,
+                                              in_right, BLOCK_W)
+            else:
+                left, centre, right = _load_row(x_row, r, H, stride_xh, stride_xw, in_left, in_centre, in_right,
+                                                BLOCK_W)
+                if GATED:
+                    left2, centre2, right2 = _load_row(x_row + x_half, r, H, stride_xh, stride_xw, in_left, in_centre,
+                                                       in_right, BLOCK_W)
+            left, centre, right = left.to(tl.float32), centre.to(tl.float32), right.to(tl.float32)
             if not HOIST:
                 a0, a1, a2 = _tap_row(w_ptr, c, c_ok, 0)
                 b0, b1, b2 = _tap_row(w_ptr, c, c_ok, 1)
@@ -141,9 +168,7 @@ if triton is not None:
             if HAS_BIAS:
                 done += bias1
             if GATED:
-                left = tl.load(p + x_half - stride_xw, mask=in_left & row_ok, other=0.0).to(tl.float32)
-                centre = tl.load(p + x_half, mask=in_centre & row_ok, other=0.0).to(tl.float32)
-                right = tl.load(p + x_half + stride_xw, mask=in_right & row_ok, other=0.0).to(tl.float32)
+                left, centre, right = left2.to(tl.float32), centre2.to(tl.float32), right2.to(tl.float32)
                 if not HOIST:
                     e0, e1, e2 = _tap_row(w_ptr, c2, c_ok, 0)
                     f0, f1, f2 = _tap_row(w_ptr, c2, c_ok, 1)
@@ -155,7 +180,8 @@ if triton is not None:
                     done2 += bias2
                 done = 0.5 * done * (1.0 + tl.erf(done * 0.7071067811865476)) * done2
             finished = r - 1  # the output row that input row r completed
-            keep = in_centre & (rows - 1 >= row0) & (rows - 1 < H)
+            rows = finished + tl.zeros((BLOCK_W, 1), dtype=tl.int32)  # as a tensor, for the mask
+            keep = in_centre & (rows >= row0) & (rows < H)
             tl.store(out_row + finished.to(tl.int64) * stride_oh, done.to(out_ptr.dtype.element_ty), mask=keep)
 
     def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor, gated: bool) -> None:
@@ -172,14 +198,14 @@ if triton is not None:
             GATED=gated, HAS_BIAS=bias is not None,
         )
 
-    @torch.library.triton_op("hidiff::dwconv3x3", mutates_args=())
+    @torch.library.triton_op("hidiff::dwconv3x3_rows", mutates_args=())
     def _dwconv3x3_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         # Channels-last output, like the channels-last convolutions around it.
         out = torch.empty(x.shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
         _launch(x, weight.contiguous(), None if bias is None else bias.contiguous(), out, gated=False)
         return out
 
-    @torch.library.triton_op("hidiff::gated_dwconv3x3", mutates_args=())
+    @torch.library.triton_op("hidiff::gated_dwconv3x3_rows", mutates_args=())
     def _gated_dwconv3x3_op(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         b, c2, h, w = y.shape
         out = torch.empty((b, c2 // 2, h, w), device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
@@ -201,7 +227,7 @@ def dwconv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     _check(x, weight, "dwconv3x3", 1)
     if triton is None or x.device.type != "cuda":
         return dwconv3x3_reference(x, weight, bias)
-    return torch.ops.hidiff.dwconv3x3(x, weight, bias)
+    return torch.ops.hidiff.dwconv3x3_rows(x, weight, bias)
 
 
 def gated_dwconv3x3(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -213,7 +239,7 @@ def gated_dwconv3x3(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     _check(y, weight, "gated_dwconv3x3", 2)
     if triton is None or y.device.type != "cuda":
         return gated_dwconv3x3_reference(y, weight, bias)
-    return torch.ops.hidiff.gated_dwconv3x3(y, weight, bias)
+    return torch.ops.hidiff.gated_dwconv3x3_rows(y, weight, bias)
 
 
 def _require_3x3_depthwise(conv: nn.Conv2d, owner: str) -> None:
