@@ -75,6 +75,8 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
         # gate fused (session 8).
         BenchBackend("torch-compile-fp16-triton", "torch", "fp16", ("cuda",),
                      options=(("compile", COMPILE_MODE), ("channels_last", True), ("triton_dwconv", True))),
+        BenchBackend("torch-compile-fp16-triton-gdfn", "torch", "fp16", ("cuda",),
+                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("triton_dwconv", "gdfn"))),
         BenchBackend("torch-fp16-nhwc", "torch", "fp16", ("cuda",), options=(("channels_last", True),)),
         BenchBackend("torch-fp16-nhwc-triton", "torch", "fp16", ("cuda",),
                      options=(("channels_last", True), ("triton_dwconv", True))),

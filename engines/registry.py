@@ -138,7 +138,7 @@ def _timesteps(manifest: Mapping[str, Any] | None) -> int | None:
 def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool, cuda_graph: bool,
                 compile: bool | str = False, channels_last: bool | None = None,
                 inductor_options: dict[str, Any] | None = None, align_channels: bool | None = None,
-                fuse_gates: bool = False, triton_dwconv: bool = False) -> EngineSet:
+                fuse_gates: bool = False, triton_dwconv: bool | str = False) -> EngineSet:
     # cuda_graph: the caller's loop (runtime.loop.DenoiseLoop) captures these engines itself.
     from engines.torch_backend import torch_engines
     from hidiff.model import HIDiff

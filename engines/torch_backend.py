@@ -120,7 +120,7 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
                   precision: Precision | str = Precision.FP32, compile: bool | str = False,
                   channels_last: bool | None = None, inductor_options: dict[str, Any] | None = None,
                   align_channels: bool | None = None, fuse_gates: bool = False,
-                  triton_dwconv: bool = False) -> dict[str, Engine]:
+                  triton_dwconv: bool | str = False) -> dict[str, Engine]:
     """The three graphs of ``model`` as engines on ``device`` in ``precision``.
 
     The model is deep-copied, moved and cast (fp16 only on CUDA: the CPU has no fast half kernels
@@ -166,7 +166,7 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
                              f"triton {'installed' if dwconv.triton is not None else 'missing'})")
         if fuse_gates:
             raise ValueError("fuse_gates and triton_dwconv both replace the GDFN gate; choose one")
-        dwconv.use_triton_dwconvs(copied.restormer)
+        dwconv.use_triton_dwconvs(copied.restormer, attention=triton_dwconv != "gdfn")
     if channels_last:
         # nn.Module.to takes memory_format (documented); torch's overloads for type checkers omit it.
         copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -57,36 +57,51 @@ def triton_available() -> bool:
 
 
 def _configs() -> list:
-    """The tiles the autotuner tries: about 8 outputs per thread and channel, strips of 16 or 32
-    rows, the filter taps held in registers or re-read from L1 every row (``HOIST``), the next row's
-    loads issued before this row's arithmetic or after it (``PREFETCH``)."""
-    tiles = ((8, 64, 2), (16, 64, 4), (32, 32, 4), (32, 64, 8), (16, 128, 8))
-    return [triton.Config({"BLOCK_W": w, "BLOCK_C": c, "ROWS": rows, "HOIST": hoist, "PREFETCH": prefetch},
-                          num_warps=warps)
-            for w, c, warps in tiles for rows in (16, 32) for hoist in (True, False) for prefetch in (True, False)]
+    """The tiles the autotuner tries: about 8 outputs per thread (a pixel pair's 8 channels),
+    strips of 16 or 32 rows, the next row's loads issued before this row's arithmetic or after it
+    (``PREFETCH``)."""
+    tiles = ((4, 64, 1), (8, 64, 2), (16, 64, 4), (8, 128, 4), (16, 32, 2), (32, 64, 8))
+    return [triton.Config({"PAIRS": pairs, "BLOCK_C": c, "ROWS": rows, "PREFETCH": prefetch}, num_warps=warps)
+            for pairs, c, warps in tiles for rows in (16, 32) for prefetch in (True, False)]
 
 
 if triton is not None:
 
     @triton.jit
-    def _tap_row(w_ptr, channel, mask, dy: tl.constexpr):
-        """Row ``dy`` of the 3x3 filters of ``channel``: three (1, BLOCK_C) float32 rows."""
+    def _taps(w_ptr, channel, mask, dy: tl.constexpr):
+        """Row ``dy`` of the 3x3 filters of ``channel``: three (1, BLOCK_C) rows in the weights' dtype."""
         taps = w_ptr + channel * 9 + dy * 3
-        left = tl.load(taps, mask=mask, other=0.0).to(tl.float32)[None, :]
-        centre = tl.load(taps + 1, mask=mask, other=0.0).to(tl.float32)[None, :]
-        right = tl.load(taps + 2, mask=mask, other=0.0).to(tl.float32)[None, :]
+        left = tl.load(taps, mask=mask, other=0.0)[None, :]
+        centre = tl.load(taps + 1, mask=mask, other=0.0)[None, :]
+        right = tl.load(taps + 2, mask=mask, other=0.0)[None, :]
         return left, centre, right
 
     @triton.jit
-    def _load_row(x_row, r, H, stride_xh, stride_xw, in_left, in_centre, in_right, BLOCK_W: tl.constexpr):
-        """Input row ``r`` at columns w - 1, w and w + 1 (zeros outside the image), in the input's dtype."""
-        rows = r + tl.zeros((BLOCK_W, 1), dtype=tl.int32)  # the row as a tensor, for the masks
+    def _pair_row(x_even, r, H, stride_xh, stride_xw, at_left, at_even, at_odd, at_right, PAIRS: tl.constexpr):
+        """Input row ``r`` at the columns a pair of outputs (even, odd) reads: even - 1, even,
+        odd and odd + 1 (zeros outside the image), in the input's dtype."""
+        rows = r + tl.zeros((PAIRS, 1), dtype=tl.int32)  # the row as a tensor, for the masks
         row_ok = (rows >= 0) & (rows < H)
-        p = x_row + r.to(tl.int64) * stride_xh
-        left = tl.load(p - stride_xw, mask=in_left & row_ok, other=0.0)
-        centre = tl.load(p, mask=in_centre & row_ok, other=0.0)
-        right = tl.load(p + stride_xw, mask=in_right & row_ok, other=0.0)
-        return left, centre, right
+        p = x_even + r.to(tl.int64) * stride_xh
+        left = tl.load(p - stride_xw, mask=at_left & row_ok, other=0.0)
+        even = tl.load(p, mask=at_even & row_ok, other=0.0)
+        odd = tl.load(p + stride_xw, mask=at_odd & row_ok, other=0.0)
+        right = tl.load(p + 2 * stride_xw, mask=at_right & row_ok, other=0.0)
+        return left, even, odd, right
+
+    @triton.jit
+    def _row_taps(left, centre, right, w0, w1, w2):
+        """One row of taps: products in the input's precision, summed in float32."""
+        return (left * w0).to(tl.float32) + (centre * w1).to(tl.float32) + (right * w2).to(tl.float32)
+
+    @triton.jit
+    def _stream(top, middle, left, centre, right, a0, a1, a2, b0, b1, b2, d0, d1, d2):
+        """Input row r into the output rows it touches: r - 1 (``top``, completed and returned
+        first), r (``middle``, becomes the new top) and r + 1 (the new middle)."""
+        done = top + _row_taps(left, centre, right, d0, d1, d2)
+        top = middle + _row_taps(left, centre, right, b0, b1, b2)
+        middle = _row_taps(left, centre, right, a0, a1, a2)
+        return done, top, middle
 
     @triton.autotune(configs=_configs(), key=["H", "W", "C", "GATED"])
     @triton.jit
@@ -96,99 +111,99 @@ if triton is not None:
         stride_xb, stride_xh, stride_xw, stride_xc,
         stride_ob, stride_oh, stride_ow, stride_oc,
         GATED: tl.constexpr, HAS_BIAS: tl.constexpr,
-        ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, HOIST: tl.constexpr,
-        PREFETCH: tl.constexpr,
+        ROWS: tl.constexpr, PAIRS: tl.constexpr, BLOCK_C: tl.constexpr, PREFETCH: tl.constexpr,
     ):
-        # Program: rows [row0, row0 + ROWS) x BLOCK_W columns x BLOCK_C output channels of one
-        # image. C counts output channels; the gated form reads channels c and c + C.
+        # Program: rows [row0, row0 + ROWS) x 2 * PAIRS columns (PAIRS even ones, each with the odd
+        # one after it) x BLOCK_C output channels of one image. The even and odd outputs of a pair
+        # share two of their three input columns, so a row costs 4 loads per pair, not 6.
+        # C counts output channels; the gated form reads channels c and c + C.
         strips = tl.cdiv(H, ROWS)
         pid = tl.program_id(0)
         row0 = (pid % strips) * ROWS
-        cols = (pid // strips) * BLOCK_W + tl.arange(0, BLOCK_W)
+        even = (pid // strips) * (2 * PAIRS) + 2 * tl.arange(0, PAIRS)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         batch = tl.program_id(2).to(tl.int64)
         c_ok = c < C
         c2 = c + C
 
-        in_left = ((cols >= 1) & (cols <= W))[:, None] & c_ok[None, :]
-        in_centre = (cols < W)[:, None] & c_ok[None, :]
-        in_right = (cols + 1 < W)[:, None] & c_ok[None, :]
-        x_row = x_ptr + batch * stride_xb + cols.to(tl.int64)[:, None] * stride_xw + c.to(tl.int64)[None, :] * stride_xc
+        at_left = ((even >= 1) & (even <= W))[:, None] & c_ok[None, :]
+        at_even = (even < W)[:, None] & c_ok[None, :]
+        at_odd = (even + 1 < W)[:, None] & c_ok[None, :]
+        at_right = (even + 2 < W)[:, None] & c_ok[None, :]
+        x_even = x_ptr + batch * stride_xb + even.to(tl.int64)[:, None] * stride_xw + c.to(tl.int64)[None, :] * stride_xc
         x_half = C.to(tl.int64) * stride_xc
-        out_row = out_ptr + batch * stride_ob + cols.to(tl.int64)[:, None] * stride_ow + c.to(tl.int64)[None, :] * stride_oc
+        out_even = out_ptr + batch * stride_ob + even.to(tl.int64)[:, None] * stride_ow + c.to(tl.int64)[None, :] * stride_oc
 
+        a0, a1, a2 = _taps(w_ptr, c, c_ok, 0)
+        b0, b1, b2 = _taps(w_ptr, c, c_ok, 1)
+        d0, d1, d2 = _taps(w_ptr, c, c_ok, 2)
         if HAS_BIAS:
             bias1 = tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-            if GATED:
+        if GATED:
+            e0, e1, e2 = _taps(w_ptr, c2, c_ok, 0)
+            f0, f1, f2 = _taps(w_ptr, c2, c_ok, 1)
+            g0, g1, g2 = _taps(w_ptr, c2, c_ok, 2)
+            if HAS_BIAS:
                 bias2 = tl.load(b_ptr + c2, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        if HOIST:
-            a0, a1, a2 = _tap_row(w_ptr, c, c_ok, 0)
-            b0, b1, b2 = _tap_row(w_ptr, c, c_ok, 1)
-            d0, d1, d2 = _tap_row(w_ptr, c, c_ok, 2)
-            if GATED:
-                e0, e1, e2 = _tap_row(w_ptr, c2, c_ok, 0)
-                f0, f1, f2 = _tap_row(w_ptr, c2, c_ok, 1)
-                g0, g1, g2 = _tap_row(w_ptr, c2, c_ok, 2)
 
         # Output rows r - 1 (top: two rows of taps in), r (middle: one) and r + 1 while input row r
-        # streams past; the second half's accumulators are the gated form's.
-        top = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-        middle = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+        # streams past, for the even and the odd columns; the second half's are the gated form's.
+        top_e = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        mid_e = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        top_o = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        mid_o = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
         if GATED:
-            top2 = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-            middle2 = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+            top_e2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+            mid_e2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+            top_o2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+            mid_o2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
         if PREFETCH:  # the first row's loads, issued before the loop
-            nl, nc, nr = _load_row(x_row, row0 - 1, H, stride_xh, stride_xw, in_left, in_centre, in_right, BLOCK_W)
+            nl, ne, no, nr = _pair_row(x_even, row0 - 1, H, stride_xh, stride_xw, at_left, at_even, at_odd, at_right,
+                                       PAIRS)
             if GATED:
-                nl2, nc2, nr2 = _load_row(x_row + x_half, row0 - 1, H, stride_xh, stride_xw, in_left, in_centre,
-                                          in_right, BLOCK_W)
+                nl2, ne2, no2, nr2 = _pair_row(x_even + x_half, row0 - 1, H, stride_xh, stride_xw, at_left, at_even,
+                                               at_odd, at_right, PAIRS)
         for i in range(ROWS + 2):
             r = row0 - 1 + i
             if PREFETCH:  # this row was loaded during the last iteration; issue the next row's loads now
-                left, centre, right = nl, nc, nr
-                nl, nc, nr = _load_row(x_row, r + 1, H, stride_xh, stride_xw, in_left, in_centre, in_right, BLOCK_W)
+                left, ev, od, right = nl, ne, no, nr
+                nl, ne, no, nr = _pair_row(x_even, r + 1, H, stride_xh, stride_xw, at_left, at_even, at_odd,
+                                           at_right, PAIRS)
                 if GATED:
-                    left2, centre2, right2 = nl2, nc2, nr2
-                    nl2, nc2, nr2 = _load_row(x_row + x_half, r + 1, H, stride_xh, stride_xw, in_left, in_centre,
-                                              in_right, BLOCK_W)
+                    left2, ev2, od2, right2 = nl2, ne2, no2, nr2
+                    nl2, ne2, no2, nr2 = _pair_row(x_even + x_half, r + 1, H, stride_xh, stride_xw, at_left, at_even,
+                                                   at_odd, at_right, PAIRS)
             else:
-                left, centre, right = _load_row(x_row, r, H, stride_xh, stride_xw, in_left, in_centre, in_right,
-                                                BLOCK_W)
+                left, ev, od, right = _pair_row(x_even, r, H, stride_xh, stride_xw, at_left, at_even, at_odd,
+                                                at_right, PAIRS)
                 if GATED:
-                    left2, centre2, right2 = _load_row(x_row + x_half, r, H, stride_xh, stride_xw, in_left, in_centre,
-                                                       in_right, BLOCK_W)
-            left, centre, right = left.to(tl.float32), centre.to(tl.float32), right.to(tl.float32)
-            if not HOIST:
-                a0, a1, a2 = _tap_row(w_ptr, c, c_ok, 0)
-                b0, b1, b2 = _tap_row(w_ptr, c, c_ok, 1)
-                d0, d1, d2 = _tap_row(w_ptr, c, c_ok, 2)
-            done = top + left * d0 + centre * d1 + right * d2
-            top = middle + left * b0 + centre * b1 + right * b2
-            middle = left * a0 + centre * a1 + right * a2
+                    left2, ev2, od2, right2 = _pair_row(x_even + x_half, r, H, stride_xh, stride_xw, at_left,
+                                                        at_even, at_odd, at_right, PAIRS)
+            done_e, top_e, mid_e = _stream(top_e, mid_e, left, ev, od, a0, a1, a2, b0, b1, b2, d0, d1, d2)
+            done_o, top_o, mid_o = _stream(top_o, mid_o, ev, od, right, a0, a1, a2, b0, b1, b2, d0, d1, d2)
             if HAS_BIAS:
-                done += bias1
+                done_e += bias1
+                done_o += bias1
             if GATED:
-                left, centre, right = left2.to(tl.float32), centre2.to(tl.float32), right2.to(tl.float32)
-                if not HOIST:
-                    e0, e1, e2 = _tap_row(w_ptr, c2, c_ok, 0)
-                    f0, f1, f2 = _tap_row(w_ptr, c2, c_ok, 1)
-                    g0, g1, g2 = _tap_row(w_ptr, c2, c_ok, 2)
-                done2 = top2 + left * g0 + centre * g1 + right * g2
-                top2 = middle2 + left * f0 + centre * f1 + right * f2
-                middle2 = left * e0 + centre * e1 + right * e2
+                done_e2, top_e2, mid_e2 = _stream(top_e2, mid_e2, left2, ev2, od2, e0, e1, e2, f0, f1, f2, g0, g1, g2)
+                done_o2, top_o2, mid_o2 = _stream(top_o2, mid_o2, ev2, od2, right2, e0, e1, e2, f0, f1, f2, g0, g1, g2)
                 if HAS_BIAS:
-                    done2 += bias2
-                done = 0.5 * done * (1.0 + tl.erf(done * 0.7071067811865476)) * done2
+                    done_e2 += bias2
+                    done_o2 += bias2
+                done_e = 0.5 * done_e * (1.0 + tl.erf(done_e * 0.7071067811865476)) * done_e2
+                done_o = 0.5 * done_o * (1.0 + tl.erf(done_o * 0.7071067811865476)) * done_o2
             finished = r - 1  # the output row that input row r completed
-            rows = finished + tl.zeros((BLOCK_W, 1), dtype=tl.int32)  # as a tensor, for the mask
-            keep = in_centre & (rows >= row0) & (rows < H)
-            tl.store(out_row + finished.to(tl.int64) * stride_oh, done.to(out_ptr.dtype.element_ty), mask=keep)
+            rows = finished + tl.zeros((PAIRS, 1), dtype=tl.int32)  # as a tensor, for the masks
+            row_ok = (rows >= row0) & (rows < H)
+            q = out_even + finished.to(tl.int64) * stride_oh
+            tl.store(q, done_e.to(out_ptr.dtype.element_ty), mask=at_even & row_ok)
+            tl.store(q + stride_ow, done_o.to(out_ptr.dtype.element_ty), mask=at_odd & row_ok)
 
     def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor, gated: bool) -> None:
         b, c, h, w = out.shape
 
         def grid(meta: dict[str, int]) -> tuple[int, int, int]:
-            return (triton.cdiv(h, meta["ROWS"]) * triton.cdiv(w, meta["BLOCK_W"]), triton.cdiv(c, meta["BLOCK_C"]), b)
+            return (triton.cdiv(h, meta["ROWS"]) * triton.cdiv(w, 2 * meta["PAIRS"]), triton.cdiv(c, meta["BLOCK_C"]), b)
 
         torch.library.wrap_triton(_dwconv3x3_rows_kernel)[grid](
             x, weight, bias if bias is not None else weight, out,
@@ -280,13 +295,13 @@ class FusedGateGDFN(nn.Module):
         return self.project_out(gated_dwconv3x3(self.project_in(x), self.dwconv.weight, self.dwconv.bias))
 
 
-def use_triton_dwconvs(model: nn.Module) -> int:
-    """Run every depthwise convolution of the Restormer blocks inside ``model`` through the Triton
-    kernels, in place: each MDTA's ``qkv_dwconv`` becomes a :class:`TritonDepthwiseConv3x3`, each
-    GDFN a :class:`FusedGateGDFN`. Returns how many modules were swapped."""
+def use_triton_dwconvs(model: nn.Module, attention: bool = True) -> int:
+    """Run the depthwise convolutions of the Restormer blocks inside ``model`` through the Triton
+    kernels, in place: each GDFN becomes a :class:`FusedGateGDFN` and, with ``attention``, each
+    MDTA's ``qkv_dwconv`` a :class:`TritonDepthwiseConv3x3`. Returns how many modules were swapped."""
     swapped = 0
     for parent in list(model.modules()):
-        if isinstance(parent, MDTA) and isinstance(parent.qkv_dwconv, nn.Conv2d):
+        if attention and isinstance(parent, MDTA) and isinstance(parent.qkv_dwconv, nn.Conv2d):
             setattr(parent, "qkv_dwconv", TritonDepthwiseConv3x3(parent.qkv_dwconv))
             swapped += 1
         for name, child in list(parent.named_children()):

@@ -78,8 +78,8 @@ INTERPRETED = textwrap.dedent("""
     kernel = dw._dwconv3x3_rows_kernel.fn  # the kernel under the autotuner, run with explicit tiles
     torch.manual_seed(0)
     # Partial tiles in every direction; strips shorter and longer than the image.
-    for gated, bias, channels_last, (width, channels, rows, hoist, prefetch) in itertools.product(
-            (False, True), (False, True), (True, False), ((8, 16, 4, True, True), (16, 8, 16, False, False))):
+    for gated, bias, channels_last, (pairs, channels, rows, prefetch) in itertools.product(
+            (False, True), (False, True), (True, False), ((4, 16, 4, True), (8, 8, 16, False))):
         b, c, h, w = 2, 11, 13, 19
         x = torch.randn(b, 2 * c if gated else c, h, w)
         if channels_last:
@@ -87,15 +87,14 @@ INTERPRETED = textwrap.dedent("""
         weight = torch.randn(x.shape[1], 1, 3, 3)
         bias_t = torch.randn(x.shape[1]) if bias else None
         out = torch.full((b, c, h, w), float("nan")).to(memory_format=torch.channels_last)
-        grid = (triton.cdiv(h, rows) * triton.cdiv(w, width), triton.cdiv(c, channels), b)
+        grid = (triton.cdiv(h, rows) * triton.cdiv(w, 2 * pairs), triton.cdiv(c, channels), b)
         kernel[grid](x, weight, weight if bias_t is None else bias_t, out, h, w, c,
                      x.stride(0), x.stride(2), x.stride(3), x.stride(1),
                      out.stride(0), out.stride(2), out.stride(3), out.stride(1),
-                     GATED=gated, HAS_BIAS=bias, ROWS=rows, BLOCK_W=width, BLOCK_C=channels, HOIST=hoist,
-                     PREFETCH=prefetch)
+                     GATED=gated, HAS_BIAS=bias, ROWS=rows, PAIRS=pairs, BLOCK_C=channels, PREFETCH=prefetch)
         reference = dw.gated_dwconv3x3_reference if gated else dw.dwconv3x3_reference
         torch.testing.assert_close(out, reference(x, weight, bias_t), rtol=1e-5, atol=1e-4)
-        print("ok", gated, bias, channels_last, width, channels, rows, hoist, prefetch)
+        print("ok", gated, bias, channels_last, pairs, channels, rows, prefetch)
 """)
 
 
