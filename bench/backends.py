@@ -68,18 +68,10 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
         # Without hidiff.aligned_channels' zero padding (the form before it, for before/after runs).
         BenchBackend("torch-compile-fp16-unaligned", "torch", "fp16", ("cuda",),
                      options=(("compile", COMPILE_MODE), ("channels_last", True), ("align_channels", False))),
-        # With engines.triton_gated_dwconv's fused GDFN gate (less memory; slower compiled, session 4).
+        # With engines.triton_gated_dwconv's fused GDFN depthwise convolution and gate (session 8's kernel).
         BenchBackend("torch-compile-fp16-fused", "torch", "fp16", ("cuda",),
                      options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True))),
-        # Every depthwise convolution through engines.triton_dwconv's row-streaming kernels, the GDFN
-        # gate fused (session 8).
-        BenchBackend("torch-compile-fp16-triton", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("triton_dwconv", True))),
-        BenchBackend("torch-compile-fp16-triton-gdfn", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("triton_dwconv", "gdfn"))),
         BenchBackend("torch-fp16-nhwc", "torch", "fp16", ("cuda",), options=(("channels_last", True),)),
-        BenchBackend("torch-fp16-nhwc-triton", "torch", "fp16", ("cuda",),
-                     options=(("channels_last", True), ("triton_dwconv", True))),
         BenchBackend("torch-fp16-nhwc-fused", "torch", "fp16", ("cuda",),
                      options=(("channels_last", True), ("fuse_gates", True))),
         BenchBackend("torch-fp16-nhwc-unaligned", "torch", "fp16", ("cuda",),

@@ -1,15 +1,14 @@
-"""The Restormer's depthwise convolutions, kernel by kernel: cuDNN (+ inductor's gate) against
-engines.triton_dwconv's row-streaming kernels (and session 4's fused gate), at the shapes one
-frame runs (issue 8).
+"""GDFN's depthwise convolution and gate, kernel by kernel: cuDNN's convolution and inductor's
+gate against engines.triton_gated_dwconv's fused kernel, at the shapes one frame runs (issue 8).
 
     python bench/dwconv_kernels.py --preset gopro --size 1280x720 [--out DIR]
 
 The shapes are recorded from one forward pass of the FP16 channels-last Restormer with padded
 channels (what the PyTorch CUDA engines run). For every distinct shape the table gives each
-variant's median time per call (triton.testing.do_bench), the row-streaming kernel's effective
-bandwidth (its reads and writes of the activations, once each) and its largest difference from
-the float32 PyTorch reference; the last rows weight each variant by how often a frame calls it:
-the frame time it would spend in these operations.
+variant's median time per call (triton.testing.do_bench), the fused kernel's effective bandwidth
+(its reads and writes of the activations, once each), the tile the autotuner chose and the
+largest difference from the float32 PyTorch reference; the last row weights each variant by how
+often a frame calls it: the frame time it would spend in these operations.
 """
 from __future__ import annotations
 
@@ -27,14 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.inputs import ImageSize  # noqa: E402
 from hidiff.config import HIDiffConfig, preset  # noqa: E402
-from hidiff.restormer import GDFN, MDTA  # noqa: E402
+from hidiff.restormer import GDFN  # noqa: E402
 
-Shape = tuple[str, int, int, int]  # kind ("dwconv" or "gated"), input channels, height, width
+Shape = tuple[int, int, int]  # input channels (2 x hidden), height, width
 
 
 def frame_shapes(config: HIDiffConfig, size: ImageSize, device: str = "cuda") -> Counter[Shape]:
-    """How often one frame of ``config``'s Restormer at ``size`` calls each depthwise convolution
-    shape, with its channels padded as the CUDA engines pad them (float16 on CUDA, else float32) and
+    """How often one frame of ``config``'s Restormer at ``size`` calls GDFN's depthwise convolution
+    at each shape, with its channels padded as the CUDA engines pad them (float16 on CUDA, else float32) and
     the frame padded to the Restormer's multiple as the pipeline pads it."""
     from engines.contracts import pad_to_multiple
     from hidiff.aligned_channels import align_channels
@@ -47,17 +46,13 @@ def frame_shapes(config: HIDiffConfig, size: ImageSize, device: str = "cuda") ->
     restormer = restormer.to(device, dtype).to(memory_format=torch.channels_last)
     seen: Counter[Shape] = Counter()
 
-    def record(kind: str) -> Callable[..., None]:
-        def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            _, c, h, w = args[0].shape
-            seen[(kind, c, h, w)] += 1
-        return hook
+    def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        _, c, h, w = args[0].shape
+        seen[(c, h, w)] += 1
 
     for module in restormer.modules():
-        if isinstance(module, MDTA):
-            module.qkv_dwconv.register_forward_pre_hook(record("dwconv"))
-        elif isinstance(module, GDFN):
-            module.dwconv.register_forward_pre_hook(record("gated"))
+        if isinstance(module, GDFN):
+            module.dwconv.register_forward_pre_hook(record)
     blur = torch.rand(1, 3, pad_to_multiple(size.height), pad_to_multiple(size.width), device=device, dtype=dtype)
     prior = torch.randn(1, *model.prior_shape, device=device, dtype=dtype)
     with torch.inference_mode():
@@ -65,58 +60,50 @@ def frame_shapes(config: HIDiffConfig, size: ImageSize, device: str = "cuda") ->
     return seen
 
 
-def variants(kind: str) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    from engines import triton_dwconv, triton_gated_dwconv
+def variants() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    from engines import triton_gated_dwconv
 
-    if kind == "dwconv":
-        return {"cudnn": lambda x, w: F.conv2d(x, w, None, padding=1, groups=x.shape[1]),
-                "rows": lambda x, w: triton_dwconv.dwconv3x3(x, w)}
     gate = torch.compile(lambda z: F.gelu(z[:, : z.shape[1] // 2]) * z[:, z.shape[1] // 2 :])
     return {"cudnn": lambda y, w: gate(F.conv2d(y, w, None, padding=1, groups=y.shape[1])),
-            "session4": lambda y, w: triton_gated_dwconv.gated_dwconv3x3(y, w),
-            "rows": lambda y, w: triton_dwconv.gated_dwconv3x3(y, w)}
+            "fused": lambda y, w: triton_gated_dwconv.gated_dwconv3x3(y, w)}
 
 
 def measure(shapes: Counter[Shape]) -> list[dict]:
     from triton.testing import do_bench
 
-    from engines import triton_dwconv
+    from engines import triton_gated_dwconv
 
     rows = []
     torch.manual_seed(0)
-    for (kind, c, h, w), count in sorted(shapes.items(), key=lambda item: -item[0][2] * item[0][3] * item[0][1]):
-        x = torch.randn(1, c, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+    for (c, h, w), count in sorted(shapes.items(), key=lambda item: -item[0][0] * item[0][1] * item[0][2]):
+        y = torch.randn(1, c, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
         weight = torch.randn(c, 1, 3, 3, device="cuda", dtype=torch.float16) * 0.3
-        reference = (triton_dwconv.gated_dwconv3x3_reference if kind == "gated" else triton_dwconv.dwconv3x3_reference)
-        expected = reference(x.float(), weight.float(), None)
-        row: dict = {"kind": kind, "channels_in": c, "height": h, "width": w, "calls_per_frame": count}
-        for name, fn in variants(kind).items():
+        expected = triton_gated_dwconv.gated_dwconv3x3_reference(y.float(), weight.float(), None)
+        row: dict = {"channels_in": c, "height": h, "width": w, "calls_per_frame": count}
+        for name, fn in variants().items():
             with torch.inference_mode():
-                got = fn(x, weight)
+                got = fn(y, weight)
                 row[f"{name}_max_abs_err"] = (got.float() - expected).abs().max().item()
-                row[f"{name}_ms"] = do_bench(lambda: fn(x, weight), warmup=25, rep=100, return_mode="median")
-        row["rows_config"] = str(getattr(triton_dwconv._dwconv3x3_rows_kernel, "best_config", "?"))
-        moved = x.numel() * 2 + expected.numel() * 2  # bytes: read the input once, write the output once
-        row["rows_GB_per_s"] = moved / row["rows_ms"] / 1e6
+                row[f"{name}_ms"] = do_bench(lambda: fn(y, weight), warmup=25, rep=100, return_mode="median")
+        row["fused_config"] = str(getattr(triton_gated_dwconv._gated_dwconv3x3_kernel, "best_config", "?"))
+        moved = y.numel() * 2 + expected.numel() * 2  # bytes: read the input once, write the output once
+        row["fused_GB_per_s"] = moved / row["fused_ms"] / 1e6
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 
 
 def markdown(rows: list[dict], title: str) -> str:
-    names = [name for name in ("cudnn", "session4", "rows") if any(f"{name}_ms" in r for r in rows)]
     lines = [f"## {title}", "",
-             "| kind | channels in | H x W | calls | " + " | ".join(f"{n} ms" for n in names) + " | rows GB/s | rows max err |",
-             "| --- | ---: | --- | ---: | " + " | ".join("---:" for _ in names) + " | ---: | ---: |"]
+             "| channels in | H x W | calls | cuDNN + gate ms | fused ms | fused GB/s | fused max err | tile |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
-        cells = " | ".join(f"{r[f'{n}_ms']:.3f}" if f"{n}_ms" in r else "-" for n in names)
-        lines.append(f"| {r['kind']} | {r['channels_in']} | {r['height']} x {r['width']} | {r['calls_per_frame']} | "
-                     f"{cells} | {r['rows_GB_per_s']:.0f} | {r['rows_max_abs_err']:.1e} |")
-    for kind in ("dwconv", "gated"):
-        of_kind = [r for r in rows if r["kind"] == kind]
-        totals = " | ".join(f"{sum(r[f'{n}_ms'] * r['calls_per_frame'] for r in of_kind if f'{n}_ms' in r):.2f}"
-                            if any(f"{n}_ms" in r for r in of_kind) else "-" for n in names)
-        lines.append(f"| **{kind}, per frame** | | | {sum(r['calls_per_frame'] for r in of_kind)} | {totals} | | |")
+        lines.append(f"| {r['channels_in']} | {r['height']} x {r['width']} | {r['calls_per_frame']} | "
+                     f"{r['cudnn_ms']:.3f} | {r['fused_ms']:.3f} | {r['fused_GB_per_s']:.0f} | "
+                     f"{r['fused_max_abs_err']:.1e} | {r['fused_config'].split(', num_ctas')[0]} |")
+    totals = [sum(r[f"{name}_ms"] * r["calls_per_frame"] for r in rows) for name in ("cudnn", "fused")]
+    lines.append(f"| **per frame** | | {sum(r['calls_per_frame'] for r in rows)} | **{totals[0]:.2f}** | "
+                 f"**{totals[1]:.2f}** | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -129,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not torch.cuda.is_available():
         parser.error("this benchmark times CUDA kernels: run it on a machine with a GPU")
     rows = measure(frame_shapes(preset(args.preset), args.size))
-    title = (f"Depthwise convolutions of one {args.size} frame, {args.preset} preset, FP16 channels-last, "
+    title = (f"GDFN depthwise convolution and gate of one {args.size.label} frame, {args.preset} preset, FP16 channels-last, "
              f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     table = markdown(rows, title)
     print(table)

@@ -24,15 +24,11 @@
 #             torch._dynamo.explain's graph breaks of the Restormer
 #   compile   torch.compile FP16 (channels-last, padded channels) at 256x256, 1280x720, 1920x1080,
 #             batch 1 and 4, beside eager .half() (COMPILE_SIZES / COMPILE_BATCHES choose fewer)
-#   fused     the Restormer with and without engines.triton_gated_dwconv's fused GDFN gate, compiled and
-#             eager, beside eager .half() and FP32, 1280x720 batch 1; then the fused compiled model
-#             beside .half() at 1920x1080 batch 1
-#   triton    the row-streaming depthwise kernels (engines.triton_dwconv): their GPU tests, each kernel
-#             against cuDNN (+ inductor's gate) and session 4's fused gate at the shapes of a 1280x720
-#             frame (bench/dwconv_kernels.py), then the Restormer with them, compiled and eager, beside
-#             the same without them, the session-4 gate, eager .half() and FP32, 1280x720 batch 1
-#   triton1080  the same kernels at 1920x1080: the kernel table, the compiled model with and without
-#             them beside .half(), and the kernel profile of the compiled model with them at 1280x720
+#   fused     engines.triton_gated_dwconv's fused GDFN convolution and gate: its GPU tests, the kernel
+#             against cuDNN + inductor's gate at the shapes of a 1280x720 and a 1920x1080 frame
+#             (bench/dwconv_kernels.py), the Restormer with and without it, compiled and eager, beside
+#             eager .half() and FP32, 1280x720 batch 1; then compiled with it, without it and .half()
+#             at 1920x1080 batch 1
 #   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer at 1280x720
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
 #   demo      train the demonstration model (python -m hidiff.train_default, about 2 x 8 minutes) on
@@ -141,25 +137,15 @@ step compile && run python3 bench/latency.py --preset gopro --device cuda:0 \
   --sizes "${COMPILE_SIZES:-256x256,1280x720,1920x1080}" --batches "${COMPILE_BATCHES:-1,4}" --min-iters 3 \
   --max-case-s 12 --backends torch-compile-fp16,torch-fp16 --out "$out/compile"
 if step fused; then
+  run python3 -m pytest -m gpu -v -p no:cacheprovider tests/engines/test_triton_gated_dwconv.py 2>&1 | tee "$out/pytest_fused.log"
+  for size in 1280x720 1920x1080; do
+    run python3 bench/dwconv_kernels.py --preset gopro --size $size --out "$out/dwconv_$size" 2>&1 | tail -n 12
+  done
   run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 10 \
     --backends torch-compile-fp16-fused,torch-compile-fp16,torch-fp16-nhwc-fused,torch-fp16-nhwc,torch-fp16,torch-fp32 \
     --out "$out/fused_720p"
   run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 10 \
-    --backends torch-compile-fp16-fused,torch-fp16 --out "$out/fused_1080p"
-fi
-if step triton; then
-  run python3 -m pytest -m gpu -v -p no:cacheprovider tests/engines/test_triton_dwconv.py 2>&1 | tee "$out/pytest_triton.log"
-  run python3 bench/dwconv_kernels.py --preset gopro --size 1280x720 --out "$out/dwconv_720p" 2>&1 | tail -n 25
-  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 10 \
-    --backends torch-compile-fp16-triton,torch-compile-fp16,torch-compile-fp16-fused,torch-fp16-nhwc-triton,torch-fp16-nhwc,torch-fp16,torch-fp32 \
-    --out "$out/triton_720p"
-fi
-if step triton1080; then
-  run python3 bench/dwconv_kernels.py --preset gopro --size 1920x1080 --out "$out/dwconv_1080p" 2>&1 | tail -n 25
-  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 10 \
-    --backends torch-compile-fp16-triton,torch-compile-fp16,torch-fp16 --out "$out/triton_1080p"
-  run python3 bench/kernel_profile.py --backend torch-compile-fp16-triton --preset gopro --size 1280x720 --runs 2 \
-    --top 40 --out "$out/profile_triton" 2>&1 | tee "$out/kernel_profile_triton.log"
+    --backends torch-compile-fp16-fused,torch-compile-fp16,torch-fp16 --out "$out/fused_1080p"
 fi
 step profile && run python3 bench/kernel_profile.py --backend torch-compile-fp16 --preset gopro --size 1280x720 --runs 2 \
   --top 40 --out "$out/profile" 2>&1 | tee "$out/kernel_profile.log"

@@ -119,16 +119,15 @@ class TorchEngine(Engine):
 def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
                   precision: Precision | str = Precision.FP32, compile: bool | str = False,
                   channels_last: bool | None = None, inductor_options: dict[str, Any] | None = None,
-                  align_channels: bool | None = None, fuse_gates: bool = False,
-                  triton_dwconv: bool | str = False) -> dict[str, Engine]:
+                  align_channels: bool | None = None, fuse_gates: bool = False) -> dict[str, Engine]:
     """The three graphs of ``model`` as engines on ``device`` in ``precision``.
 
     The model is deep-copied, moved and cast (fp16 only on CUDA: the CPU has no fast half kernels
     and several are missing). I/O stay float32 in every precision. ``channels_last`` (default: on
     CUDA) runs the image graphs in channels-last memory: cuDNN's tensor-core convolutions take it
     natively and the LayerNorms over channels need no transposes; ``False`` is the plain eager
-    model, the benchmarks' baseline. ``inductor_options``, ``align_channels``, ``fuse_gates`` and
-    ``triton_dwconv``: see the module docstring. Returns
+    model, the benchmarks' baseline. ``inductor_options``, ``align_channels`` and ``fuse_gates``: see
+    the module docstring. Returns
     ``{"le_dm", "denoise_step", "restormer"}`` -> :class:`TorchEngine`.
     """
     from hidiff.graphs import graph_modules
@@ -158,15 +157,6 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
             raise ValueError(f"fuse_gates runs a Triton kernel: it needs a CUDA device and Triton (device {target}, "
                              f"triton {'installed' if triton_gated_dwconv.triton is not None else 'missing'})")
         triton_gated_dwconv.fuse_gdfn_gates(copied.restormer)
-    if triton_dwconv:
-        from engines import triton_dwconv as dwconv
-
-        if target.type != "cuda" or dwconv.triton is None:
-            raise ValueError(f"triton_dwconv runs Triton kernels: it needs a CUDA device and Triton (device {target}, "
-                             f"triton {'installed' if dwconv.triton is not None else 'missing'})")
-        if fuse_gates:
-            raise ValueError("fuse_gates and triton_dwconv both replace the GDFN gate; choose one")
-        dwconv.use_triton_dwconvs(copied.restormer, attention=triton_dwconv != "gdfn")
     if channels_last:
         # nn.Module.to takes memory_format (documented); torch's overloads for type checkers omit it.
         copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -1,4 +1,4 @@
-"""GDFN's gate in one Triton kernel, for the PyTorch CUDA backend (issue 8).
+"""GDFN's depthwise convolution and gate as one row-streaming Triton kernel (issue 8).
 
 The Restormer's feed-forward network (hidiff.restormer.GDFN) runs, at every pixel,
 
@@ -7,21 +7,27 @@ The Restormer's feed-forward network (hidiff.restormer.GDFN) runs, at every pixe
     out = project_out(z)
 
 Eagerly and under ``torch.compile`` the depthwise convolution is a cuDNN kernel that writes all
-2C channels, and a second kernel reads them back for the gate. In the compiled FP16 GoPro model at
-1280x720 on an H100 the depthwise convolutions took 17.2 ms of a 54 ms frame (docs/benchmarks.md,
-session 4): 1.5 times the 11.3 ms that their 38 GB of reads and writes take at the H100's
-3.35 TB/s (the gates: 5.8 ms for 18 GB, near that rate). :func:`gated_dwconv3x3`
-reads the 2C channels once (channels-last, so each pixel's channels are contiguous), accumulates
-the nine taps of both halves in float32, applies the exact (erf) GELU gate and writes only the C
-gated channels.
+2C channels, and a second kernel reads them back for the gate. :func:`gated_dwconv3x3` reads the
+2C channels once and writes only the C gated ones.
+
+One program owns a strip of ``ROWS`` rows x ``2 * PAIRS`` columns x ``BLOCK_C`` channels of each
+half (channels-last, so a pixel's channels are contiguous) and walks down it one input row at a
+time. The row is loaded once per pair of output columns (at even - 1, even, odd, odd + 1: the two
+outputs share two of their three input columns) and added, with the three rows of filter taps,
+into the three output rows it touches: the one it completes is gated and stored, the two others
+are carried in registers, and the next row's loads are issued before this row's arithmetic.
+Products in the input's precision, sums in float32, exact (erf) GELU.
+
+Measured (docs/benchmarks.md, session 8): at the shapes of a 1280x720 frame of the GoPro model on
+an H100 the kernel takes 14.1 ms per frame where cuDNN's convolution and inductor's gate take
+20.4 ms and session 4's first version of this kernel (nine masked loads per output from 4-row
+tiles) 22.3 ms. The same row-streaming kernel without the gate, for the attention's depthwise
+convolutions, was slower than cuDNN's (8.5 against 6.9 ms per frame), so those stay cuDNN's.
 
 :func:`fuse_gdfn_gates` swaps every GDFN of a Restormer for :class:`FusedGateGDFN`, which calls
-the kernel on CUDA float16/bfloat16/float32 tensors and the PyTorch reference
-(:func:`gated_dwconv3x3_reference`) elsewhere. The weights are the GDFN's own, so a fused model
-computes what the original does, up to float32-versus-float16 rounding of the convolution's output
-(tests/engines/test_triton_gated_dwconv.py compares them on a GPU). The op is a
-``torch.library.triton_op``: ``torch.compile`` sees through it (no graph break) and keeps the
-kernel as written.
+the kernel on CUDA tensors and the PyTorch reference (:func:`gated_dwconv3x3_reference`)
+elsewhere, with the GDFN's own weights. The op is a ``torch.library.triton_op``: ``torch.compile``
+sees through it (no graph break) and keeps the kernel as written.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from torch import nn
 
 from hidiff.restormer import GDFN, modulate
 
-try:  # Triton comes with PyTorch's CUDA wheels; the CPU wheels and CI have none.
+try:  # Triton comes with PyTorch's CUDA wheels; the CPU wheels have none.
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - depends on the install
@@ -50,63 +56,126 @@ def triton_available() -> bool:
     return triton is not None and torch.cuda.is_available()
 
 
+def _configs() -> list:
+    """The tiles the autotuner tries (pairs, channels, warps: about 8 channels of a pair per
+    thread), in strips of 16 or 32 rows. The smallest won at every shape of session 8's H100 run."""
+    tiles = ((4, 64, 1), (8, 64, 2), (4, 128, 2), (16, 64, 4))
+    return [triton.Config({"PAIRS": pairs, "BLOCK_C": c, "ROWS": rows}, num_warps=warps)
+            for pairs, c, warps in tiles for rows in (16, 32)]
+
+
 if triton is not None:
 
-    @triton.autotune(
-        configs=[
-            triton.Config({"BLOCK_W": 16, "BLOCK_C": 32}, num_warps=4),
-            triton.Config({"BLOCK_W": 32, "BLOCK_C": 32}, num_warps=4),
-            triton.Config({"BLOCK_W": 16, "BLOCK_C": 64}, num_warps=4),
-            triton.Config({"BLOCK_W": 32, "BLOCK_C": 64}, num_warps=8),
-        ],
-        key=["C", "W"],
-    )
+    @triton.jit
+    def _taps(w_ptr, channel, mask, dy: tl.constexpr):
+        """Row ``dy`` of the 3x3 filters of ``channel``: three (1, BLOCK_C) rows in the weights' dtype."""
+        taps = w_ptr + channel * 9 + dy * 3
+        left = tl.load(taps, mask=mask, other=0.0)[None, :]
+        centre = tl.load(taps + 1, mask=mask, other=0.0)[None, :]
+        right = tl.load(taps + 2, mask=mask, other=0.0)[None, :]
+        return left, centre, right
+
+    @triton.jit
+    def _pair_row(x_even, r, H, stride_xh, stride_xw, at_left, at_even, at_odd, at_right, PAIRS: tl.constexpr):
+        """Input row ``r`` at the columns a pair of outputs (even, odd) reads: even - 1, even,
+        odd and odd + 1 (zeros outside the image), in the input's dtype."""
+        rows = r + tl.zeros((PAIRS, 1), dtype=tl.int32)  # the row as a tensor, for the masks
+        row_ok = (rows >= 0) & (rows < H)
+        p = x_even + r.to(tl.int64) * stride_xh
+        left = tl.load(p - stride_xw, mask=at_left & row_ok, other=0.0)
+        even = tl.load(p, mask=at_even & row_ok, other=0.0)
+        odd = tl.load(p + stride_xw, mask=at_odd & row_ok, other=0.0)
+        right = tl.load(p + 2 * stride_xw, mask=at_right & row_ok, other=0.0)
+        return left, even, odd, right
+
+    @triton.jit
+    def _row_taps(left, centre, right, w0, w1, w2):
+        """One row of taps: products in the input's precision, summed in float32."""
+        return (left * w0).to(tl.float32) + (centre * w1).to(tl.float32) + (right * w2).to(tl.float32)
+
+    @triton.jit
+    def _stream(top, middle, left, centre, right, a0, a1, a2, b0, b1, b2, d0, d1, d2):
+        """Input row r into the output rows it touches: r - 1 (``top``, completed and returned
+        first), r (``middle``, becomes the new top) and r + 1 (the new middle)."""
+        done = top + _row_taps(left, centre, right, d0, d1, d2)
+        top = middle + _row_taps(left, centre, right, b0, b1, b2)
+        middle = _row_taps(left, centre, right, a0, a1, a2)
+        return done, top, middle
+
+    @triton.jit
+    def _gelu(x):
+        return 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
+
+    @triton.autotune(configs=_configs(), key=["H", "W", "C"])
     @triton.jit
     def _gated_dwconv3x3_kernel(
         y_ptr, w_ptr, b_ptr, out_ptr,
         H, W, C,
         stride_yb, stride_yh, stride_yw, stride_yc,
         stride_ob, stride_oh, stride_ow, stride_oc,
-        HAS_BIAS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+        HAS_BIAS: tl.constexpr, ROWS: tl.constexpr, PAIRS: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        # Program: a BLOCK_H x BLOCK_W tile of pixels of one image, BLOCK_C channels of each half.
-        tiles_w = tl.cdiv(W, BLOCK_W)
-        tile = tl.program_id(0)
-        batch = tl.program_id(2).to(tl.int64)
-        pix = tl.arange(0, BLOCK_H * BLOCK_W)
-        h = (tile // tiles_w) * BLOCK_H + pix // BLOCK_W
-        w = (tile % tiles_w) * BLOCK_W + pix % BLOCK_W
+        # Program: rows [row0, row0 + ROWS) x 2 * PAIRS columns (PAIRS even ones, each with the odd
+        # one after it) x BLOCK_C output channels c of one image, which read channels c and c + C.
+        strips = tl.cdiv(H, ROWS)
+        pid = tl.program_id(0)
+        row0 = (pid % strips) * ROWS
+        even = (pid // strips) * (2 * PAIRS) + 2 * tl.arange(0, PAIRS)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        batch = tl.program_id(2).to(tl.int64)
         c_ok = c < C
-        c1 = c.to(tl.int64) * stride_yc
-        c2 = (c + C).to(tl.int64) * stride_yc
 
-        acc1 = tl.zeros((BLOCK_H * BLOCK_W, BLOCK_C), dtype=tl.float32)
-        acc2 = tl.zeros((BLOCK_H * BLOCK_W, BLOCK_C), dtype=tl.float32)
-        for dy in tl.static_range(3):
-            hh = h + (dy - 1)
-            for dx in tl.static_range(3):
-                ww = w + (dx - 1)
-                inside = (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-                base = batch * stride_yb + hh.to(tl.int64) * stride_yh + ww.to(tl.int64) * stride_yw
-                mask = inside[:, None] & c_ok[None, :]
-                y1 = tl.load(y_ptr + base[:, None] + c1[None, :], mask=mask, other=0.0).to(tl.float32)
-                y2 = tl.load(y_ptr + base[:, None] + c2[None, :], mask=mask, other=0.0).to(tl.float32)
-                w1 = tl.load(w_ptr + c * 9 + (dy * 3 + dx), mask=c_ok, other=0.0).to(tl.float32)
-                w2 = tl.load(w_ptr + (c + C) * 9 + (dy * 3 + dx), mask=c_ok, other=0.0).to(tl.float32)
-                acc1 += y1 * w1[None, :]
-                acc2 += y2 * w2[None, :]
-        if HAS_BIAS:
-            acc1 += tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-            acc2 += tl.load(b_ptr + c + C, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        gated = 0.5 * acc1 * (1.0 + tl.erf(acc1 * 0.7071067811865476)) * acc2
+        at_left = ((even >= 1) & (even <= W))[:, None] & c_ok[None, :]
+        at_even = (even < W)[:, None] & c_ok[None, :]
+        at_odd = (even + 1 < W)[:, None] & c_ok[None, :]
+        at_right = (even + 2 < W)[:, None] & c_ok[None, :]
+        y1 = y_ptr + batch * stride_yb + even.to(tl.int64)[:, None] * stride_yw + c.to(tl.int64)[None, :] * stride_yc
+        y2 = y1 + C.to(tl.int64) * stride_yc
+        out_even = out_ptr + batch * stride_ob + even.to(tl.int64)[:, None] * stride_ow + c.to(tl.int64)[None, :] * stride_oc
 
-        out_base = batch * stride_ob + h.to(tl.int64) * stride_oh + w.to(tl.int64) * stride_ow
-        out_mask = ((h < H) & (w < W))[:, None] & c_ok[None, :]
-        tl.store(out_ptr + out_base[:, None] + c.to(tl.int64)[None, :] * stride_oc,
-                 gated.to(out_ptr.dtype.element_ty), mask=out_mask)
+        a0, a1, a2 = _taps(w_ptr, c, c_ok, 0)
+        b0, b1, b2 = _taps(w_ptr, c, c_ok, 1)
+        d0, d1, d2 = _taps(w_ptr, c, c_ok, 2)
+        e0, e1, e2 = _taps(w_ptr, c + C, c_ok, 0)
+        f0, f1, f2 = _taps(w_ptr, c + C, c_ok, 1)
+        g0, g1, g2 = _taps(w_ptr, c + C, c_ok, 2)
 
-    BLOCK_H = 4
+        # Output rows r - 1 (top: two rows of taps in), r (middle: one) and r + 1 while input row r
+        # streams past, for the even and the odd columns of both halves.
+        top_e = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        mid_e = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        top_o = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        mid_o = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        top_e2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        mid_e2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        top_o2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        mid_o2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        nl, ne, no, nr = _pair_row(y1, row0 - 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right, PAIRS)
+        nl2, ne2, no2, nr2 = _pair_row(y2, row0 - 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right,
+                                       PAIRS)
+        for i in range(ROWS + 2):
+            r = row0 - 1 + i
+            # This row was loaded during the last iteration; issue the next row's loads now.
+            left, ev, od, right = nl, ne, no, nr
+            left2, ev2, od2, right2 = nl2, ne2, no2, nr2
+            nl, ne, no, nr = _pair_row(y1, r + 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right, PAIRS)
+            nl2, ne2, no2, nr2 = _pair_row(y2, r + 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right,
+                                           PAIRS)
+            done_e, top_e, mid_e = _stream(top_e, mid_e, left, ev, od, a0, a1, a2, b0, b1, b2, d0, d1, d2)
+            done_o, top_o, mid_o = _stream(top_o, mid_o, ev, od, right, a0, a1, a2, b0, b1, b2, d0, d1, d2)
+            done_e2, top_e2, mid_e2 = _stream(top_e2, mid_e2, left2, ev2, od2, e0, e1, e2, f0, f1, f2, g0, g1, g2)
+            done_o2, top_o2, mid_o2 = _stream(top_o2, mid_o2, ev2, od2, right2, e0, e1, e2, f0, f1, f2, g0, g1, g2)
+            if HAS_BIAS:
+                bias1 = tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+                bias2 = tl.load(b_ptr + c + C, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+                done_e, done_o = done_e + bias1, done_o + bias1
+                done_e2, done_o2 = done_e2 + bias2, done_o2 + bias2
+            finished = r - 1  # the output row that input row r completed
+            rows = finished + tl.zeros((PAIRS, 1), dtype=tl.int32)  # as a tensor, for the masks
+            row_ok = (rows >= row0) & (rows < H)
+            q = out_even + finished.to(tl.int64) * stride_oh
+            tl.store(q, (_gelu(done_e) * done_e2).to(out_ptr.dtype.element_ty), mask=at_even & row_ok)
+            tl.store(q + stride_ow, (_gelu(done_o) * done_o2).to(out_ptr.dtype.element_ty), mask=at_odd & row_ok)
 
     @torch.library.triton_op("hidiff::gated_dwconv3x3", mutates_args=())
     def _gated_dwconv3x3_op(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -117,14 +186,14 @@ if triton is not None:
         weight = weight.contiguous()
 
         def grid(meta: dict[str, int]) -> tuple[int, int, int]:
-            return (triton.cdiv(h, BLOCK_H) * triton.cdiv(w, meta["BLOCK_W"]), triton.cdiv(c, meta["BLOCK_C"]), b)
+            return (triton.cdiv(h, meta["ROWS"]) * triton.cdiv(w, 2 * meta["PAIRS"]), triton.cdiv(c, meta["BLOCK_C"]), b)
 
         torch.library.wrap_triton(_gated_dwconv3x3_kernel)[grid](
             y, weight, bias.contiguous() if bias is not None else weight, out,
             h, w, c,
             y.stride(0), y.stride(2), y.stride(3), y.stride(1),
             out.stride(0), out.stride(2), out.stride(3), out.stride(1),
-            HAS_BIAS=bias is not None, BLOCK_H=BLOCK_H,
+            HAS_BIAS=bias is not None,
         )
         return out
 
@@ -149,7 +218,8 @@ class FusedGateGDFN(nn.Module):
     def __init__(self, ffn: GDFN):
         super().__init__()
         conv = ffn.dwconv
-        if tuple(conv.kernel_size) != (3, 3) or conv.groups != conv.in_channels or tuple(conv.padding) != (1, 1):
+        if tuple(conv.kernel_size) != (3, 3) or conv.groups != conv.in_channels or tuple(conv.padding) != (1, 1) \
+                or tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1):
             raise ValueError(f"{type(self).__name__} needs a 3x3 depthwise convolution with padding 1, got {conv}")
         self.project_in = ffn.project_in
         self.dwconv = conv

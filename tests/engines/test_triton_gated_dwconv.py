@@ -1,6 +1,14 @@
 """The fused GDFN gate (engines.triton_gated_dwconv): the Triton kernel against its PyTorch
-reference on a GPU; the module swap and the CPU fallback everywhere."""
+reference, through Triton's interpreter on the CPU (where Triton is installed) and compiled on a
+GPU; the module swap and the CPU fallback everywhere."""
 from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +19,7 @@ from engines.torch_backend import torch_engines
 from hidiff.model import HIDiff
 from hidiff.restormer import GDFN
 
+ROOT = Path(__file__).resolve().parents[2]
 
 def tiny_model() -> HIDiff:
     torch.manual_seed(0)
@@ -54,6 +63,44 @@ def test_fuse_gates_on_the_cpu_is_refused():
         torch_engines(tiny_model(), "cpu", fuse_gates=True)
 
 
+INTERPRETED = textwrap.dedent("""
+    import itertools, torch, triton
+    from engines import triton_gated_dwconv as gated
+
+    kernel = gated._gated_dwconv3x3_kernel.fn  # the kernel under the autotuner, run with explicit tiles
+    torch.manual_seed(0)
+    # Partial tiles in every direction (odd width: a pair whose odd column is outside); strips
+    # shorter and longer than the image.
+    for bias, channels_last, (pairs, channels, rows) in itertools.product(
+            (False, True), (True, False), ((4, 16, 4), (8, 8, 16))):
+        b, c, h, w = 2, 11, 13, 19
+        y = torch.randn(b, 2 * c, h, w)
+        if channels_last:
+            y = y.to(memory_format=torch.channels_last)
+        weight = torch.randn(2 * c, 1, 3, 3)
+        bias_t = torch.randn(2 * c) if bias else None
+        out = torch.full((b, c, h, w), float("nan")).to(memory_format=torch.channels_last)
+        grid = (triton.cdiv(h, rows) * triton.cdiv(w, 2 * pairs), triton.cdiv(c, channels), b)
+        kernel[grid](y, weight, weight if bias_t is None else bias_t, out, h, w, c,
+                     y.stride(0), y.stride(2), y.stride(3), y.stride(1),
+                     out.stride(0), out.stride(2), out.stride(3), out.stride(1),
+                     HAS_BIAS=bias, ROWS=rows, PAIRS=pairs, BLOCK_C=channels)
+        torch.testing.assert_close(out, gated.gated_dwconv3x3_reference(y, weight, bias_t), rtol=1e-5, atol=1e-4)
+        print("ok", bias, channels_last, pairs, channels, rows)
+""")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_kernel_in_tritons_interpreter_matches_reference():
+    """The kernel's indexing, masks and row streaming, run by Triton's CPU interpreter
+    (TRITON_INTERPRET=1, read when Triton is imported: hence a fresh interpreter process)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", INTERPRETED], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("ok ") == 8
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("bias", [True, False])
@@ -70,7 +117,7 @@ def test_kernel_matches_reference(dtype, bias, channels_last):
         got = gated.gated_dwconv3x3(y, weight, bias_t)
         expected = gated.gated_dwconv3x3_reference(y.float(), weight.float(), None if bias_t is None else bias_t.float())
         assert got.shape == (b, c, h, w) and got.dtype == dtype
-        # float32 accumulation in both; the float16 result is rounded once.
+        # float32 sums in both; float16 products and result rounded in the kernel.
         tolerance = 2e-2 if dtype == torch.float16 else 1e-4
         torch.testing.assert_close(got.float(), expected, rtol=tolerance, atol=tolerance)
 
