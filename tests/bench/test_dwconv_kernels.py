@@ -11,7 +11,7 @@ from hidiff.restormer import GDFN
 
 def test_frame_shapes_count_every_gdfn_at_its_padded_width():
     shapes = frame_shapes(preset("gopro"), ImageSize.parse("320x180"), "cpu")
-    config = preset("gopro").restormer
+    config = preset("gopro").network_g
     blocks = sum(config.num_blocks) + sum(config.num_blocks[:3]) + config.num_refinement_blocks
     assert sum(shapes.values()) == blocks == 38
     # hidden 127 at level 1 (dim 48) padded to 128; the frame padded from 180 to 184 rows.
