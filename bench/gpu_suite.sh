@@ -24,8 +24,8 @@
 #             torch._dynamo.explain's graph breaks of the Restormer
 #   compile   torch.compile FP16 (channels-last, padded channels) at 256x256, 1280x720, 1920x1080,
 #             batch 1 and 4, beside eager .half() (COMPILE_SIZES / COMPILE_BATCHES choose fewer)
-#   fused     engines.triton_gated_dwconv's fused GDFN convolution and gate: its GPU tests, the kernel
-#             against cuDNN + inductor's gate at the shapes of a 1280x720 and a 1920x1080 frame
+#   fused     engines.triton_gated_dwconv's fused GDFN convolution and gate (its GPU tests are in the
+#             tests step): the kernel against cuDNN + inductor's gate at the shapes of a 1280x720 and a 1920x1080 frame
 #             (bench/dwconv_kernels.py), the Restormer with and without it, compiled and eager, beside
 #             eager .half() and FP32, 1280x720 batch 1; then compiled with it, without it and .half()
 #             at 1920x1080 batch 1
@@ -137,7 +137,6 @@ step compile && run python3 bench/latency.py --preset gopro --device cuda:0 \
   --sizes "${COMPILE_SIZES:-256x256,1280x720,1920x1080}" --batches "${COMPILE_BATCHES:-1,4}" --min-iters 3 \
   --max-case-s 12 --backends torch-compile-fp16,torch-fp16 --out "$out/compile"
 if step fused; then
-  run python3 -m pytest -m gpu -v -p no:cacheprovider tests/engines/test_triton_gated_dwconv.py 2>&1 | tee "$out/pytest_fused.log"
   for size in 1280x720 1920x1080; do
     run python3 bench/dwconv_kernels.py --preset gopro --size $size --out "$out/dwconv_$size" 2>&1 | tail -n 12
   done

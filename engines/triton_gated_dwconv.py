@@ -139,6 +139,9 @@ if triton is not None:
         e0, e1, e2 = _taps(w_ptr, c + C, c_ok, 0)
         f0, f1, f2 = _taps(w_ptr, c + C, c_ok, 1)
         g0, g1, g2 = _taps(w_ptr, c + C, c_ok, 2)
+        if HAS_BIAS:
+            bias1 = tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+            bias2 = tl.load(b_ptr + c + C, mask=c_ok, other=0.0).to(tl.float32)[None, :]
 
         # Output rows r - 1 (top: two rows of taps in), r (middle: one) and r + 1 while input row r
         # streams past, for the even and the odd columns of both halves.
@@ -166,8 +169,6 @@ if triton is not None:
             done_e2, top_e2, mid_e2 = _stream(top_e2, mid_e2, left2, ev2, od2, e0, e1, e2, f0, f1, f2, g0, g1, g2)
             done_o2, top_o2, mid_o2 = _stream(top_o2, mid_o2, ev2, od2, right2, e0, e1, e2, f0, f1, f2, g0, g1, g2)
             if HAS_BIAS:
-                bias1 = tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-                bias2 = tl.load(b_ptr + c + C, mask=c_ok, other=0.0).to(tl.float32)[None, :]
                 done_e, done_o = done_e + bias1, done_o + bias1
                 done_e2, done_o2 = done_e2 + bias2, done_o2 + bias2
             finished = r - 1  # the output row that input row r completed
