@@ -29,7 +29,8 @@
 #             (bench/dwconv_kernels.py), the Restormer with and without it, compiled and eager, beside
 #             eager .half() and FP32, 1280x720 batch 1; then compiled with it, without it and .half()
 #             at 1920x1080 batch 1
-#   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer at 1280x720
+#   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer with the fused
+#             GDFN gate at 1280x720 (PROFILE_BACKEND picks another bench backend)
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
 #   demo      train the demonstration model (python -m hidiff.train_default, about 2 x 8 minutes) on
 #             DEMO_NPROC GPUs (torchrun, default 1); DEMO_ARGS adds arguments (--stop-after-stage1,
@@ -146,8 +147,8 @@ if step fused; then
   run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 10 \
     --backends torch-compile-fp16-fused,torch-compile-fp16,torch-fp16 --out "$out/fused_1080p"
 fi
-step profile && run python3 bench/kernel_profile.py --backend torch-compile-fp16 --preset gopro --size 1280x720 --runs 2 \
-  --top 40 --out "$out/profile" 2>&1 | tee "$out/kernel_profile.log"
+step profile && run python3 bench/kernel_profile.py --backend "${PROFILE_BACKEND:-torch-compile-fp16-fused}" --preset gopro \
+  --size 1280x720 --runs 2 --top 60 --out "$out/profile" 2>&1 | tee "$out/kernel_profile.log"
 if step default; then
   run python3 bench/latency.py --device cuda:0 --sizes 1280x720 --batches 1 --backends torch-fp16-nhwc,torch-fp16,torch-fp32 \
     --out "$out/latency_default"

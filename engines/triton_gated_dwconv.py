@@ -16,7 +16,8 @@ time. The row is loaded once per pair of output columns (at even - 1, even, odd,
 outputs share two of their three input columns) and added, with the three rows of filter taps,
 into the three output rows it touches: the one it completes is gated and stored, the two others
 are carried in registers, and the next row's loads are issued before this row's arithmetic.
-Products in the input's precision, sums in float32, exact (erf) GELU.
+Each loaded element is widened to float32 once; taps, products and sums are float32 (session 8
+multiplied in float16 and widened every product: twice the arithmetic). Exact (erf) GELU.
 
 Measured (docs/benchmarks.md, session 8): at the shapes of a 1280x720 frame of the GoPro model on
 an H100 the kernel takes 14.1 ms per frame where cuDNN's convolution and inductor's gate take
@@ -68,17 +69,18 @@ if triton is not None:
 
     @triton.jit
     def _taps(w_ptr, channel, mask, dy: tl.constexpr):
-        """Row ``dy`` of the 3x3 filters of ``channel``: three (1, BLOCK_C) rows in the weights' dtype."""
+        """Row ``dy`` of the 3x3 filters of ``channel``: three (1, BLOCK_C) float32 rows."""
         taps = w_ptr + channel * 9 + dy * 3
-        left = tl.load(taps, mask=mask, other=0.0)[None, :]
-        centre = tl.load(taps + 1, mask=mask, other=0.0)[None, :]
-        right = tl.load(taps + 2, mask=mask, other=0.0)[None, :]
+        left = tl.load(taps, mask=mask, other=0.0).to(tl.float32)[None, :]
+        centre = tl.load(taps + 1, mask=mask, other=0.0).to(tl.float32)[None, :]
+        right = tl.load(taps + 2, mask=mask, other=0.0).to(tl.float32)[None, :]
         return left, centre, right
 
     @triton.jit
     def _pair_row(x_even, r, H, stride_xh, stride_xw, at_left, at_even, at_odd, at_right, PAIRS: tl.constexpr):
         """Input row ``r`` at the columns a pair of outputs (even, odd) reads: even - 1, even,
-        odd and odd + 1 (zeros outside the image), in the input's dtype."""
+        odd and odd + 1 (zeros outside the image), in the input's dtype (the prefetched row stays
+        that narrow until it is used)."""
         rows = r + tl.zeros((PAIRS, 1), dtype=tl.int32)  # the row as a tensor, for the masks
         row_ok = (rows >= 0) & (rows < H)
         p = x_even + r.to(tl.int64) * stride_xh
@@ -90,8 +92,13 @@ if triton is not None:
 
     @triton.jit
     def _row_taps(left, centre, right, w0, w1, w2):
-        """One row of taps: products in the input's precision, summed in float32."""
-        return (left * w0).to(tl.float32) + (centre * w1).to(tl.float32) + (right * w2).to(tl.float32)
+        """One row of taps, float32 multiply-adds."""
+        return left * w0 + centre * w1 + right * w2
+
+    @triton.jit
+    def _widen(left, even, odd, right):
+        """A loaded row in float32: one conversion per element loaded, not one per product."""
+        return left.to(tl.float32), even.to(tl.float32), odd.to(tl.float32), right.to(tl.float32)
 
     @triton.jit
     def _stream(top, middle, left, centre, right, a0, a1, a2, b0, b1, b2, d0, d1, d2):
@@ -159,8 +166,8 @@ if triton is not None:
         for i in range(ROWS + 2):
             r = row0 - 1 + i
             # This row was loaded during the last iteration; issue the next row's loads now.
-            left, ev, od, right = nl, ne, no, nr
-            left2, ev2, od2, right2 = nl2, ne2, no2, nr2
+            left, ev, od, right = _widen(nl, ne, no, nr)
+            left2, ev2, od2, right2 = _widen(nl2, ne2, no2, nr2)
             nl, ne, no, nr = _pair_row(y1, r + 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right, PAIRS)
             nl2, ne2, no2, nr2 = _pair_row(y2, r + 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right,
                                            PAIRS)
