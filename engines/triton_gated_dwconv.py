@@ -57,12 +57,19 @@ def triton_available() -> bool:
     return triton is not None and torch.cuda.is_available()
 
 
+# The tiles the autotuner tries, as (pairs, channels, warps): 2 or 4 channels of a pixel pair per
+# thread. At 8 per thread (session 8's tiles) ptxas runs out of registers on sm_90 (255 and a
+# 352-byte stack of spills); at 4 it needs 207, at 2 about 96, with no spills (a CPU test compiles
+# every tile for sm_90 and checks).
+TILES = ((2, 32, 1), (2, 64, 2), (4, 64, 4), (2, 128, 4), (4, 32, 1), (2, 64, 1), (4, 64, 2), (8, 64, 4),
+         (4, 128, 4))
+STRIP_ROWS = (16, 32)
+
+
 def _configs() -> list:
-    """The tiles the autotuner tries (pairs, channels, warps: about 8 channels of a pair per
-    thread), in strips of 16 or 32 rows. The smallest won at every shape of session 8's H100 run."""
-    tiles = ((4, 64, 1), (8, 64, 2), (4, 128, 2), (16, 64, 4))
+    """Every tile of :data:`TILES` in strips of :data:`STRIP_ROWS` rows."""
     return [triton.Config({"PAIRS": pairs, "BLOCK_C": c, "ROWS": rows}, num_warps=warps)
-            for pairs, c, warps in tiles for rows in (16, 32)]
+            for pairs, c, warps in TILES for rows in STRIP_ROWS]
 
 
 if triton is not None:
