@@ -143,8 +143,11 @@ if triton is not None:
         at_even = (even < W)[:, None] & c_ok[None, :]
         at_odd = (even + 1 < W)[:, None] & c_ok[None, :]
         at_right = (even + 2 < W)[:, None] & c_ok[None, :]
-        y1 = y_ptr + batch * stride_yb + even.to(tl.int64)[:, None] * stride_yw + c.to(tl.int64)[None, :] * stride_yc
-        y2 = y1 + C.to(tl.int64) * stride_yc
+        y_even = y_ptr + batch * stride_yb + even.to(tl.int64)[:, None] * stride_yw
+        y1 = y_even + c.to(tl.int64)[None, :] * stride_yc
+        # The second half's channels as a tensor: torch.compile's mutation analysis traces the
+        # kernel with the integer arguments as Python ints, which have no .to().
+        y2 = y_even + (c + C).to(tl.int64)[None, :] * stride_yc
         out_even = out_ptr + batch * stride_ob + even.to(tl.int64)[:, None] * stride_ow + c.to(tl.int64)[None, :] * stride_oc
 
         a0, a1, a2 = _taps(w_ptr, c, c_ok, 0)
