@@ -135,7 +135,9 @@ def channel_cosine(qk: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     c = qk.shape[1] // 2
     gram = None
     inference = not (torch.is_grad_enabled() and qk.requires_grad)  # bmm.dtype has no backward
-    if inference and qk.is_cuda and qk.dtype in (torch.float16, torch.bfloat16) and not torch.onnx.is_in_onnx_export():
+    # meta tensors (shape-only traces, bench/traffic.py) follow the CUDA path
+    on_gpu = qk.device.type in ("cuda", "meta")
+    if inference and on_gpu and qk.dtype in (torch.float16, torch.bfloat16) and not torch.onnx.is_in_onnx_export():
         gram = _bmm_float32_out(qk, qk.transpose(1, 2))
     if gram is None:
         qk = qk.float()

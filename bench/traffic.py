@@ -1,0 +1,228 @@
+"""The memory and arithmetic floor of one Restormer frame, kind of work by kind of work (issue 8).
+
+    python bench/traffic.py --preset gopro --size 1280x720 [--bandwidth 3.35e12] [--flops 989e12] [--out DIR]
+
+The FP16 channels-last Restormer with padded channels (what the CUDA engines run) goes through one
+forward pass on PyTorch's ``meta`` device: shapes only, no GPU and no memory, a few seconds on any
+machine. Every ATen operation is recorded with its tensors' sizes and the Restormer module that
+issued it, and sorted into a kind of work (1x1 convolutions, GDFN's depthwise convolution and
+gate, the attention's depthwise convolutions, MDTA's products, ...). For each kind:
+
+- **bytes, op by op**: every operation reads its tensor inputs and writes its outputs once: about
+  what eager PyTorch moves (views move nothing);
+- **bytes, fused**: only the convolutions, matrix products and attention touch memory, each once;
+  LayerNorms, activations, residual additions and casts ride along inside them for free, and
+  GDFN's gate inside its depthwise convolution (read 2 x hidden channels, write hidden): the least
+  this formulation can move, whatever the kernels;
+- **FLOPs** of the convolutions, products and attention (2 per multiply-add);
+- **floor ms**: the larger of fused bytes / ``--bandwidth`` and FLOPs / ``--flops`` (defaults: an
+  H100 SXM's 3.35 TB/s of HBM3 and 989 TFLOP/s of dense FP16 tensor-core work).
+
+Peak figures are datasheet figures; real kernels reach perhaps 80-90 % of the bandwidth. The
+floor says how far a frame is from the hardware and which work is worth a kernel of its own. One
+overcount: on the meta device HIM's attention runs in its math form (two products around a
+softmax), so its row counts the attention scores written and read back, which a fused attention
+kernel keeps on chip (a few hundredths of the frame's bytes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.inputs import ImageSize  # noqa: E402
+from hidiff.config import HIDiffConfig, preset  # noqa: E402
+from hidiff.files import write_atomic  # noqa: E402
+
+H100_BANDWIDTH = 3.35e12  # bytes/s, HBM3 of the H100 SXM
+H100_FP16_FLOPS = 989e12  # dense FP16 tensor-core FLOP/s of the H100 SXM
+
+# Operations that only reinterpret memory (no kernel, no traffic).
+VIEWS = {"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "as_strided", "alias", "detach",
+         "slice", "select", "split", "split_with_sizes", "chunk", "unsqueeze", "squeeze", "diagonal", "unbind",
+         "lift_fresh", "empty", "empty_strided", "empty_like"}
+# Operations that read and write memory in any formulation: kernels of their own.
+ANCHORS = {"convolution", "bmm", "mm", "addmm", "_scaled_dot_product_flash_attention",
+           "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+           "_scaled_dot_product_flash_attention_for_cpu", "scaled_dot_product_attention", "_efficient_attention_forward"}
+KINDS = ("1x1 convolutions (GEMMs)", "GDFN depthwise 3x3 + gate", "attention depthwise 3x3", "MDTA products (Gram, mixing)",
+         "HIM cross-attention", "dense convolutions (embed, output, resampling)", "prior projections and modulation",
+         "norms, activations, residuals")
+
+
+@dataclass
+class Work:
+    """What one kind of work reads, writes and computes in a frame."""
+
+    calls: int = 0
+    bytes_per_op: int = 0
+    bytes_fused: int = 0
+    flops: int = 0
+    ops: dict[str, int] = field(default_factory=dict)
+
+    def floor_ms(self, bandwidth: float, flops: float) -> float:
+        return 1e3 * max(self.bytes_fused / bandwidth, self.flops / flops)
+
+
+def _nbytes(value: Any) -> int:
+    return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
+
+
+def _distinct_tensors(values: Sequence[Any]) -> list[torch.Tensor]:
+    """The tensors among ``values``, each memory region once: the Gram product q k^T of [q; k]
+    passes one tensor and its transpose, which a kernel need read only once."""
+    seen: dict[tuple, torch.Tensor] = {}
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            base = value._base if value._base is not None else value
+            seen.setdefault((id(base), value.storage_offset(), tuple(sorted(value.shape))), value)
+    return list(seen.values())
+
+
+def _flops(name: str, args: Sequence[Any], out: Any) -> int:
+    """2 x multiply-adds of a convolution, matrix product or attention; 0 for anything else."""
+    if name == "convolution":
+        weight = args[1]
+        return 2 * out.numel() * weight.shape[1] * weight.shape[2] * weight.shape[3]
+    if name in ("mm", "bmm", "addmm"):
+        a = args[1] if name == "addmm" else args[0]
+        return 2 * out.numel() * a.shape[-1]
+    if "attention" in name:
+        q, k = args[0], args[1]  # (B, heads, Lq, d), (B, heads, Lk, d): q k^T and attn v
+        return 4 * q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.shape[3]
+    return 0
+
+
+class Ledger(TorchDispatchMode):
+    """Records every ATen operation of a forward pass against the module running it."""
+
+    def __init__(self, owners: list[str]):
+        super().__init__()
+        self.owners = owners  # the class names of the modules entered, outermost first
+        self.work: dict[str, Work] = defaultdict(Work)
+
+    def kind(self, name: str, args: Sequence[Any]) -> str:
+        inside = set(self.owners)
+        if name == "convolution":
+            weight = args[1]
+            if weight.shape[2:] == (1, 1):
+                return KINDS[0]
+            if weight.shape[1] == 1 and weight.shape[0] == args[0].shape[1]:  # depthwise
+                return KINDS[1] if inside & {"GDFN", "FusedGateGDFN"} else KINDS[2]
+            return KINDS[5]
+        if "HIM" in inside:
+            return KINDS[4]
+        if name == "bmm" and "MDTA" in inside:
+            return KINDS[3]
+        if name in ANCHORS:
+            return KINDS[6]  # the Linears of the multi-scale prior and of the bottleneck's modulation
+        if inside & {"GDFN", "FusedGateGDFN"} and name in ("gelu", "mul") and "Linear" not in inside:
+            return KINDS[1]  # the gate: fused into the depthwise convolution
+        return KINDS[7]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name in VIEWS:
+            return out
+        work = self.work[self.kind(name, args)]
+        read = sum(_nbytes(a) for a in _distinct_tensors(tree_leaves((args, kwargs or {}))))
+        written = sum(_nbytes(o) for o in tree_leaves(out))
+        work.calls += 1
+        work.ops[name] = work.ops.get(name, 0) + 1
+        work.bytes_per_op += read + written
+        if name in ANCHORS:
+            gated = name == "convolution" and self.kind(name, args) == KINDS[1]
+            work.bytes_fused += read + (written // 2 if gated else written)
+            work.flops += _flops(name, args, out)
+        return out
+
+
+def frame_work(config: HIDiffConfig, size: ImageSize) -> dict[str, Work]:
+    """The kinds of work of one frame of ``config``'s Restormer at ``size`` (padded to the
+    Restormer's multiple), in float16, channels-last, with padded channels, on the meta device."""
+    from engines.contracts import pad_to_multiple
+    from hidiff.aligned_channels import align_channels
+    from hidiff.model import HIDiff
+
+    with torch.device("meta"):
+        model = HIDiff(config).eval()
+    restormer = model.restormer
+    align_channels(restormer)
+    restormer = restormer.to(torch.float16).to(memory_format=torch.channels_last)
+    owners: list[str] = []
+
+    def enter(module: torch.nn.Module, _: Any) -> None:
+        owners.append(type(module).__name__)
+
+    def leave(module: torch.nn.Module, _: Any, __: Any) -> None:
+        owners.pop()
+
+    for module in restormer.modules():
+        module.register_forward_pre_hook(enter)
+        module.register_forward_hook(leave)
+    blur = torch.empty(1, 3, pad_to_multiple(size.height), pad_to_multiple(size.width), device="meta",
+                       dtype=torch.float16).to(memory_format=torch.channels_last)
+    prior = torch.empty(1, *model.prior_shape, device="meta", dtype=torch.float16)
+    ledger = Ledger(owners)
+    with torch.no_grad(), ledger:  # not inference_mode: composite ops would reach the ledger undecomposed
+        restormer(blur, prior)
+    return {kind: ledger.work[kind] for kind in KINDS if kind in ledger.work}
+
+
+def markdown(work: dict[str, Work], title: str, bandwidth: float, flops: float) -> str:
+    lines = [f"## {title}", "",
+             f"Floors at {bandwidth / 1e12:.2f} TB/s and {flops / 1e12:.0f} TFLOP/s.", "",
+             "| kind of work | ops | GB op by op | GB fused | GFLOP | ms at bandwidth | ms at FLOP/s | floor ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for kind, w in work.items():
+        lines.append(f"| {kind} | {w.calls} | {w.bytes_per_op / 1e9:.2f} | {w.bytes_fused / 1e9:.2f} | "
+                     f"{w.flops / 1e9:.0f} | {1e3 * w.bytes_fused / bandwidth:.2f} | {1e3 * w.flops / flops:.2f} | "
+                     f"{w.floor_ms(bandwidth, flops):.2f} |")
+    per_op = sum(w.bytes_per_op for w in work.values())
+    fused = sum(w.bytes_fused for w in work.values())
+    total_flops = sum(w.flops for w in work.values())
+    floor = sum(w.floor_ms(bandwidth, flops) for w in work.values())
+    lines.append(f"| **frame** | {sum(w.calls for w in work.values())} | **{per_op / 1e9:.2f}** | **{fused / 1e9:.2f}** | "
+                 f"**{total_flops / 1e9:.0f}** | {1e3 * fused / bandwidth:.2f} | {1e3 * total_flops / flops:.2f} | "
+                 f"**{floor:.2f}** |")
+    lines += ["", f"Op by op, the frame would take {1e3 * per_op / bandwidth:.1f} ms at the full bandwidth."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python bench/traffic.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="gopro", help="architecture preset (hidiff.config.preset): gopro, realblur_j, ...")
+    parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("1280x720"), help="WIDTHxHEIGHT")
+    parser.add_argument("--bandwidth", type=float, default=H100_BANDWIDTH, help="memory bandwidth, bytes/s")
+    parser.add_argument("--flops", type=float, default=H100_FP16_FLOPS, help="FP16 tensor-core FLOP/s")
+    parser.add_argument("--out", type=Path, help="folder for traffic.json and traffic.md")
+    args = parser.parse_args(argv)
+    if args.bandwidth <= 0 or args.flops <= 0:
+        parser.error("--bandwidth and --flops must be positive")
+    work = frame_work(preset(args.preset), args.size)
+    title = f"Memory and arithmetic floor of one {args.size.label} Restormer frame, {args.preset} preset, FP16 channels-last"
+    table = markdown(work, title, args.bandwidth, args.flops)
+    print(table)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        record = {"title": title, "bandwidth": args.bandwidth, "flops": args.flops,
+                  "work": {kind: asdict(w) for kind, w in work.items()}}
+        write_atomic(args.out / "traffic.json", json.dumps(record, indent=1).encode("utf-8"))
+        write_atomic(args.out / "traffic.md", table.encode("utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
