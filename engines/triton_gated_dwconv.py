@@ -57,22 +57,20 @@ def triton_available() -> bool:
     return triton is not None and torch.cuda.is_available()
 
 
-# The tiles the autotuner tries, as (pairs, channels, warps, rows loaded ahead), each holding 2 or
-# 4 channels of a pixel pair per thread. At 8 per thread (session 8's tiles) ptxas runs out of
-# registers on sm_90 (255 and a 352-byte stack of spills); at 4 it needs 207, at 2 about 96, with
-# no spills (a CPU test compiles every tile for sm_90 and checks). Session 9's H100 run tried nine
-# such tiles, one row ahead, and chose (4, 64, 4) at every shape of a 1280x720 frame; the list
-# keeps it and its neighbours, and tries the 2-channel tiles, which have registers to spare, with
-# two rows in flight.
-TILES = ((4, 64, 4, 1), (2, 64, 2, 1), (8, 64, 8, 1), (4, 64, 2, 1), (8, 64, 4, 1),
-         (4, 64, 4, 2), (2, 64, 2, 2), (8, 64, 8, 2))
+# The tiles the autotuner tries, as (pairs, channels, warps), each holding 2 or 4 channels of a
+# pixel pair per thread. At 8 per thread (session 8's tiles) ptxas runs out of registers on sm_90
+# (255 and a 352-byte stack of spills); at 4 it needs 207, at 2 about 96, with no spills (a CPU
+# test compiles every tile for sm_90 and checks). Session 9's H100 run tried nine such tiles and
+# chose (4, 64, 4) at every shape of a 1280x720 frame; the list keeps it and its neighbours, so
+# that the first call of a new shape autotunes ten configurations, not eighteen.
+TILES = ((4, 64, 4), (2, 64, 2), (8, 64, 8), (4, 64, 2), (8, 64, 4))
 STRIP_ROWS = (16, 32)
 
 
 def _configs() -> list:
     """Every tile of :data:`TILES` in strips of :data:`STRIP_ROWS` rows."""
-    return [triton.Config({"PAIRS": pairs, "BLOCK_C": c, "ROWS": rows, "AHEAD": ahead}, num_warps=warps)
-            for pairs, c, warps, ahead in TILES for rows in STRIP_ROWS]
+    return [triton.Config({"PAIRS": pairs, "BLOCK_C": c, "ROWS": rows}, num_warps=warps)
+            for pairs, c, warps in TILES for rows in STRIP_ROWS]
 
 
 if triton is not None:
@@ -131,7 +129,6 @@ if triton is not None:
         stride_yb, stride_yh, stride_yw, stride_yc,
         stride_ob, stride_oh, stride_ow, stride_oc,
         HAS_BIAS: tl.constexpr, ROWS: tl.constexpr, PAIRS: tl.constexpr, BLOCK_C: tl.constexpr,
-        AHEAD: tl.constexpr,
     ):
         # Program: rows [row0, row0 + ROWS) x 2 * PAIRS columns (PAIRS even ones, each with the odd
         # one after it) x BLOCK_C output channels c of one image, which read channels c and c + C.
@@ -174,31 +171,17 @@ if triton is not None:
         mid_e2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
         top_o2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
         mid_o2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
-        # The rows in flight: the next (n*) and, with AHEAD == 2, the one after it (f*).
         nl, ne, no, nr = _pair_row(y1, row0 - 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right, PAIRS)
         nl2, ne2, no2, nr2 = _pair_row(y2, row0 - 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right,
                                        PAIRS)
-        if AHEAD == 2:
-            fl, fe, fo, fr = _pair_row(y1, row0, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right, PAIRS)
-            fl2, fe2, fo2, fr2 = _pair_row(y2, row0, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right,
-                                           PAIRS)
         for i in range(ROWS + 2):
             r = row0 - 1 + i
-            # This row was loaded AHEAD iterations ago; issue the loads of row r + AHEAD now.
+            # This row was loaded during the last iteration; issue the next row's loads now.
             left, ev, od, right = _widen(nl, ne, no, nr)
             left2, ev2, od2, right2 = _widen(nl2, ne2, no2, nr2)
-            if AHEAD == 2:
-                nl, ne, no, nr = fl, fe, fo, fr
-                nl2, ne2, no2, nr2 = fl2, fe2, fo2, fr2
-                fl, fe, fo, fr = _pair_row(y1, r + 2, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right,
+            nl, ne, no, nr = _pair_row(y1, r + 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right, PAIRS)
+            nl2, ne2, no2, nr2 = _pair_row(y2, r + 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right,
                                            PAIRS)
-                fl2, fe2, fo2, fr2 = _pair_row(y2, r + 2, H, stride_yh, stride_yw, at_left, at_even, at_odd,
-                                               at_right, PAIRS)
-            else:
-                nl, ne, no, nr = _pair_row(y1, r + 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right,
-                                           PAIRS)
-                nl2, ne2, no2, nr2 = _pair_row(y2, r + 1, H, stride_yh, stride_yw, at_left, at_even, at_odd,
-                                               at_right, PAIRS)
             done_e, top_e, mid_e = _stream(top_e, mid_e, left, ev, od, a0, a1, a2, b0, b1, b2, d0, d1, d2)
             done_o, top_o, mid_o = _stream(top_o, mid_o, ev, od, right, a0, a1, a2, b0, b1, b2, d0, d1, d2)
             done_e2, top_e2, mid_e2 = _stream(top_e2, mid_e2, left2, ev2, od2, e0, e1, e2, f0, f1, f2, g0, g1, g2)
