@@ -17,10 +17,11 @@ inductor settings to the mode's (``torch._inductor.list_mode_options``), e.g.
 (default: on for float16 on CUDA) zero-pads the Restormer's unaligned channel counts so that every
 convolution gets a tensor-core kernel (:mod:`hidiff.aligned_channels`). ``fuse_gates`` (default off;
 CUDA and Triton only) runs each GDFN's depthwise convolution and GELU gate as one Triton kernel
-(:mod:`engines.triton_gated_dwconv`): the fastest compiled form and the leanest. On an H100, the
-compiled FP16 GoPro model at 1280x720 took 56.4 against 59.2 ms without it (same run) and peaked
-at 2236 against 2719 MiB; docs/benchmarks.md, session 8. It stays opt-in because its eager gain
-was not measured and its first call autotunes the kernel for each new shape. (The attention's
+(:mod:`engines.triton_gated_dwconv`): the fastest form, compiled or eager, and the leanest. On an
+H100 the compiled FP16 GoPro model took 55.3 against 59.1 ms without it at 1280x720 and 114.1
+against 127.1 ms at 1920x1080 (peak 4799 against 5844 MiB), the eager channels-last one 134.3
+against 152.1 ms at 1280x720 (same runs; docs/benchmarks.md, session 9). It stays opt-in because
+its first call of each new shape autotunes the kernel: 22.9 s against 0.45 s eagerly. (The attention's
 depthwise convolutions as the same kernel without the gate ran slower than cuDNN's, 8.5 against
 6.9 ms per 720p frame; written as nine shifted multiply-adds for inductor to fuse they ran slower
 compiled, twice: 90.0 against 73.6 ms in session 3, 69.0 against 47.7 ms in session 6.)

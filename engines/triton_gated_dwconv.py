@@ -16,14 +16,17 @@ time. The row is loaded once per pair of output columns (at even - 1, even, odd,
 outputs share two of their three input columns) and added, with the three rows of filter taps,
 into the three output rows it touches: the one it completes is gated and stored, the two others
 are carried in registers, and the next row's loads are issued before this row's arithmetic.
-Each loaded element is widened to float32 once; taps, products and sums are float32 (session 8
-multiplied in float16 and widened every product: twice the arithmetic). Exact (erf) GELU.
+Each loaded element is widened to float32 once; taps, products and sums are float32. Exact (erf)
+GELU.
 
-Measured (docs/benchmarks.md, session 8): at the shapes of a 1280x720 frame of the GoPro model on
-an H100 the kernel takes 14.1 ms per frame where cuDNN's convolution and inductor's gate take
-20.4 ms and session 4's first version of this kernel (nine masked loads per output from 4-row
-tiles) 22.3 ms. The same row-streaming kernel without the gate, for the attention's depthwise
-convolutions, was slower than cuDNN's (8.5 against 6.9 ms per frame), so those stay cuDNN's.
+Measured (docs/benchmarks.md, session 9): at the shapes of a 1280x720 frame of the GoPro model on
+an H100 the kernel takes 11.4 ms per frame where cuDNN's convolution and inductor's gate take
+20.3 ms. Session 8's version took 14.1 ms: its tiles spilled registers (255 and a 352-byte stack
+per thread on sm_90). Halving its arithmetic (float16 products widened one by one) and keeping
+two rows in flight changed nothing measurable. The kernel moves 1.5-1.7 TB/s at the large
+shapes, about half the H100's bandwidth. The same row-streaming kernel without the gate, for the
+attention's depthwise convolutions, was slower than cuDNN's in session 8 (8.5 against 6.9 ms
+per frame), so those stay cuDNN's.
 
 :func:`fuse_gdfn_gates` swaps every GDFN of a Restormer for :class:`FusedGateGDFN`, which calls
 the kernel on CUDA tensors and the PyTorch reference (:func:`gated_dwconv3x3_reference`)
