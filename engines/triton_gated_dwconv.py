@@ -22,11 +22,11 @@ GELU.
 Measured (docs/benchmarks.md, session 9): at the shapes of a 1280x720 frame of the GoPro model on
 an H100 the kernel takes 11.4 ms per frame where cuDNN's convolution and inductor's gate take
 20.3 ms. Session 8's version took 14.1 ms: its tiles spilled registers (255 and a 352-byte stack
-per thread on sm_90). Halving its arithmetic (float16 products widened one by one) and keeping
-two rows in flight changed nothing measurable. The kernel moves 1.5-1.7 TB/s at the large
-shapes, about half the H100's bandwidth. The same row-streaming kernel without the gate, for the
-attention's depthwise convolutions, was slower than cuDNN's in session 8 (8.5 against 6.9 ms
-per frame), so those stay cuDNN's.
+per thread on sm_90). Before that was found, halving its arithmetic (float16 products widened
+one by one) changed nothing measurable; after, neither did keeping two rows of loads in flight.
+The kernel moves 1.5-1.7 TB/s at the large shapes, about half the H100's bandwidth. The same
+row-streaming kernel without the gate, for the attention's depthwise convolutions, was slower
+than cuDNN's in session 8 (8.5 against 6.9 ms per frame), so those stay cuDNN's.
 
 :func:`fuse_gdfn_gates` swaps every GDFN of a Restormer for :class:`FusedGateGDFN`, which calls
 the kernel on CUDA tensors and the PyTorch reference (:func:`gated_dwconv3x3_reference`)
