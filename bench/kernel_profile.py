@@ -6,7 +6,9 @@
 The graph runs through the engine interface on device-resident inputs (a natural image, unit
 Gaussian prior tokens); after warm-up, ``torch.profiler`` records the CUDA kernels of a few runs
 through CUPTI, which sees every kernel of the process, also those ONNX Runtime and TensorRT
-launch. Prints the kernels by total GPU time; ``--out`` keeps the table (text) and a Chrome trace.
+launch. Prints the kernels by total GPU time and a summary by kind of kernel (GEMMs, depthwise
+convolutions, inductor's generated kernels, ...); ``--out`` keeps the full table (text), the
+summary and a Chrome trace. ``--summarize TABLE`` prints the summary of a saved table (no GPU).
 """
 from __future__ import annotations
 
@@ -17,13 +19,91 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import re  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import torch  # noqa: E402
 
 from bench.backends import BENCH_BACKENDS, open_bench_backend  # noqa: E402
 from bench.inputs import ImageSize, add_model_arguments, load_model, model_choice_from_args, natural_frames  # noqa: E402
 from hidiff.files import write_atomic  # noqa: E402
+
+# Kinds of CUDA kernel, by name (first match wins): library kernels keep recognisable names.
+KERNEL_KINDS = (
+    ("fused GDFN kernel (Triton)", re.compile(r"_gated_dwconv3x3")),
+    ("depthwise convolutions (cuDNN)", re.compile(r"depthwise")),
+    ("attention", re.compile(r"sdpa|flash|fmha|attention", re.I)),  # before convolutions: cuDNN's names say fprop
+    ("other convolutions (cuDNN)", re.compile(r"fprop|conv2d|convolve|dgrad|wgrad", re.I)),
+    ("matrix products (cuBLAS, CUTLASS)", re.compile(r"nvjet|gemm|cutlass|cublas", re.I)),
+    ("inductor's generated kernels (norms, activations, residuals)", re.compile(r"^triton_")),
+    ("PyTorch's elementwise kernels and copies", re.compile(r"elementwise|copy|memcpy|memset|reduce|CatArray|fill",
+                                                           re.I)),
+)
+_TIME = re.compile(r"^([0-9.]+)(us|ms|s)$")
+
+
+@dataclass
+class KernelRow:
+    name: str
+    self_device_ms: float  # summed over the profiled runs
+    calls: int
+
+
+def _ms(text: str) -> float:
+    match = _TIME.match(text)
+    if not match:
+        raise ValueError(f"not a time: {text!r}")
+    return float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[match.group(2)]
+
+
+def kernel_rows(table: str) -> list[KernelRow]:
+    """The CUDA kernels of a ``key_averages().table()``: rows with no CPU time of their own and
+    some device time (the CPU-side rows, operators and launchers, have CPU time)."""
+    lines = table.splitlines()
+    header = next((line for line in lines if line.strip().startswith("Name") and "Self CPU" in line), None)
+    if header is None:
+        raise ValueError("no profiler table header (a line starting with Name ... Self CPU) in the text")
+    columns = re.split(r"\s{2,}", header.strip())
+    self_cpu, self_device, calls = columns.index("Self CPU"), columns.index(
+        next(c for c in columns if re.fullmatch(r"Self (CUDA|XPU|device)", c))), columns.index("# of Calls")
+    rows = []
+    for line in lines:
+        fields = re.split(r"\s{2,}", line.strip())
+        if len(fields) != len(columns) or fields[0] == "Name" or not _TIME.match(fields[self_cpu]):
+            continue
+        if _ms(fields[self_cpu]) == 0 and _ms(fields[self_device]) > 0:
+            rows.append(KernelRow(fields[0], _ms(fields[self_device]), int(fields[calls])))
+    return rows
+
+
+def kernel_kind(name: str) -> str:
+    return next((kind for kind, pattern in KERNEL_KINDS if pattern.search(name)), "other")
+
+
+def kinds_markdown(rows: list[KernelRow], runs: int, title: str) -> str:
+    """GPU time per run by kind of kernel, largest first."""
+    by_kind: dict[str, list[KernelRow]] = {}
+    for row in rows:
+        by_kind.setdefault(kernel_kind(row.name), []).append(row)
+    total = sum(row.self_device_ms for row in rows) / runs
+    lines = [f"## {title}", "", "| kind of kernel | kernels | launches per run | ms per run | share |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for kind, members in sorted(by_kind.items(), key=lambda item: -sum(r.self_device_ms for r in item[1])):
+        ms = sum(r.self_device_ms for r in members) / runs
+        lines.append(f"| {kind} | {len(members)} | {sum(r.calls for r in members) / runs:g} | {ms:.2f} | "
+                     f"{100 * ms / total:.1f} % |")
+    lines.append(f"| **all kernels** | {len(rows)} | {sum(r.calls for r in rows) / runs:g} | **{total:.2f}** | 100 % |")
+    return "\n".join(lines) + "\n"
+
+
+def summarize(path: Path) -> str:
+    """The kinds table of a table saved by this script (its first line names the runs)."""
+    text = path.read_text()
+    found = re.search(r", (\d+) runs?,", text.splitlines()[0] if text else "")
+    if found is None:
+        raise ValueError(f"{path}: the first line does not say how many runs were profiled (\", N runs,\")")
+    return kinds_markdown(kernel_rows(text), int(found.group(1)), text.splitlines()[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,7 +116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--summarize", type=Path, default=None, metavar="TABLE",
+                        help="print the kinds of kernel of a table this script saved, and exit (no GPU needed)")
     args = parser.parse_args(argv)
+    if args.summarize is not None:
+        try:
+            print(summarize(args.summarize))
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+        return 0
     if not torch.cuda.is_available():
         print("kernel_profile: needs a CUDA device", file=sys.stderr)
         return 1
@@ -59,14 +147,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _ in range(args.runs):
             engine.infer(feeds)
         torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="device_time_total", row_limit=args.top, max_name_column_width=90)
+    averages = prof.key_averages()
+    table = averages.table(sort_by="device_time_total", row_limit=args.top, max_name_column_width=90)
     title = f"{args.backend} {args.graph} {args.size.label}, {args.runs} runs, {torch.cuda.get_device_name(0)}"
+    whole = averages.table(sort_by="device_time_total", row_limit=-1, max_name_column_width=90)
+    kinds = kinds_markdown(kernel_rows(whole), args.runs, title)
     print(title)
     print(table)
+    print(kinds)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        write_atomic(args.out / f"kernels_{args.backend}_{args.graph}_{args.size.label}.txt", title + "\n" + table)
-        prof.export_chrome_trace(str(args.out / f"trace_{args.backend}_{args.graph}_{args.size.label}.json"))
+        stem = f"{args.backend}_{args.graph}_{args.size.label}"
+        write_atomic(args.out / f"kernels_{stem}.txt", title + "\n" + whole)
+        write_atomic(args.out / f"kinds_{stem}.md", kinds)
+        prof.export_chrome_trace(str(args.out / f"trace_{stem}.json"))
     engines.close()
     return 0
 

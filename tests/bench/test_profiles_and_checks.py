@@ -78,5 +78,57 @@ def test_runtime_checks_measure_every_figure_on_a_gpu(tmp_path):
 def test_kernel_profile_lists_the_kernels_of_a_torch_engine(tmp_path, capsys):
     assert kernel_profile.main(["--tiny", "--backend", "torch-fp16-nhwc", "--size", "64x48", "--runs", "1",
                                 "--out", str(tmp_path)]) == 0
-    assert "Self CUDA" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Self CUDA" in out and "| **all kernels** |" in out
     assert list(tmp_path.glob("kernels_*.txt")) and list(tmp_path.glob("trace_*.json"))
+    (saved,) = tmp_path.glob("kernels_*.txt")
+    assert kernel_profile.summarize(saved) == next(tmp_path.glob("kinds_*.md")).read_text()
+
+
+# A table kernel_profile.py saved on an H100 in session 9 (its 60 largest rows).
+SESSION9_TABLE = (Path(__file__).resolve().parents[2] / "docs/results/session9-2026-11-27"
+                  / "h100-rest-of-gpu-tests-and-profile/profile/kernels_torch-compile-fp16-fused_restormer_1280x720.txt")
+
+
+def test_kernel_rows_are_the_kernels_not_the_operators_that_launch_them():
+    rows = kernel_profile.kernel_rows(SESSION9_TABLE.read_text())
+    names = [row.name for row in rows]
+    assert "_gated_dwconv3x3_kernel" in names  # the kernel ...
+    assert not any(name.startswith(("aten::", "_gated_dwconv3x3_kernel_", "Torch-Compiled", "##")) for name in names)
+    assert len(names) == len(set(names))  # ... once, not again under its launcher's row
+    gdfn = next(row for row in rows if row.name == "_gated_dwconv3x3_kernel")
+    assert gdfn.self_device_ms == pytest.approx(22.118) and gdfn.calls == 76
+
+
+def test_kinds_of_a_saved_table_add_up_per_run(capsys):
+    assert kernel_profile.main(["--summarize", str(SESSION9_TABLE)]) == 0
+    table = capsys.readouterr().out
+    assert "| fused GDFN kernel (Triton) | 1 | 38 | 11.06 |" in table
+    assert "| **all kernels** | 32 | 277 | **41.89** |" in table
+    shares = [float(line.split("|")[-2].strip(" %")) for line in table.splitlines()
+              if line.startswith("| ") and "%" in line and "all kernels" not in line]
+    assert sum(shares) == pytest.approx(100, abs=0.3)
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("nvjet_sm90_hsh_128x256_64x4_2x1_v_bz_coopA_TNN", "matrix products (cuBLAS, CUTLASS)"),
+    ("sm90_xmma_depthwise_convolution_fprop_tiling_f16f16_f32f32_f32_nhwckrsc_nhwc", "depthwise convolutions (cuDNN)"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7", "attention"),
+    ("sm90_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc", "other convolutions (cuDNN)"),
+    ("triton_per_fused_add_bmm_native_layer_norm_permute_transpose_view_77",
+     "inductor's generated kernels (norms, activations, residuals)"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>",
+     "PyTorch's elementwise kernels and copies"),
+    ("some_vendor_kernel", "other"),
+])
+def test_kernel_kinds_by_name(name, kind):
+    assert kernel_profile.kernel_kind(name) == kind
+
+
+def test_summarize_refuses_what_is_not_a_saved_table(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("torch-fp16 restormer 64x48, 1 runs, GPU\nno table here\n")
+    with pytest.raises(ValueError, match="no profiler table header"):
+        kernel_profile.summarize(text)
+    with pytest.raises(SystemExit):
+        kernel_profile.main(["--summarize", str(tmp_path / "missing.txt")])
