@@ -65,8 +65,10 @@ def kernel_rows(table: str) -> list[KernelRow]:
     if header is None:
         raise ValueError("no profiler table header (a line starting with Name ... Self CPU) in the text")
     columns = re.split(r"\s{2,}", header.strip())
-    self_cpu, self_device, calls = columns.index("Self CPU"), columns.index(
-        next(c for c in columns if re.fullmatch(r"Self (CUDA|XPU|device)", c))), columns.index("# of Calls")
+    device = next((c for c in columns if re.fullmatch(r"Self (CUDA|XPU|device)", c)), None)
+    if device is None or "# of Calls" not in columns:
+        raise ValueError(f"the profiler table has no device-time column (a CPU-only profile?): {columns}")
+    self_cpu, self_device, calls = columns.index("Self CPU"), columns.index(device), columns.index("# of Calls")
     rows = []
     for line in lines:
         fields = re.split(r"\s{2,}", line.strip())

@@ -132,3 +132,7 @@ def test_summarize_refuses_what_is_not_a_saved_table(tmp_path):
         kernel_profile.summarize(text)
     with pytest.raises(SystemExit):
         kernel_profile.main(["--summarize", str(tmp_path / "missing.txt")])
+    with torch.profiler.profile() as prof:  # a real profile with no device column
+        torch.randn(8, 8) @ torch.randn(8, 8)
+    with pytest.raises(ValueError, match="no device-time column"):
+        kernel_profile.kernel_rows(prof.key_averages().table(row_limit=-1))
