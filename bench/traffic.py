@@ -136,14 +136,15 @@ class Ledger(TorchDispatchMode):
         name = func.overloadpacket.__name__
         if name in VIEWS:
             return out
-        work = self.work[self.kind(name, args)]
+        kind = self.kind(name, args)
+        work = self.work[kind]
         read = sum(_nbytes(a) for a in _distinct_tensors(tree_leaves((args, kwargs or {}))))
         written = sum(_nbytes(o) for o in tree_leaves(out))
         work.calls += 1
         work.ops[name] = work.ops.get(name, 0) + 1
         work.bytes_per_op += read + written
         if name in ANCHORS:
-            gated = name == "convolution" and self.kind(name, args) == KINDS[1]
+            gated = name == "convolution" and kind == KINDS[1]  # the gate halves what is written
             work.bytes_fused += read + (written // 2 if gated else written)
             work.flops += _flops(name, args, out)
         return out
