@@ -21,7 +21,8 @@ CUDA and Triton only) runs each GDFN's depthwise convolution and GELU gate as on
 H100 the compiled FP16 GoPro model took 55.3 against 59.1 ms without it at 1280x720 and 114.1
 against 127.1 ms at 1920x1080 (peak 4799 against 5844 MiB), the eager channels-last one 134.3
 against 152.1 ms at 1280x720 (same runs; docs/benchmarks.md, session 9). It stays opt-in because
-its first call of each new shape autotunes the kernel: 22.9 s against 0.45 s eagerly. (The attention's
+its first call of each new shape autotunes the kernel: 22.9 s against 0.45 s eagerly (Triton keeps
+the choice on disk for later processes where it can; their start was not timed). (The attention's
 depthwise convolutions as the same kernel without the gate ran slower than cuDNN's, 8.5 against
 6.9 ms per 720p frame; written as nine shifted multiply-adds for inductor to fuse they ran slower
 compiled, twice: 90.0 against 73.6 ms in session 3, 69.0 against 47.7 ms in session 6.)

@@ -209,6 +209,22 @@ def test_compile_sees_the_kernel_write_only_its_output(monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not gated._DISK_CACHE, reason="this Triton's autotuner has no cache_results")
+def test_autotuned_tiles_are_kept_on_disk(tmp_path):
+    """A fresh process autotunes a new shape and leaves the choice in Triton's cache folder, for
+    the next process on the machine to read instead of timing every tile again."""
+    script = ("import torch\nfrom engines import triton_gated_dwconv as gated\n"
+              "y = torch.randn(1, 64, 24, 40, device='cuda', dtype=torch.float16).to(memory_format=torch.channels_last)\n"
+              "gated.gated_dwconv3x3(y, torch.randn(64, 1, 3, 3, device='cuda', dtype=torch.float16))\n"
+              "torch.cuda.synchronize()\n")
+    env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(tmp_path.rglob("*.autotune.json"))
+
+
+@pytest.mark.gpu
 def test_fused_fp16_restormer_matches_the_unfused_one():
     fused = torch_engines(tiny_model(), "cuda:0", "fp16", fuse_gates=True)["restormer"]
     plain = torch_engines(tiny_model(), "cuda:0", "fp16")["restormer"]
