@@ -72,7 +72,7 @@ TILES = ((4, 64, 4), (2, 64, 2), (8, 64, 8), (4, 64, 2), (8, 64, 4))
 STRIP_ROWS = (16, 32)
 
 
-# Where Triton can (its autotuner's cache_results, Triton 3.2 and later), the tile chosen for a
+# Where Triton can (its autotuner's cache_results, where this Triton has it), the tile chosen for a
 # shape is kept in Triton's cache folder, keyed by GPU, kernel source, shape and tiles, so that
 # only a machine's first process pays the autotuning of each new shape (22.9 s for the five shapes
 # of a 1280x720 frame, measured eagerly in session 9; later processes were not timed).
