@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.inputs import ImageSize  # noqa: E402
+from bench.inputs import ImageSize, engine_restormer  # noqa: E402
 from hidiff.config import HIDiffConfig, preset  # noqa: E402
 from hidiff.restormer import GDFN  # noqa: E402
 
@@ -35,15 +35,8 @@ def frame_shapes(config: HIDiffConfig, size: ImageSize, device: str = "cuda") ->
     """How often one frame of ``config``'s Restormer at ``size`` calls GDFN's depthwise convolution
     at each shape, with its channels padded as the CUDA engines pad them (float16 on CUDA, else float32) and
     the frame padded to the Restormer's multiple as the pipeline pads it."""
-    from engines.contracts import pad_to_multiple
-    from hidiff.aligned_channels import align_channels
-    from hidiff.model import HIDiff
-
-    model = HIDiff(config).eval()
-    restormer = model.restormer
-    align_channels(restormer)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    restormer = restormer.to(device, dtype).to(memory_format=torch.channels_last)
+    restormer, blur, prior = engine_restormer(config, size, device, dtype)
     seen: Counter[Shape] = Counter()
 
     def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -53,10 +46,8 @@ def frame_shapes(config: HIDiffConfig, size: ImageSize, device: str = "cuda") ->
     for module in restormer.modules():
         if isinstance(module, GDFN):
             module.dwconv.register_forward_pre_hook(record)
-    blur = torch.rand(1, 3, pad_to_multiple(size.height), pad_to_multiple(size.width), device=device, dtype=dtype)
-    prior = torch.randn(1, *model.prior_shape, device=device, dtype=dtype)
     with torch.inference_mode():
-        restormer(blur.to(memory_format=torch.channels_last), prior)
+        restormer(blur, prior)
     return seen
 
 

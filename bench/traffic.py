@@ -41,7 +41,7 @@ from torch.utils._pytree import tree_leaves
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.inputs import ImageSize  # noqa: E402
+from bench.inputs import ImageSize, engine_restormer  # noqa: E402
 from hidiff.config import HIDiffConfig, preset  # noqa: E402
 from hidiff.files import write_atomic  # noqa: E402
 
@@ -153,15 +153,7 @@ class Ledger(TorchDispatchMode):
 def frame_work(config: HIDiffConfig, size: ImageSize) -> dict[str, Work]:
     """The kinds of work of one frame of ``config``'s Restormer at ``size`` (padded to the
     Restormer's multiple), in float16, channels-last, with padded channels, on the meta device."""
-    from engines.contracts import pad_to_multiple
-    from hidiff.aligned_channels import align_channels
-    from hidiff.model import HIDiff
-
-    with torch.device("meta"):
-        model = HIDiff(config).eval()
-    restormer = model.restormer
-    align_channels(restormer)
-    restormer = restormer.to(torch.float16).to(memory_format=torch.channels_last)
+    restormer, blur, prior = engine_restormer(config, size, "meta", torch.float16)
     owners: list[str] = []
 
     def enter(module: torch.nn.Module, _: Any) -> None:
@@ -173,9 +165,6 @@ def frame_work(config: HIDiffConfig, size: ImageSize) -> dict[str, Work]:
     for module in restormer.modules():
         module.register_forward_pre_hook(enter)
         module.register_forward_hook(leave)
-    blur = torch.empty(1, 3, pad_to_multiple(size.height), pad_to_multiple(size.width), device="meta",
-                       dtype=torch.float16).to(memory_format=torch.channels_last)
-    prior = torch.empty(1, *model.prior_shape, device="meta", dtype=torch.float16)
     ledger = Ledger(owners)
     with torch.no_grad(), ledger:  # not inference_mode: composite ops would reach the ledger undecomposed
         restormer(blur, prior)

@@ -10,23 +10,14 @@ from conftest import tiny_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import traffic
-from bench.inputs import ImageSize
-from hidiff.aligned_channels import align_channels
-from hidiff.model import HIDiff
+from bench.inputs import ImageSize, engine_restormer
 from hidiff.restormer import GDFN
 
 SIZE = ImageSize.parse("64x40")
 
 
 def meta_restormer(config):
-    with torch.device("meta"):
-        model = HIDiff(config).eval()
-    restormer = model.restormer
-    align_channels(restormer)
-    restormer = restormer.to(torch.float16).to(memory_format=torch.channels_last)
-    blur = torch.empty(1, 3, 40, 64, device="meta", dtype=torch.float16).to(memory_format=torch.channels_last)
-    prior = torch.empty(1, *model.prior_shape, device="meta", dtype=torch.float16)
-    return restormer, blur, prior
+    return engine_restormer(config, SIZE, "meta", torch.float16)
 
 
 def nbytes(t: torch.Tensor) -> int:
