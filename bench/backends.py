@@ -71,6 +71,10 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
         # With engines.triton_gated_dwconv's fused GDFN depthwise convolution and gate (session 8's kernel).
         BenchBackend("torch-compile-fp16-fused", "torch", "fp16", ("cuda",),
                      options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True))),
+        # The same, each image graph replayed as one CUDA graph per shape (engines.cuda_graphs).
+        BenchBackend("torch-compile-fp16-fused-graphs", "torch", "fp16", ("cuda",),
+                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True),
+                              ("cuda_graphs", True))),
         BenchBackend("torch-fp16-nhwc", "torch", "fp16", ("cuda",), options=(("channels_last", True),)),
         BenchBackend("torch-fp16-nhwc-fused", "torch", "fp16", ("cuda",),
                      options=(("channels_last", True), ("fuse_gates", True))),

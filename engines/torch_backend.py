@@ -26,6 +26,13 @@ the choice on disk for later processes where it can; their start was not timed).
 depthwise convolutions as the same kernel without the gate ran slower than cuDNN's, 8.5 against
 6.9 ms per 720p frame; written as nine shifted multiply-adds for inductor to fuse they ran slower
 compiled, twice: 90.0 against 73.6 ms in session 3, 69.0 against 47.7 ms in session 6.)
+
+``cuda_graphs`` (default off; CUDA only) replays each engine's work as one CUDA graph per input
+shape from the shape's second call on (:class:`engines.cuda_graphs.ShapeGraphs`): no launch gaps
+between the compiled Restormer's several hundred kernels, and no host work per kernel. Outputs
+are then static buffers that the next call of the same shape overwrites, as TensorRT's are, and
+each captured shape keeps its activations' memory for good (up to four shapes); a call made
+while an outer capture records (the runtime's denoising loop) runs plainly into that capture.
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ from torch import nn
 
 from engines.base import Engine, EngineError, caller_stream, parse_device
 from engines.contracts import GraphContract, Precision, graph_contracts
+from engines.cuda_graphs import ShapeGraphs
 
 if TYPE_CHECKING:
     from hidiff.model import HIDiff
@@ -57,7 +65,8 @@ class TorchEngine(Engine):
     backend = "torch"
 
     def __init__(self, module: nn.Module, contract: GraphContract, device: str | int | torch.device = "cpu",
-                 compile: bool | str = False, inductor_options: dict[str, Any] | None = None):
+                 compile: bool | str = False, inductor_options: dict[str, Any] | None = None,
+                 cuda_graphs: bool = False):
         super().__init__(contract)
         self._device = parse_device(device)
         held = {p.device for p in module.parameters()} | {b.device for b in module.buffers()}
@@ -83,10 +92,28 @@ class TorchEngine(Engine):
                 self.compile_mode += f" + {inductor_options}"
             else:
                 self._run = torch.compile(module, mode=self.compile_mode)
+        self._graphs: ShapeGraphs | None = None
+        if cuda_graphs:
+            if self._device.type != "cuda":
+                raise ValueError(f"graph {contract.name!r}: cuda_graphs=True needs a CUDA device, the engine runs on "
+                                 f"{self._device}")
+            self._graphs = ShapeGraphs(self._call_module, self._device, f"graph {contract.name!r}")
 
     @property
     def device(self) -> torch.device:
         return self._device
+
+    @property
+    def cuda_graph_error(self) -> str | None:
+        """Why this engine runs plainly: None while its CUDA graphs are in use."""
+        if self._graphs is None:
+            return "not asked for (cuda_graphs=False)"
+        return self._graphs.error
+
+    def _call_module(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        assert self._run is not None  # _infer checks it first
+        result = self._run(*args)
+        return (result,) if isinstance(result, torch.Tensor) else tuple(result)
 
     @contextlib.contextmanager
     def _on_stream(self, stream: Any) -> Iterator[None]:
@@ -102,8 +129,7 @@ class TorchEngine(Engine):
             raise EngineError(f"graph {self.contract.name!r}: the torch engine was closed; open a new one")
         args = [feeds[name] for name in self.contract.input_names]
         with self._on_stream(stream), torch.inference_mode():
-            result = self._run(*args)
-        outputs = (result,) if isinstance(result, torch.Tensor) else tuple(result)
+            outputs = self._graphs(*args) if self._graphs is not None else self._call_module(*args)
         if len(outputs) != len(self.contract.outputs):
             raise EngineError(f"graph {self.contract.name!r}: the module returned {len(outputs)} tensors, "
                               f"the contract names {list(self.contract.output_names)}")
@@ -114,24 +140,27 @@ class TorchEngine(Engine):
         # the model copy is closed.
         self.module = None
         self._run = None
+        self._graphs = None
 
     def __repr__(self) -> str:
         compiled = f", compile={self.compile_mode!r}" if self.compile_mode else ""
-        return f"TorchEngine(graph={self.contract.name!r}, device={self._device}{compiled})"
+        graphs = ", cuda_graphs=True" if self._graphs is not None else ""
+        return f"TorchEngine(graph={self.contract.name!r}, device={self._device}{compiled}{graphs})"
 
 
 def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
                   precision: Precision | str = Precision.FP32, compile: bool | str = False,
                   channels_last: bool | None = None, inductor_options: dict[str, Any] | None = None,
-                  align_channels: bool | None = None, fuse_gates: bool = False) -> dict[str, Engine]:
+                  align_channels: bool | None = None, fuse_gates: bool = False,
+                  cuda_graphs: bool = False) -> dict[str, Engine]:
     """The three graphs of ``model`` as engines on ``device`` in ``precision``.
 
     The model is deep-copied, moved and cast (fp16 only on CUDA: the CPU has no fast half kernels
     and several are missing). I/O stay float32 in every precision. ``channels_last`` (default: on
     CUDA) runs the image graphs in channels-last memory: cuDNN's tensor-core convolutions take it
     natively and the LayerNorms over channels need no transposes; ``False`` is the plain eager
-    model, the benchmarks' baseline. ``inductor_options``, ``align_channels`` and ``fuse_gates``: see
-    the module docstring. Returns
+    model, the benchmarks' baseline. ``inductor_options``, ``align_channels``, ``fuse_gates`` and
+    ``cuda_graphs``: see the module docstring. Returns
     ``{"le_dm", "denoise_step", "restormer"}`` -> :class:`TorchEngine`.
     """
     from hidiff.graphs import graph_modules
@@ -166,5 +195,8 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
         copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     modules = graph_modules(copied, dtype, channels_last)
     contracts = graph_contracts(copied.config.prior_tokens, copied.config.prior_channels)
-    return {name: TorchEngine(modules[name], contracts[name], target, compile=compile, inductor_options=inductor_options)
+    if cuda_graphs and target.type != "cuda":
+        raise ValueError(f"cuda_graphs=True needs a CUDA device, got {target}")
+    return {name: TorchEngine(modules[name], contracts[name], target, compile=compile, inductor_options=inductor_options,
+                              cuda_graphs=cuda_graphs)
             for name in contracts}

@@ -6,40 +6,25 @@ because the steps are tiny ((B, N, C') tensors): eagerly the 8 steps cost 6.4 ms
 overhead at 1280x720 on an H100, replayed as a graph 0.7 ms (DESIGN.md). Their shapes do not
 depend on the image size, so one graph per batch size serves every frame.
 
-Capture rules followed here: the inputs live in static buffers (``cond`` copied in, z_T
-constant), the schedule indices are int64 (1,) device tensors made once, one warm-up run on a
-side stream precedes the capture (lazy initialisation, allocations), and the first replay is
-compared with the eager loop; any failure or difference disables graphs for this loop and the
-reason shows in :attr:`DenoiseLoop.mode`.
+The capture rules are :class:`engines.cuda_graphs.ShapeGraphs`': the second call of a batch size
+is captured (the first runs plainly), ``cond`` is copied into a static buffer, z_T is constant,
+the schedule indices are int64 (1,) device tensors made once, and the first replay is compared
+with a plain run; any failure or difference turns graphs off for this loop and the reason shows
+in :attr:`DenoiseLoop.mode`.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from engines.base import Engine
-
-log = logging.getLogger("runtime")
+from engines.cuda_graphs import MAX_GRAPHS, ShapeGraphs
 
 # Backends whose work torch.cuda.graph can capture through Engine.infer: the PyTorch backend
 # launches its kernels on the current stream, TensorRT enqueues on a stream ordered after and
 # before it. ONNX Runtime's CUDA provider runs on its own stream, outside any torch capture.
 CAPTURABLE_BACKENDS = frozenset({"torch", "tensorrt", "tensorrt_rtx"})
-# Batch sizes with a graph of their own; others run eagerly. Bounded because every graph pins its
-# buffers (and the TensorRT backend keeps buffers for a few shapes only).
-MAX_GRAPHS = 4
-# Replay vs eager: the same kernels on the same data, so the outputs agree to rounding.
-GRAPH_RTOL, GRAPH_ATOL = 1e-4, 1e-5
-
-
-@dataclass
-class _Captured:
-    graph: torch.cuda.CUDAGraph
-    cond: torch.Tensor  # static input buffer (B, N, C')
-    z_0: torch.Tensor  # static output buffer (B, N, C')
 
 
 class DenoiseLoop:
@@ -57,20 +42,32 @@ class DenoiseLoop:
         self.noise = noise
         self._t = [torch.tensor([t], dtype=torch.int64, device=self.device) for t in timesteps]
         self._z_T: dict[int, torch.Tensor] = {}
-        self._graphs: dict[int, _Captured] = {}
-        self.graph_error: str | None = None
+        self._graphs: ShapeGraphs | None = None
+        self._no_graph: str | None = None
         if not use_graph:
-            self.graph_error = "CUDA graphs turned off (cuda_graph=False)"
+            self._no_graph = "CUDA graphs turned off (cuda_graph=False)"
         elif self.device.type != "cuda":
-            self.graph_error = f"no CUDA graphs on {self.device}"
+            self._no_graph = f"no CUDA graphs on {self.device}"
         elif backend not in CAPTURABLE_BACKENDS:
-            self.graph_error = (f"the {backend} backend runs on its own CUDA stream, which torch cannot capture; "
-                                "plain loop of T engine calls")
+            self._no_graph = (f"the {backend} backend runs on its own CUDA stream, which torch cannot capture; "
+                              "plain loop of T engine calls")
+        else:
+            self._graphs = ShapeGraphs(self._graphed_steps, self.device, "denoising loop")
+
+    @property
+    def graph_error(self) -> str | None:
+        """Why the loop runs plainly (None while CUDA graphs are in use)."""
+        return self._no_graph if self._graphs is None else self._graphs.error
+
+    @property
+    def captured(self) -> int:
+        """How many batch sizes have a CUDA graph."""
+        return 0 if self._graphs is None else self._graphs.captured
 
     @property
     def mode(self) -> str:
         if self.graph_error is None:
-            return f"one CUDA graph per batch size (up to {MAX_GRAPHS})"
+            return f"one CUDA graph per batch size (up to {MAX_GRAPHS}), from its second call on"
         if getattr(self.engine, "uses_cuda_graph", False):
             return "T engine calls, each replaying the engine's own CUDA graph (ONNX Runtime's CUDA provider)"
         return f"plain loop ({self.graph_error})"
@@ -86,47 +83,15 @@ class DenoiseLoop:
             z = self.engine.infer({"z": z, "cond": cond, "t": t})["z_prev"]
         return z
 
+    def _graphed_steps(self, cond: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self._steps(self.z_T(cond.shape[0]), cond),)
+
     def run(self, cond: torch.Tensor) -> torch.Tensor:
         """cond (B, N, C') float32 on the device -> z_0 (B, N, C') float32.
 
         The result may be a buffer that the next ``run`` with the same batch size overwrites:
         use it (on the current stream) before the next call.
         """
-        batch = cond.shape[0]
-        captured = self._graphs.get(batch)
-        if captured is None and self.graph_error is None and len(self._graphs) < MAX_GRAPHS:
-            captured = self._capture(cond)
-        if captured is not None:
-            captured.cond.copy_(cond)
-            captured.graph.replay()
-            return captured.z_0
-        return self._steps(self.z_T(batch), cond)
-
-    def _capture(self, cond: torch.Tensor) -> _Captured | None:
-        batch = cond.shape[0]
-        z_T = self.z_T(batch)
-        static_cond = cond.clone()
-        current = torch.cuda.current_stream(self.device)
-        try:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(current)
-            with torch.cuda.stream(side):
-                eager = self._steps(z_T, static_cond).clone()
-            current.wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                z_0 = self._steps(z_T, static_cond)
-            graph.replay()
-            same = torch.allclose(z_0, eager, rtol=GRAPH_RTOL, atol=GRAPH_ATOL)
-        except RuntimeError as exc:
-            self.graph_error = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); plain loop instead"
-            log.warning("denoising loop: %s", self.graph_error)
-            return None
-        if not same:
-            diff = (z_0 - eager).abs().max().item()
-            self.graph_error = f"the replayed graph differed from the eager loop (max |diff| {diff:.3g}); plain loop"
-            log.warning("denoising loop: %s", self.graph_error)
-            return None
-        captured = _Captured(graph, static_cond, z_0)
-        self._graphs[batch] = captured
-        return captured
+        if self._graphs is not None:
+            return self._graphs(cond)[0]
+        return self._steps(self.z_T(cond.shape[0]), cond)
