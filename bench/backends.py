@@ -75,6 +75,14 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
         BenchBackend("torch-compile-fp16-fused-graphs", "torch", "fp16", ("cuda",),
                      options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True),
                               ("cuda_graphs", True))),
+        # With the LayerNorms and residual additions inside the 1x1 projections as well
+        # (engines.triton_norm_matmul), without and with CUDA graphs.
+        BenchBackend("torch-compile-fp16-fused-norms", "torch", "fp16", ("cuda",),
+                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True),
+                              ("fuse_norms", True))),
+        BenchBackend("torch-compile-fp16-fused-norms-graphs", "torch", "fp16", ("cuda",),
+                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True),
+                              ("fuse_norms", True), ("cuda_graphs", True))),
         BenchBackend("torch-fp16-nhwc", "torch", "fp16", ("cuda",), options=(("channels_last", True),)),
         BenchBackend("torch-fp16-nhwc-fused", "torch", "fp16", ("cuda",),
                      options=(("channels_last", True), ("fuse_gates", True))),

@@ -29,6 +29,10 @@
 #             (bench/dwconv_kernels.py), the Restormer with and without it, compiled and eager, beside
 #             eager .half() and FP32, 1280x720 batch 1; then compiled with it, without it and .half()
 #             at 1920x1080 batch 1
+#   norms     engines.triton_norm_matmul's LayerNorms and residuals inside the 1x1 projections, and
+#             engines.cuda_graphs' CUDA graph per shape, each with and without the other, beside the
+#             fused GDFN model they extend: 1280x720 then 1920x1080, batch 1 (NORMS_720P and
+#             NORMS_1080P name other backend lists)
 #   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer with the fused
 #             GDFN gate at 1280x720 (PROFILE_BACKEND picks another bench backend)
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
@@ -146,6 +150,13 @@ if step fused; then
     --out "$out/fused_720p"
   run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 10 \
     --backends torch-compile-fp16-fused,torch-compile-fp16,torch-fp16 --out "$out/fused_1080p"
+fi
+if step norms; then
+  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 6 \
+    --backends "${NORMS_720P:-torch-compile-fp16-fused-norms-graphs,torch-compile-fp16-fused-norms,torch-compile-fp16-fused-graphs,torch-compile-fp16-fused}" \
+    --out "$out/norms_720p"
+  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 8 \
+    --backends "${NORMS_1080P:-torch-compile-fp16-fused-norms-graphs,torch-compile-fp16-fused}" --out "$out/norms_1080p"
 fi
 step profile && run python3 bench/kernel_profile.py --backend "${PROFILE_BACKEND:-torch-compile-fp16-fused}" --preset gopro \
   --size 1280x720 --runs 2 --top 60 --out "$out/profile" 2>&1 | tee "$out/kernel_profile.log"

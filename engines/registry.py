@@ -138,7 +138,7 @@ def _timesteps(manifest: Mapping[str, Any] | None) -> int | None:
 def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool, cuda_graph: bool,
                 compile: bool | str = False, channels_last: bool | None = None,
                 inductor_options: dict[str, Any] | None = None, align_channels: bool | None = None,
-                fuse_gates: bool = False, cuda_graphs: bool = False) -> EngineSet:
+                fuse_gates: bool = False, fuse_norms: bool = False, cuda_graphs: bool = False) -> EngineSet:
     # cuda_graph: the caller's loop (runtime.loop.DenoiseLoop) captures the denoising steps itself;
     # cuda_graphs: each engine captures its own work per shape (the image graphs gain).
     from engines.torch_backend import torch_engines
@@ -154,7 +154,7 @@ def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision
     target = parse_device(device)
     engines = torch_engines(model, target, precision, compile=compile, channels_last=channels_last,
                             inductor_options=inductor_options, align_channels=align_channels,
-                            fuse_gates=fuse_gates, cuda_graphs=cuda_graphs)
+                            fuse_gates=fuse_gates, fuse_norms=fuse_norms, cuda_graphs=cuda_graphs)
     return EngineSet(engines, "torch", target, precision, model.schedule.num_timesteps, source)
 
 
@@ -325,7 +325,7 @@ def open_engines(backend: str, *, model: Any = None, artifacts: str | Path | Non
     - ``cuda_graph``: ONNX Runtime's CUDA provider replays the denoising step as its own CUDA graph
       (the other backends' engines are captured by the caller's loop, ``runtime.loop``).
     - ``options``: backend-specific (torch: ``compile``, ``channels_last``, ``inductor_options``,
-      ``align_channels``, ``fuse_gates``, ``cuda_graphs``; onnxruntime: ``provider``, ``cache_dir``,
+      ``align_channels``, ``fuse_gates``, ``fuse_norms``, ``cuda_graphs``; onnxruntime: ``provider``, ``cache_dir``,
       ``provider_options``, ``session_options``; tensorrt: ``flavour``, ``cuda_graphs``).
     """
     if backend not in BACKENDS:

@@ -27,6 +27,11 @@ depthwise convolutions as the same kernel without the gate ran slower than cuDNN
 6.9 ms per 720p frame; written as nine shifted multiply-adds for inductor to fuse they ran slower
 compiled, twice: 90.0 against 73.6 ms in session 3, 69.0 against 47.7 ms in session 6.)
 
+``fuse_norms`` (default off; CUDA, Triton, FP16 and channels-last only) runs every Transformer block
+that does not use the prior (all but the bottleneck's) with its LayerNorms folded into the 1x1
+projections after them and its residual additions into the projections before them, two
+Triton kernels (:mod:`engines.triton_norm_matmul`); combine it with ``fuse_gates``.
+
 ``cuda_graphs`` (default off; CUDA only) replays each engine's work as one CUDA graph per input
 shape from the shape's second call on (:class:`engines.cuda_graphs.ShapeGraphs`): no launch gaps
 between the compiled Restormer's several hundred kernels, and no host work per kernel. Outputs
@@ -151,7 +156,7 @@ class TorchEngine(Engine):
 def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
                   precision: Precision | str = Precision.FP32, compile: bool | str = False,
                   channels_last: bool | None = None, inductor_options: dict[str, Any] | None = None,
-                  align_channels: bool | None = None, fuse_gates: bool = False,
+                  align_channels: bool | None = None, fuse_gates: bool = False, fuse_norms: bool = False,
                   cuda_graphs: bool = False) -> dict[str, Engine]:
     """The three graphs of ``model`` as engines on ``device`` in ``precision``.
 
@@ -159,8 +164,8 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
     and several are missing). I/O stay float32 in every precision. ``channels_last`` (default: on
     CUDA) runs the image graphs in channels-last memory: cuDNN's tensor-core convolutions take it
     natively and the LayerNorms over channels need no transposes; ``False`` is the plain eager
-    model, the benchmarks' baseline. ``inductor_options``, ``align_channels``, ``fuse_gates`` and
-    ``cuda_graphs``: see the module docstring. Returns
+    model, the benchmarks' baseline. ``inductor_options``, ``align_channels``, ``fuse_gates``,
+    ``fuse_norms`` and ``cuda_graphs``: see the module docstring. Returns
     ``{"le_dm", "denoise_step", "restormer"}`` -> :class:`TorchEngine`.
     """
     from hidiff.graphs import graph_modules
@@ -190,6 +195,16 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
             raise ValueError(f"fuse_gates runs a Triton kernel: it needs a CUDA device and Triton (device {target}, "
                              f"triton {'installed' if triton_gated_dwconv.triton is not None else 'missing'})")
         triton_gated_dwconv.fuse_gdfn_gates(copied.restormer)
+    if fuse_norms:
+        from engines import triton_norm_matmul
+
+        if target.type != "cuda" or triton_norm_matmul.triton is None or precision is not Precision.FP16 \
+                or not channels_last:
+            raise ValueError(f"fuse_norms runs float16 Triton kernels on channels-last tensors: it needs a CUDA device, "
+                             f"Triton, precision fp16 and channels_last (device {target}, precision {precision.value}, "
+                             f"channels_last {channels_last}, triton "
+                             f"{'installed' if triton_norm_matmul.triton is not None else 'missing'})")
+        triton_norm_matmul.fuse_block_norms(copied.restormer)
     if channels_last:
         # nn.Module.to takes memory_format (documented); torch's overloads for type checkers omit it.
         copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -190,16 +190,21 @@ class MDTA(nn.Module):
             x = modulate(x, self.ln1, self.ln2, prior)
         qkv = self.qkv_dwconv(self.qkv(x)).flatten(2)  # (B, 3C, H*W): q, k, v on the channel axis
         qk, v = qkv[:, : 2 * c], qkv[:, 2 * c :]
+        out = mix_channels(self.mixing(qk), v).reshape(b, c, h, w)
+        if self.project_out.bias is not None:
+            out = out + self.project_out.bias[:, None, None]
+        return out
+
+    def mixing(self, qk: torch.Tensor) -> torch.Tensor:
+        """W_out blockdiag(attn), (B, C, C) in qk's dtype, from q and k stacked on the channel axis
+        (B, 2C, H*W): ``project_out(attn @ v)`` is this matrix times v (plus the bias)."""
+        b, c = qk.shape[0], qk.shape[1] // 2
         # softmax(temperature * normalize(q) normalize(k)^T) per head, float32
         cosine = head_blocks(channel_cosine(qk), self.num_heads)
         attn = (cosine * self.temperature.float()).softmax(dim=-1)  # (B, heads, C/h, C/h)
         # project_out(attn @ v) = (W_out blockdiag(attn)) @ v
         w_out = self.project_out.weight.float().view(c, self.num_heads, c // self.num_heads)
-        mixing = torch.einsum("ohd,bhde->bohe", w_out, attn).reshape(b, c, c).to(v.dtype)
-        out = mix_channels(mixing, v).reshape(b, c, h, w)
-        if self.project_out.bias is not None:
-            out = out + self.project_out.bias[:, None, None]
-        return out
+        return torch.einsum("ohd,bhde->bohe", w_out, attn).reshape(b, c, c).to(qk.dtype)
 
 
 class HIM(nn.Module):

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_config
+from sm90 import sm90_resources
 
 from engines import triton_gated_dwconv as gated
 from engines.torch_backend import torch_engines
@@ -104,28 +103,11 @@ def test_kernel_in_tritons_interpreter_matches_reference():
 
 
 def _compile_for_h100(pairs: int, channels: int, rows: int, warps: int) -> dict[str, int]:
-    """Compile the float16 kernel for sm_90 with Triton's own ptxas (no GPU needed), specialised
-    as a launch on channels-last tensors specialises it (unit channel strides, multiples of 16),
-    and read its resources back from the cubin with Triton's cuobjdump."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    kernel = gated._gated_dwconv3x3_kernel.fn
-    pointers = ("y_ptr", "w_ptr", "b_ptr", "out_ptr")
-    constants = {"stride_yc": 1, "stride_oc": 1, "HAS_BIAS": False, "ROWS": rows, "PAIRS": pairs, "BLOCK_C": channels}
-    signature = {name: "*fp16" if name in pointers else "constexpr" if name in constants else "i32"
-                 for name in kernel.arg_names}
-    aligned = [i for i, name in enumerate(kernel.arg_names) if name not in constants and name not in ("H", "W")]
-    source = ASTSource(fn=kernel, signature=signature, constexprs=constants,
-                       attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-    with tempfile.TemporaryDirectory() as folder:
-        cubin = Path(folder) / "kernel.cubin"
-        cubin.write_bytes(compiled.asm["cubin"])
-        usage = subprocess.run([triton.knobs.nvidia.cuobjdump.path, "-res-usage", str(cubin)], capture_output=True,
-                               text=True, check=True).stdout
-    return {key: int(value) for key, value in re.findall(r"\b(REG|STACK|LOCAL):(\d+)", usage)}
+    """The float16 kernel's resources on sm_90, specialised as a launch on channels-last tensors
+    specialises it (unit channel strides, multiples of 16)."""
+    return sm90_resources(gated._gated_dwconv3x3_kernel.fn, ("y_ptr", "w_ptr", "b_ptr", "out_ptr"),
+                          {"stride_yc": 1, "stride_oc": 1, "HAS_BIAS": False, "ROWS": rows, "PAIRS": pairs,
+                           "BLOCK_C": channels}, warps, unaligned=("H", "W"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")

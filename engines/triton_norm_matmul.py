@@ -1,0 +1,335 @@
+"""The Restormer's LayerNorms and residual additions inside its 1x1 projections: two Triton
+kernels (issue 8).
+
+A Transformer block (hidiff.restormer.TransformerBlock) runs, at every pixel,
+
+    x = x + MDTA(LN1(x)):   qkv = W_qkv LN1(x), depthwise convolution, attention,
+                            x = x + M v + b_out            (M = W_out blockdiag(attn), per image)
+    x = x + GDFN(LN2(x)):   h = W_in LN2(x), depthwise convolution and gate,
+                            x = x + W_out gate
+
+In channels-last memory a pixel's C channels are contiguous, so a feature map is an (M, C)
+matrix (M = B*H*W) and every 1x1 projection a matrix product. Compiled, each LayerNorm is a
+kernel of its own (inductor fuses it with the residual addition before it) that writes LN(x)
+only for the projection to read it back, and each residual addition reads the projection's
+output back: per block and pixel about 8C of the 40C of memory traffic (the floor analysis of
+docs/benchmarks.md, session 9). Here they vanish into the products:
+
+- :func:`norm_conv1x1`: y = LN(x) W^T + b. A program loads BLOCK_M whole rows (all C channels),
+  computes their moments in float32, normalises, and multiplies by W^T one BLOCK_N slice at a
+  time. The LayerNorm's affine parameters are folded into W and b beforehand
+  (W diag(gamma), W beta + b; :class:`NormProjection`).
+- :func:`conv1x1_residual`: y = a W^T + b + r, the residual addition as the product's epilogue.
+  W may differ per image, for MDTA's folded attention-and-projection matrix M.
+
+Products in float16 on the tensor cores, accumulated in float32; LayerNorm statistics in
+float32 (as hidiff.restormer's LayerNorm). :func:`fuse_block_norms` swaps the blocks of a
+Restormer that do not use the prior (every level but the bottleneck, whose modulation sits
+between the norm and the projection) for :class:`FusedNormBlock`, which runs the kernels on CUDA
+tensors and the PyTorch references elsewhere. Both are ``torch.library.triton_op``s:
+``torch.compile`` sees through them (no graph break) and keeps the kernels as written.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engines.triton_gated_dwconv import _DISK_CACHE, FusedGateGDFN, gated_dwconv3x3, tl, triton
+from hidiff.restormer import LayerNorm, TransformerBlock
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+# ------------------------------------------------------------------------------------ references
+
+
+def norm_conv1x1_reference(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
+                           bias_free: bool) -> torch.Tensor:
+    """LN(x) W^T + b over the channels of x (B, K, H, W), with LN's affine already folded into
+    ``weight_t`` (K, N) and ``bias`` (N,): (B, N, H, W) in x's dtype, float32 inside."""
+    xf = x.float().permute(0, 2, 3, 1)
+    var = xf.var(-1, keepdim=True, unbiased=False)
+    centred = xf if bias_free else xf - xf.mean(-1, keepdim=True)
+    y = (centred * torch.rsqrt(var + eps)) @ weight_t.float() + bias.float()
+    return y.permute(0, 3, 1, 2).to(x.dtype)
+
+
+def conv1x1_residual_reference(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                               residual: torch.Tensor) -> torch.Tensor:
+    """residual + W a + b: a (B, K, H, W) or (B, K, H*W), weight (N, K) or per image (B, N, K),
+    residual (B, N, H, W). Float32 inside, residual's dtype out."""
+    b, n = residual.shape[:2]
+    flat = a.reshape(a.shape[0], a.shape[1], -1).float()
+    w = weight.float()
+    y = torch.einsum("nk,bkm->bnm", w, flat) if w.dim() == 2 else torch.bmm(w, flat)
+    if bias is not None:
+        y = y + bias.float()[:, None]
+    return (residual.float() + y.reshape(residual.shape)).to(residual.dtype)
+
+
+def triton_available() -> bool:
+    return triton is not None and torch.cuda.is_available()
+
+
+# ------------------------------------------------------------------------------------ kernels
+
+# Tiles the autotuners try. The products are skinny (K = C is 48 to 192 channels, N up to a few
+# hundred), so both kernels are bound by memory: a program keeps its rows in registers and walks
+# the outputs (norm) or the inputs (residual) in slices. None spills registers on sm_90 at the
+# widest rows the GoPro Restormer gives them (BLOCK_K 256 for the norm, BLOCK_N 256 for the
+# residual; a CPU test compiles them): (128, 64, 4) and (128, 32, 4) did, and were left out.
+NORM_TILES = ((64, 64, 4), (128, 64, 8), (64, 128, 4), (32, 128, 4), (128, 128, 8), (256, 64, 8))  # BLOCK_M, _N, warps
+RESIDUAL_TILES = ((64, 32, 4), (128, 64, 8), (64, 64, 4), (32, 64, 4), (128, 32, 8))  # BLOCK_M, BLOCK_K, warps
+
+
+def _norm_configs() -> list:
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=2) for m, n, w in NORM_TILES]
+
+
+def _residual_configs() -> list:
+    return [triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=3) for m, k, w in RESIDUAL_TILES]
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(4, (n - 1).bit_length())  # at least 16: tl.dot's smallest operand side
+
+
+if triton is not None:
+
+    @triton.autotune(configs=_norm_configs(), key=["M", "N", "K"], **_DISK_CACHE)
+    @triton.jit
+    def _norm_matmul_kernel(
+        x_ptr, w_ptr, b_ptr, y_ptr,
+        M, N, K, eps,
+        stride_xm, stride_ym,
+        BIAS_FREE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        # Program: rows [m0, m0 + BLOCK_M) of x (M, K) with all K channels, every output column.
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        ks = tl.arange(0, BLOCK_K)
+        row_ok = rows < M
+        k_ok = ks < K
+        x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_xm + ks[None, :],
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+        # LayerNorm moments over the K channels, float32 (the padding columns are zeros).
+        mean = tl.sum(x, axis=1) / K
+        centred = tl.where(k_ok[None, :], x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / K + eps)
+        if BIAS_FREE:
+            normed = x * rstd[:, None]  # Restormer's BiasFree norm divides without centring
+        else:
+            normed = centred * rstd[:, None]
+        a = normed.to(w_ptr.dtype.element_ty)
+        out_rows = y_ptr + rows.to(tl.int64)[:, None] * stride_ym
+        for n0 in range(0, N, BLOCK_N):
+            ns = n0 + tl.arange(0, BLOCK_N)
+            n_ok = ns < N
+            w = tl.load(w_ptr + ks[:, None] * N + ns[None, :], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            acc = tl.dot(a, w)  # float32
+            acc += tl.load(b_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            tl.store(out_rows + ns[None, :], acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
+
+    @triton.autotune(configs=_residual_configs(), key=["M", "N", "K"], **_DISK_CACHE)
+    @triton.jit
+    def _matmul_residual_kernel(
+        a_ptr, w_ptr, b_ptr, r_ptr, y_ptr,
+        M, N, K,
+        stride_ab, stride_am, stride_wb, stride_wk, stride_wn,
+        stride_rb, stride_rm, stride_yb, stride_ym,
+        HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):
+        # Program: rows [m0, m0 + BLOCK_M) of image b, output columns [n0, n0 + BLOCK_N); the
+        # input channels in slices of BLOCK_K.
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        ns = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        batch = tl.program_id(2).to(tl.int64)
+        row_ok = rows < M
+        n_ok = ns < N
+        a_rows = a_ptr + batch * stride_ab + rows.to(tl.int64)[:, None] * stride_am
+        w_cols = w_ptr + batch * stride_wb + ns[None, :] * stride_wn
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            k_ok = ks < K
+            a = tl.load(a_rows + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            w = tl.load(w_cols + ks[:, None] * stride_wk, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            acc = tl.dot(a, w, acc)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        mask = row_ok[:, None] & n_ok[None, :]
+        offsets = rows.to(tl.int64)[:, None]
+        acc += tl.load(r_ptr + batch * stride_rb + offsets * stride_rm + ns[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(y_ptr + batch * stride_yb + offsets * stride_ym + ns[None, :], acc.to(y_ptr.dtype.element_ty),
+                 mask=mask)
+
+    @torch.library.triton_op("hidiff::norm_conv1x1", mutates_args=())
+    def _norm_conv1x1_op(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
+                         bias_free: bool) -> torch.Tensor:
+        return _launch_norm_matmul(torch.library.wrap_triton(_norm_matmul_kernel), x, weight_t, bias, eps, bias_free)
+
+    @torch.library.triton_op("hidiff::conv1x1_residual", mutates_args=())
+    def _conv1x1_residual_op(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                             residual: torch.Tensor) -> torch.Tensor:
+        return _launch_matmul_residual(torch.library.wrap_triton(_matmul_residual_kernel), a, weight, bias, residual)
+
+
+def _launch_norm_matmul(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
+                        bias_free: bool, **tile: int) -> torch.Tensor:
+    """One launch of ``kernel`` (the autotuned kernel, or its ``.fn`` with an explicit ``tile``)."""
+    b, k, h, w = x.shape
+    n = weight_t.shape[1]
+    x = x.contiguous(memory_format=torch.channels_last)
+    out = torch.empty((b, n, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    m = b * h * w
+
+    def grid(meta: dict[str, int]) -> tuple[int]:
+        return (triton.cdiv(m, meta["BLOCK_M"]),)
+
+    kernel[grid](x, weight_t, bias, out, m, n, k, eps, k, n, BIAS_FREE=bias_free, BLOCK_K=_next_power_of_2(k), **tile)
+    return out
+
+
+def _launch_matmul_residual(kernel: Any, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                            residual: torch.Tensor, **tile: int) -> torch.Tensor:
+    """One launch of ``kernel`` (the autotuned kernel, or its ``.fn`` with an explicit ``tile``)."""
+    b, n, h, w = residual.shape
+    k, m = a.shape[1], h * w
+    residual = residual.contiguous(memory_format=torch.channels_last)
+    flat = a.reshape(a.shape[0], k, -1)
+    if flat.stride(1) != 1:  # the kernel reads channel-minor rows, as channels-last maps and MDTA's v are
+        flat = flat.transpose(1, 2).contiguous().transpose(1, 2)
+    out = torch.empty_like(residual, memory_format=torch.channels_last)
+    # W^T's element (k, n): shared weights (N, K), or one (N, K) matrix per image.
+    stride_wb, stride_wn, stride_wk = (0, *weight.stride()) if weight.dim() == 2 else weight.stride()
+    block_n = min(_next_power_of_2(n), 256)
+
+    def grid(meta: dict[str, int]) -> tuple[int, int, int]:
+        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, block_n), b)
+
+    kernel[grid](flat, weight, bias if bias is not None else residual, residual, out,
+                 m, n, k,
+                 flat.stride(0), flat.stride(2), stride_wb, stride_wk, stride_wn,
+                 residual.stride(0), n, out.stride(0), n,
+                 HAS_BIAS=bias is not None, BLOCK_N=block_n, **tile)
+    return out
+
+
+def _uses_kernels(*tensors: torch.Tensor) -> bool:
+    return triton is not None and all(t.device.type == "cuda" and t.dtype in HALF_DTYPES for t in tensors)
+
+
+def norm_conv1x1(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
+                 bias_free: bool = False) -> torch.Tensor:
+    """LN(x) W^T + b over the channels of x (B, K, H, W), LN's affine folded into ``weight_t``
+    (K, N) and ``bias`` (N,) (see :class:`NormProjection`). Returns (B, N, H, W) in x's dtype,
+    channels-last on CUDA: one Triton kernel for float16/bfloat16 CUDA tensors (channels-last x
+    is read in place, other layouts are copied first), the PyTorch reference elsewhere."""
+    if x.dim() != 4 or weight_t.dim() != 2 or weight_t.shape[0] != x.shape[1] or tuple(bias.shape) != (weight_t.shape[1],):
+        raise ValueError(f"norm_conv1x1 expects x (B, K, H, W), weight_t (K, N) and bias (N,), got "
+                         f"{tuple(x.shape)}, {tuple(weight_t.shape)} and {tuple(bias.shape)}")
+    if not _uses_kernels(x, weight_t):
+        return norm_conv1x1_reference(x, weight_t, bias, eps, bias_free)
+    return torch.ops.hidiff.norm_conv1x1(x, weight_t.contiguous(), bias.contiguous(), float(eps), bool(bias_free))
+
+
+def conv1x1_residual(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     residual: torch.Tensor) -> torch.Tensor:
+    """residual + W a + b: a (B, K, H, W) or (B, K, H*W), weight (N, K) shared or (B, N, K) per
+    image, bias (N,) or None, residual (B, N, H, W). Returns (B, N, H, W) in residual's dtype,
+    channels-last on CUDA: one Triton kernel for float16/bfloat16 CUDA tensors, the PyTorch
+    reference elsewhere."""
+    b, n = residual.shape[:2]
+    k = a.shape[1]
+    shared = weight.dim() == 2 and tuple(weight.shape) == (n, k)
+    per_image = weight.dim() == 3 and tuple(weight.shape) == (b, n, k)
+    if residual.dim() != 4 or a.shape[0] != b or a[0, 0].numel() != residual[0, 0].numel() or not (shared or per_image):
+        raise ValueError(f"conv1x1_residual expects a (B, K, H, W), weight (N, K) or (B, N, K) and residual "
+                         f"(B, N, H, W), got {tuple(a.shape)}, {tuple(weight.shape)} and {tuple(residual.shape)}")
+    if not _uses_kernels(a, weight, residual):
+        return conv1x1_residual_reference(a, weight, bias, residual)
+    return torch.ops.hidiff.conv1x1_residual(a, weight, bias, residual)
+
+
+# ------------------------------------------------------------------------------------ modules
+
+
+class NormProjection(nn.Module):
+    """A channels LayerNorm followed by a 1x1 convolution, folded into one (K, N) matrix:
+    conv(LN(x)) = W (gamma * x_hat + beta) + b = (W diag(gamma)) x_hat + (W beta + b).
+
+    Made from the modules' weights when fused (an inference form: later changes to the original
+    modules are not seen)."""
+
+    weight_t: torch.Tensor  # (K, N): (W diag(gamma))^T
+    bias: torch.Tensor  # (N,): W beta + b
+
+    def __init__(self, norm: LayerNorm, conv: nn.Conv2d):
+        super().__init__()
+        if tuple(conv.kernel_size) != (1, 1) or conv.groups != 1 or conv.in_channels != norm.body.weight.numel():
+            raise ValueError(f"{type(self).__name__} needs a 1x1 convolution over the norm's "
+                             f"{norm.body.weight.numel()} channels, got {conv}")
+        with torch.no_grad():
+            w = conv.weight.float().flatten(1)  # (N, K)
+            gamma = norm.body.weight.float()
+            bias = conv.bias.float() if conv.bias is not None else torch.zeros(w.shape[0], device=w.device)
+            if norm.body.bias is not None:
+                bias = bias + w @ norm.body.bias.float()
+            self.register_buffer("weight_t", (w * gamma).t().contiguous().to(conv.weight.dtype))
+            self.register_buffer("bias", bias.to(conv.weight.dtype))
+        self.eps = norm.eps
+        self.bias_free = norm.body.bias is None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return norm_conv1x1(x, self.weight_t, self.bias, self.eps, self.bias_free)
+
+
+class FusedNormBlock(nn.Module):
+    """A Transformer block whose LayerNorms run inside the projections after them and whose
+    residual additions run inside the projections before them (same weights, folded).
+
+    For blocks without the prior's modulation (``attn.modulated`` false). The GDFN may be a
+    :class:`~engines.triton_gated_dwconv.FusedGateGDFN`; its convolution and gate are kept."""
+
+    def __init__(self, block: TransformerBlock):
+        super().__init__()
+        attn, ffn = block.attn, block.ffn
+        if attn.modulated or ffn.modulated:
+            raise ValueError(f"{type(self).__name__} needs a block without the prior's modulation: it sits "
+                             "between the norm and the projection")
+        self.attn = attn
+        self.ffn = ffn
+        self.qkv = NormProjection(block.norm1, attn.qkv)
+        self.project_in = NormProjection(block.norm2, ffn.project_in)
+
+    def _gate(self, hidden: torch.Tensor) -> torch.Tensor:
+        conv = self.ffn.dwconv
+        if isinstance(self.ffn, FusedGateGDFN):
+            return gated_dwconv3x3(hidden, conv.weight, conv.bias)
+        y1, y2 = conv(hidden).chunk(2, dim=1)
+        return F.gelu(y1) * y2
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        c = x.shape[1]
+        # x = x + MDTA(LN1(x)): LN1 inside the qkv projection, the residual inside M v
+        qkv = self.attn.qkv_dwconv(self.qkv(x)).flatten(2)  # (B, 3C, H*W)
+        qk, v = qkv[:, : 2 * c], qkv[:, 2 * c :]
+        x = conv1x1_residual(v, self.attn.mixing(qk), self.attn.project_out.bias, x)
+        # x = x + GDFN(LN2(x)): LN2 inside project_in, the residual inside project_out
+        out = self.ffn.project_out
+        return conv1x1_residual(self._gate(self.project_in(x)), out.weight.flatten(1), out.bias, x)
+
+
+def fuse_block_norms(model: nn.Module) -> int:
+    """Replace every Transformer block inside ``model`` that does not use the prior with a
+    :class:`FusedNormBlock`, in place. Returns how many."""
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, TransformerBlock) and not child.attn.modulated:
+                setattr(parent, name, FusedNormBlock(child))
+                replaced += 1
+    return replaced
+

@@ -1,0 +1,222 @@
+"""The LayerNorm and residual folded into the 1x1 projections (engines.triton_norm_matmul): the
+folding against the Restormer's own blocks on the CPU, the two Triton kernels against their
+PyTorch references through Triton's interpreter on the CPU and compiled on a GPU, and the fused
+FP16 Restormer against the unfused one."""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from sm90 import sm90_resources
+
+from engines import triton_norm_matmul as fused
+from engines.torch_backend import torch_engines
+from hidiff.config import RestormerConfig
+from hidiff.model import HIDiff
+from hidiff.restormer import LayerNorm, PriorGuidedRestormer, TransformerBlock
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _restormer(norm_kind: str, bias: bool) -> PriorGuidedRestormer:
+    """A small Restormer whose norms have non-trivial affine parameters (fresh ones are 1 and 0)."""
+    torch.manual_seed(0)
+    model = PriorGuidedRestormer(RestormerConfig(dim=16, num_blocks=(1, 1, 1, 2), num_refinement_blocks=1,
+                                                 LayerNorm_type=norm_kind, bias=bias)).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, LayerNorm):
+                module.body.weight.normal_(1.0, 0.3)
+                if module.body.bias is not None:
+                    module.body.bias.normal_(0.0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("norm_kind, bias", [("WithBias", False), ("WithBias", True), ("BiasFree", True)])
+def test_folded_blocks_compute_the_same_restormer_on_cpu(norm_kind, bias):
+    """The folding (LN's affine into W, the residuals into the products) is the blocks' own
+    computation: float32 on the CPU (the references), every block but the bottleneck's swapped."""
+    model = _restormer(norm_kind, bias)
+    blocks = [m for m in model.modules() if isinstance(m, TransformerBlock)]
+    unmodulated = sum(not b.attn.modulated for b in blocks)
+    assert 0 < unmodulated < len(blocks)
+    folded = copy.deepcopy(model)
+    assert fused.fuse_block_norms(folded) == unmodulated
+    assert sum(isinstance(m, fused.FusedNormBlock) for m in folded.modules()) == unmodulated
+    blur, prior = torch.rand(2, 3, 24, 40), torch.randn(2, model.cfg.group ** 2, 4 * model.cfg.embed_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(blur, prior), model(blur, prior), rtol=1e-5, atol=1e-5)
+
+
+def test_a_modulated_block_is_refused():
+    model = _restormer("WithBias", False)
+    with pytest.raises(ValueError, match="needs a block without the prior's modulation"):
+        fused.FusedNormBlock(model.latent.blocks[0])
+
+
+def test_bad_shapes_are_refused():
+    x = torch.zeros(1, 8, 4, 4)
+    with pytest.raises(ValueError, match=r"norm_conv1x1 expects x \(B, K, H, W\), weight_t \(K, N\) and bias \(N,\), "
+                                         r"got \(1, 8, 4, 4\), \(6, 4\) and \(4,\)"):
+        fused.norm_conv1x1(x, torch.zeros(6, 4), torch.zeros(4), 1e-5)
+    with pytest.raises(ValueError, match=r"conv1x1_residual expects a \(B, K, H, W\), weight \(N, K\) or \(B, N, K\)"):
+        fused.conv1x1_residual(x, torch.zeros(4, 6), None, torch.zeros(1, 4, 4, 4))
+    with pytest.raises(ValueError, match=r"conv1x1_residual expects"):
+        fused.conv1x1_residual(x, torch.zeros(1, 4, 8), None, torch.zeros(1, 4, 4, 5))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_fuse_norms_on_the_cpu_is_refused():
+    with pytest.raises(ValueError, match="fuse_norms runs float16 Triton kernels on channels-last tensors"):
+        torch_engines(HIDiff(tiny_config()).eval(), "cpu", fuse_norms=True)
+
+
+INTERPRETED = textwrap.dedent("""
+    import itertools, torch
+    from engines import triton_norm_matmul as fused
+
+    torch.manual_seed(0)
+    norm_kernel = fused._norm_matmul_kernel.fn  # the kernels under the autotuners, with explicit tiles
+    residual_kernel = fused._matmul_residual_kernel.fn
+    # Partial row tiles; K below, at and above a power of two; N over several slices.
+    for bias_free, (b, k, h, w, n), (block_m, block_n) in itertools.product(
+            (False, True), ((2, 48, 5, 7, 144), (1, 20, 3, 11, 40)), ((16, 32), (32, 64))):
+        x = torch.randn(b, k, h, w).half().to(memory_format=torch.channels_last)
+        weight_t, bias = (torch.randn(k, n) * 0.2).half(), torch.randn(n).half()
+        got = fused._launch_norm_matmul(norm_kernel, x, weight_t, bias, 1e-5, bias_free, BLOCK_M=block_m, BLOCK_N=block_n)
+        want = fused.norm_conv1x1_reference(x.float(), weight_t.float(), bias.float(), 1e-5, bias_free)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
+        print("ok norm", bias_free, k, n, block_m, block_n)
+    # Shared weights over a channels-last map; per-image weights over a channel slice (MDTA's v).
+    for with_bias, per_image, (block_m, block_k) in itertools.product(
+            (False, True), (False, True), ((16, 16), (32, 32))):
+        b, k, h, w, n = 2, 40, 5, 7, 24
+        if per_image:
+            a = torch.randn(b, 3 * k, h * w).half().transpose(1, 2).contiguous().transpose(1, 2)[:, 2 * k:]
+            weight = (torch.randn(b, n, k) * 0.2).half()
+        else:
+            a = torch.randn(b, k, h, w).half().to(memory_format=torch.channels_last)
+            weight = (torch.randn(n, k) * 0.2).half()
+        bias = torch.randn(n).half() if with_bias else None
+        residual = torch.randn(b, n, h, w).half().to(memory_format=torch.channels_last)
+        got = fused._launch_matmul_residual(residual_kernel, a, weight, bias, residual, BLOCK_M=block_m, BLOCK_K=block_k)
+        want = fused.conv1x1_residual_reference(a.float(), weight.float(), None if bias is None else bias.float(),
+                                                residual.float())
+        torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
+        print("ok residual", with_bias, per_image, block_m, block_k)
+""")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_kernels_in_tritons_interpreter_match_the_references():
+    """Indexing, masks and slices of both kernels, run by Triton's CPU interpreter
+    (TRITON_INTERPRET=1, read when Triton is imported: hence a fresh interpreter process)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", INTERPRETED], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("ok norm") == 8 and done.stdout.count("ok residual") == 8
+
+
+def _norm_resources(block_k: int, block_m: int, block_n: int, warps: int) -> dict[str, int]:
+    return sm90_resources(fused._norm_matmul_kernel.fn, ("x_ptr", "w_ptr", "b_ptr", "y_ptr"),
+                          {"BIAS_FREE": False, "BLOCK_K": block_k, "BLOCK_M": block_m, "BLOCK_N": block_n}, warps,
+                          unaligned=("M",), scalars={"eps": "fp32"}, stages=2)
+
+
+def _residual_resources(block_n: int, block_m: int, block_k: int, warps: int) -> dict[str, int]:
+    return sm90_resources(fused._matmul_residual_kernel.fn, ("a_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"),
+                          {"HAS_BIAS": False, "BLOCK_N": block_n, "BLOCK_M": block_m, "BLOCK_K": block_k,
+                           "stride_wk": 1}, warps, unaligned=("M",), stages=3)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_no_tile_spills_registers_on_an_h100():
+    """Every tile the autotuners may pick fits sm_90's registers at the widest rows the GoPro
+    Restormer gives the kernels (192 channels: BLOCK_K 256; N 192: BLOCK_N 256)."""
+    for block_m, block_n, warps in fused.NORM_TILES:
+        usage = _norm_resources(256, block_m, block_n, warps)
+        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, ((block_m, block_n, warps), usage)
+    for block_m, block_k, warps in fused.RESIDUAL_TILES:
+        usage = _residual_resources(256, block_m, block_k, warps)
+        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, ((block_m, block_k, warps), usage)
+    # The check can fail: the tiles left out spill.
+    assert _norm_resources(256, 128, 64, 4)["STACK"] > 0
+    assert _residual_resources(256, 128, 32, 4)["STACK"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bias_free", [False, True])
+def test_norm_kernel_matches_the_reference(bias_free):
+    torch.manual_seed(0)
+    for b, k, h, w, n in ((2, 48, 13, 37, 144), (1, 96, 40, 72, 512), (1, 192, 9, 16, 1024)):
+        x = torch.randn(b, k, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+        weight_t = (torch.randn(k, n, device="cuda") * k ** -0.5).half()
+        bias = torch.randn(n, device="cuda").half()
+        got = fused.norm_conv1x1(x, weight_t, bias, 1e-5, bias_free)
+        want = fused.norm_conv1x1_reference(x, weight_t, bias, 1e-5, bias_free)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("per_image", [False, True])
+def test_residual_kernel_matches_the_reference(per_image):
+    torch.manual_seed(0)
+    for b, k, h, w, n in ((2, 48, 13, 37, 48), (1, 256, 40, 72, 96), (1, 512, 9, 16, 192)):
+        if per_image:  # MDTA: v is a channel slice of qkv, M one matrix per image
+            qkv = torch.randn(b, 3 * k, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+            a, weight = qkv.flatten(2)[:, 2 * k:], (torch.randn(b, n, k, device="cuda") * k ** -0.5).half()
+        else:
+            a = torch.randn(b, k, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+            weight = (torch.randn(n, k, device="cuda") * k ** -0.5).half()
+        residual = torch.randn(b, n, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+        bias = torch.randn(n, device="cuda").half()
+        got = fused.conv1x1_residual(a, weight, bias, residual)
+        want = fused.conv1x1_residual_reference(a, weight, bias, residual)
+        torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.gpu
+def test_both_compile_without_graph_breaks(caplog):
+    torch.manual_seed(0)
+    x = torch.randn(1, 48, 16, 24, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+    weight_t, bias = (torch.randn(48, 96, device="cuda") * 0.1).half(), torch.randn(96, device="cuda").half()
+    weight_out = (torch.randn(48, 96, device="cuda") * 0.1).half()
+
+    def block(x: torch.Tensor) -> torch.Tensor:
+        hidden = fused.norm_conv1x1(x, weight_t, bias, 1e-5)
+        return fused.conv1x1_residual(torch.relu(hidden), weight_out, None, x)
+
+    assert torch._dynamo.explain(block)(x).graph_break_count == 0
+    torch._dynamo.reset()
+    with caplog.at_level("WARNING"):
+        compiled = torch.compile(block, fullgraph=True)(x)
+    assert "identify_mutated_tensors" not in caplog.text
+    torch.testing.assert_close(compiled, block(x))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fuse_gates", [False, True])
+def test_fused_fp16_restormer_matches_the_unfused_one(fuse_gates):
+    model = HIDiff(tiny_config()).eval()
+    with torch.no_grad():  # non-trivial norms
+        for module in model.restormer.modules():
+            if isinstance(module, LayerNorm):
+                module.body.weight.normal_(1.0, 0.3)
+    plain = torch_engines(model, "cuda:0", "fp16")["restormer"]
+    folded = torch_engines(model, "cuda:0", "fp16", fuse_gates=fuse_gates, fuse_norms=True)["restormer"]
+    assert any(isinstance(m, fused.FusedNormBlock) for m in folded.module.modules())
+    feeds = {"blur": torch.rand(1, 3, 48, 80, device="cuda"), "prior": torch.randn(1, *model.prior_shape, device="cuda")}
+    got, expected = folded.infer(feeds)["sharp"], plain.infer(feeds)["sharp"]
+    assert torch.isfinite(got).all()
+    assert (got - expected).abs().max().item() < 1e-2  # two float16 computations, rounded differently
