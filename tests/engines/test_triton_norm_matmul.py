@@ -202,7 +202,8 @@ def test_both_compile_without_graph_breaks(caplog):
     with caplog.at_level("WARNING"):
         compiled = torch.compile(block, fullgraph=True)(x)
     assert "identify_mutated_tensors" not in caplog.text
-    torch.testing.assert_close(compiled, block(x))
+    # float16 outputs; the autotuners may pick other tiles (another summation order) for each
+    torch.testing.assert_close(compiled, block(x), rtol=1e-2, atol=2e-3)
 
 
 @pytest.mark.gpu

@@ -1,0 +1,222 @@
+"""The Transformer blocks' LayerNorm + 1x1 projection and 1x1 projection + residual, kernel by
+kernel: PyTorch's kernels against engines.triton_norm_matmul's fused ones, at the shapes one
+frame runs (issue 8).
+
+    python bench/norm_matmul_kernels.py --preset gopro --size 1280x720 [--sweep] [--out DIR]
+
+The shapes are recorded from one forward pass of the FP16 channels-last Restormer with padded
+channels and fused blocks (what ``fuse_norms`` runs). Per distinct shape the table gives the
+median time per call (triton.testing.do_bench) of
+- ``unfused``: what the eager channels-last model runs, LayerNorm then cuDNN's 1x1 convolution
+  (norm sites), or the product then the addition (residual sites);
+- ``product``: the product alone (cuDNN / cuBLAS), the least a fused kernel could hope for;
+- ``fused``: the Triton kernel as autotuned, its effective bandwidth (every tensor read and
+  written once) and its tile;
+and the per-frame sum of each, weighting shapes by their calls. ``--sweep`` also times a wider
+set of tiles at each site kind's largest shape and prints the best, to tune the autotuner's lists.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.inputs import ImageSize, engine_restormer  # noqa: E402
+from hidiff.config import HIDiffConfig, preset  # noqa: E402
+
+# (kind, images, rows per image M, input channels K, output channels N); kind is "norm",
+# "residual" (shared weights) or "mixing" (MDTA's per-image matrix)
+Site = tuple[str, int, int, int, int]
+
+
+def frame_sites(config: HIDiffConfig, size: ImageSize, device: str = "cuda") -> Counter[Site]:
+    """How often one frame calls each fused kernel at each shape (``device="meta"``: shapes only)."""
+    from engines.triton_norm_matmul import FusedNormBlock, fuse_block_norms
+
+    restormer, blur, prior = engine_restormer(config, size, device, torch.float16)
+    fuse_block_norms(restormer)
+    seen: Counter[Site] = Counter()
+
+    def record(block: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        b, c, h, w = args[0].shape
+        hidden2 = block.project_in.weight_t.shape[1]
+        for site in (("norm", b, h * w, c, 3 * c), ("norm", b, h * w, c, hidden2), ("mixing", b, h * w, c, c),
+                     ("residual", b, h * w, hidden2 // 2, c)):
+            seen[site] += 1
+
+    for module in restormer.modules():
+        if isinstance(module, FusedNormBlock):
+            module.register_forward_pre_hook(record)
+    with torch.inference_mode():
+        restormer(blur, prior)
+    return seen
+
+
+def _map(b: int, m: int, c: int) -> torch.Tensor:
+    """(b, c, m, 1) float16 channels-last: a feature map of m pixels."""
+    return torch.randn(b, c, m, 1, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+
+
+def site_inputs(site: Site) -> dict[str, Any]:
+    kind, b, m, k, n = site
+    scale = k ** -0.5
+    if kind == "norm":
+        return {"x": _map(b, m, k), "weight_t": (torch.randn(k, n, device="cuda") * scale).half(),
+                "bias": torch.randn(n, device="cuda").half(), "gamma": torch.ones(k, device="cuda").half(),
+                "beta": torch.zeros(k, device="cuda").half()}
+    shape = (b, n, k) if kind == "mixing" else (n, k)
+    return {"a": _map(b, m, k), "weight": (torch.randn(*shape, device="cuda") * scale).half(), "residual": _map(b, m, n)}
+
+
+def variants(site: Site) -> dict[str, Callable[[dict[str, Any]], torch.Tensor]]:
+    from engines import triton_norm_matmul as fused
+
+    kind = site[0]
+    if kind == "norm":
+        def conv(t: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(x, t["weight_t"].t()[:, :, None, None], t["bias"])
+
+        def unfused(t: dict[str, Any]) -> torch.Tensor:
+            x = t["x"]
+            normed = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), t["gamma"], t["beta"], 1e-5).permute(0, 3, 1, 2)
+            return conv(t, normed)
+
+        return {"unfused": unfused, "product": lambda t: conv(t, t["x"]),
+                "fused": lambda t: fused.norm_conv1x1(t["x"], t["weight_t"], t["bias"], 1e-5)}
+
+    def product(t: dict[str, Any]) -> torch.Tensor:
+        a, w = t["a"], t["weight"]
+        if w.dim() == 3:
+            return torch.bmm(a.flatten(2).transpose(1, 2), w.transpose(1, 2)).transpose(1, 2)
+        return F.conv2d(a, w[:, :, None, None])
+
+    return {"unfused": lambda t: t["residual"] + product(t).reshape(t["residual"].shape), "product": product,
+            "fused": lambda t: fused.conv1x1_residual(t["a"], t["weight"], None, t["residual"])}
+
+
+def moved_bytes(site: Site) -> int:
+    kind, b, m, k, n = site
+    return 2 * b * m * (k + n + (n if kind != "norm" else 0))
+
+
+def measure(sites: Counter[Site]) -> list[dict]:
+    from triton.testing import do_bench
+
+    from engines import triton_norm_matmul as fused
+
+    rows = []
+    torch.manual_seed(0)
+    for site, count in sorted(sites.items(), key=lambda item: -moved_bytes(item[0])):
+        tensors = site_inputs(site)
+        row: dict = {"kind": site[0], "images": site[1], "rows": site[2], "K": site[3], "N": site[4],
+                     "calls_per_frame": count}
+        with torch.inference_mode():
+            want = variants(site)["unfused"](tensors).float()
+            for name, fn in variants(site).items():
+                if name != "product":
+                    row[f"{name}_max_abs_err"] = (fn(tensors).float() - want).abs().max().item()
+                row[f"{name}_ms"] = do_bench(lambda: fn(tensors), warmup=25, rep=100, return_mode="median")
+        kernel = fused._norm_matmul_kernel if site[0] == "norm" else fused._matmul_residual_kernel
+        row["fused_config"] = str(getattr(kernel, "best_config", "?")).split(", num_ctas")[0]
+        row["fused_GB_per_s"] = moved_bytes(site) / row["fused_ms"] / 1e6
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+SWEEP_M = (32, 64, 128, 256)
+SWEEP_INNER = (32, 64, 128)  # BLOCK_N for the norm kernel, BLOCK_K for the residual one
+SWEEP_WARPS = (4, 8)
+SWEEP_STAGES = (1, 2, 3)
+
+
+def sweep(sites: Counter[Site]) -> list[dict]:
+    """Every tile of the sweep grid at each site kind's largest shape: milliseconds, best first."""
+    from triton.testing import do_bench
+
+    from engines import triton_norm_matmul as fused
+
+    results = []
+    largest: dict[tuple[str, int, int], Site] = {}
+    for site in sites:
+        key = (site[0], site[3], site[4])
+        if key not in largest or site[2] > largest[key][2]:
+            largest[key] = site
+    for site in sorted(largest.values(), key=lambda s: -moved_bytes(s))[:4]:
+        tensors = site_inputs(site)
+        timings = []
+        for block_m, inner, warps, stages in itertools.product(SWEEP_M, SWEEP_INNER, SWEEP_WARPS, SWEEP_STAGES):
+            launch: dict[str, int] = {"num_warps": warps, "num_stages": stages}
+            if site[0] == "norm":
+                def run() -> torch.Tensor:
+                    return fused._launch_norm_matmul(fused._norm_matmul_kernel.fn, tensors["x"], tensors["weight_t"],
+                                                     tensors["bias"], 1e-5, False, BLOCK_M=block_m, BLOCK_N=inner,
+                                                     **launch)
+            else:
+                def run() -> torch.Tensor:
+                    return fused._launch_matmul_residual(fused._matmul_residual_kernel.fn, tensors["a"],
+                                                         tensors["weight"], None, tensors["residual"],
+                                                         BLOCK_M=block_m, BLOCK_K=inner, **launch)
+            try:
+                ms = do_bench(run, warmup=10, rep=40, return_mode="median")
+            except Exception as exc:  # noqa: BLE001 - a tile that does not compile or fit is skipped, named
+                print(f"sweep {site} {block_m, inner, warps, stages}: {type(exc).__name__}", flush=True)
+                continue
+            timings.append({"tile": [block_m, inner, warps, stages], "ms": ms,
+                            "GB_per_s": moved_bytes(site) / ms / 1e6})
+        timings.sort(key=lambda t: t["ms"])
+        entry = {"site": list(site), "best": timings[:8]}
+        print(json.dumps(entry), flush=True)
+        results.append(entry)
+    return results
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    lines = [f"## {title}", "",
+             "| kind | M | K -> N | calls | unfused ms | product ms | fused ms | fused GB/s | fused max err | tile |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        lines.append(f"| {r['kind']} | {r['images'] * r['rows']} | {r['K']} -> {r['N']} | {r['calls_per_frame']} | "
+                     f"{r['unfused_ms']:.3f} | {r['product_ms']:.3f} | {r['fused_ms']:.3f} | {r['fused_GB_per_s']:.0f} | "
+                     f"{r['fused_max_abs_err']:.1e} | {r['fused_config']} |")
+    totals = [sum(r[f"{name}_ms"] * r["calls_per_frame"] for r in rows) for name in ("unfused", "product", "fused")]
+    lines.append(f"| **per frame** | | | {sum(r['calls_per_frame'] for r in rows)} | **{totals[0]:.2f}** | "
+                 f"**{totals[1]:.2f}** | **{totals[2]:.2f}** | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="gopro", help="architecture preset (hidiff.config.preset): gopro, realblur_j, ...")
+    parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("1280x720"), help="WIDTHxHEIGHT")
+    parser.add_argument("--sweep", action="store_true", help="also time a wider grid of tiles at the largest shapes")
+    parser.add_argument("--out", type=Path, help="folder for norm_matmul_kernels.json and .md")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("this benchmark times CUDA kernels: run it on a machine with a GPU")
+    sites = frame_sites(preset(args.preset), args.size)
+    rows = measure(sites)
+    title = (f"LayerNorm + projection and projection + residual of one {args.size.label} frame, {args.preset} preset, "
+             f"FP16 channels-last, {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    table = markdown(rows, title)
+    print(table)
+    swept = sweep(sites) if args.sweep else []
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "norm_matmul_kernels.json").write_text(json.dumps({"title": title, "rows": rows, "sweep": swept},
+                                                                      indent=1))
+        (args.out / "norm_matmul_kernels.md").write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
