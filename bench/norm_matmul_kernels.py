@@ -133,7 +133,7 @@ def measure(sites: Counter[Site]) -> list[dict]:
     return rows
 
 
-SWEEP_M = (32, 64, 128, 256)
+SWEEP_M = (64, 128, 256)
 SWEEP_INNER = (32, 64, 128)  # BLOCK_N for the norm kernel, BLOCK_K for the residual one
 SWEEP_WARPS = (4, 8)
 SWEEP_STAGES = (1, 2, 3)
