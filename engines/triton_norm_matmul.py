@@ -76,21 +76,23 @@ def triton_available() -> bool:
 
 # ------------------------------------------------------------------------------------ kernels
 
-# Tiles the autotuners try. The products are skinny (K = C is 48 to 192 channels, N up to a few
-# hundred), so both kernels are bound by memory: a program keeps its rows in registers and walks
-# the outputs (norm) or the inputs (residual) in slices. None spills registers on sm_90 at the
-# widest rows the GoPro Restormer gives them (BLOCK_K 256 for the norm, BLOCK_N 256 for the
-# residual; a CPU test compiles them): (128, 64, 4) and (128, 32, 4) did, and were left out.
-NORM_TILES = ((64, 64, 4), (128, 64, 8), (64, 128, 4), (32, 128, 4), (128, 128, 8), (256, 64, 8))  # BLOCK_M, _N, warps
-RESIDUAL_TILES = ((64, 32, 4), (128, 64, 8), (64, 64, 4), (32, 64, 4), (128, 32, 8))  # BLOCK_M, BLOCK_K, warps
+# Tiles the autotuners try, (BLOCK_M, BLOCK_N or BLOCK_K, warps, stages). The products are skinny
+# (K = C is 48 to 192 channels, N up to a thousand), so both kernels are bound by memory: a
+# program keeps its rows in registers and walks the outputs (norm) or the inputs (residual) in
+# slices. The lists hold the best tiles of session 10's sweep on an H100 (bench/norm_matmul_kernels.py
+# --sweep) at a 1280x720 frame's largest shapes. None spills registers on sm_90 at the widest rows
+# the GoPro Restormer gives them (BLOCK_K 256 for the norm, BLOCK_N 256 for the residual; a CPU
+# test compiles them): (128, 64, 4) and (128, 32, 4) did, and were left out.
+NORM_TILES = ((64, 64, 4, 1), (64, 128, 4, 1), (128, 32, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3), (256, 64, 8, 2))
+RESIDUAL_TILES = ((64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (128, 64, 8, 3), (128, 32, 8, 3))
 
 
 def _norm_configs() -> list:
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=2) for m, n, w in NORM_TILES]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in NORM_TILES]
 
 
 def _residual_configs() -> list:
-    return [triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=3) for m, k, w in RESIDUAL_TILES]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=s) for m, k, w, s in RESIDUAL_TILES]
 
 
 def _next_power_of_2(n: int) -> int:

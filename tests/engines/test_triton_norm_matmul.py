@@ -127,28 +127,28 @@ def test_kernels_in_tritons_interpreter_match_the_references():
     assert done.stdout.count("ok norm") == 8 and done.stdout.count("ok residual") == 8
 
 
-def _norm_resources(block_k: int, block_m: int, block_n: int, warps: int) -> dict[str, int]:
+def _norm_resources(block_k: int, block_m: int, block_n: int, warps: int, stages: int = 2) -> dict[str, int]:
     return sm90_resources(fused._norm_matmul_kernel.fn, ("x_ptr", "w_ptr", "b_ptr", "y_ptr"),
                           {"BIAS_FREE": False, "BLOCK_K": block_k, "BLOCK_M": block_m, "BLOCK_N": block_n}, warps,
-                          unaligned=("M",), scalars={"eps": "fp32"}, stages=2)
+                          unaligned=("M",), scalars={"eps": "fp32"}, stages=stages)
 
 
-def _residual_resources(block_n: int, block_m: int, block_k: int, warps: int) -> dict[str, int]:
+def _residual_resources(block_n: int, block_m: int, block_k: int, warps: int, stages: int = 3) -> dict[str, int]:
     return sm90_resources(fused._matmul_residual_kernel.fn, ("a_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"),
                           {"HAS_BIAS": False, "BLOCK_N": block_n, "BLOCK_M": block_m, "BLOCK_K": block_k,
-                           "stride_wk": 1}, warps, unaligned=("M",), stages=3)
+                           "stride_wk": 1}, warps, unaligned=("M",), stages=stages)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 def test_no_tile_spills_registers_on_an_h100():
     """Every tile the autotuners may pick fits sm_90's registers at the widest rows the GoPro
     Restormer gives the kernels (192 channels: BLOCK_K 256; N 192: BLOCK_N 256)."""
-    for block_m, block_n, warps in fused.NORM_TILES:
-        usage = _norm_resources(256, block_m, block_n, warps)
-        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, ((block_m, block_n, warps), usage)
-    for block_m, block_k, warps in fused.RESIDUAL_TILES:
-        usage = _residual_resources(256, block_m, block_k, warps)
-        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, ((block_m, block_k, warps), usage)
+    for tile in fused.NORM_TILES:
+        usage = _norm_resources(256, *tile)
+        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (tile, usage)
+    for tile in fused.RESIDUAL_TILES:
+        usage = _residual_resources(256, *tile)
+        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (tile, usage)
     # The check can fail: the tiles left out spill.
     assert _norm_resources(256, 128, 64, 4)["STACK"] > 0
     assert _residual_resources(256, 128, 32, 4)["STACK"] > 0
