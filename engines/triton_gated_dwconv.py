@@ -30,8 +30,12 @@ than cuDNN's in session 8 (8.5 against 6.9 ms per frame), so those stay cuDNN's.
 
 :func:`fuse_gdfn_gates` swaps every GDFN of a Restormer for :class:`FusedGateGDFN`, which calls
 the kernel on CUDA tensors and the PyTorch reference (:func:`gated_dwconv3x3_reference`)
-elsewhere, with the GDFN's own weights. The op is a ``torch.library.triton_op``: ``torch.compile``
-sees through it (no graph break) and keeps the kernel as written.
+elsewhere, with the GDFN's own weights. The op is a ``torch.library.custom_op``: ``torch.compile``
+calls it as one opaque operation, without a graph break. Until session 10 it was a
+``triton_op``, which inductor traces into: torch 2.11's inductor then filled every output with
+NaN before the kernel wrote it (a whole extra write of the gated map, found in the generated code
+by bench/block_code.py), because it cloned the op's freshly allocated output and could not
+reinplace the clone.
 """
 from __future__ import annotations
 
@@ -209,7 +213,7 @@ if triton is not None:
             tl.store(q, (_gelu(done_e) * done_e2).to(out_ptr.dtype.element_ty), mask=at_even & row_ok)
             tl.store(q + stride_ow, (_gelu(done_o) * done_o2).to(out_ptr.dtype.element_ty), mask=at_odd & row_ok)
 
-    @torch.library.triton_op("hidiff::gated_dwconv3x3", mutates_args=())
+    @torch.library.custom_op("hidiff::gated_dwconv3x3", mutates_args=())
     def _gated_dwconv3x3_op(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         b, c2, h, w = y.shape
         c = c2 // 2
@@ -220,7 +224,7 @@ if triton is not None:
         def grid(meta: dict[str, int]) -> tuple[int, int, int]:
             return (triton.cdiv(h, meta["ROWS"]) * triton.cdiv(w, 2 * meta["PAIRS"]), triton.cdiv(c, meta["BLOCK_C"]), b)
 
-        torch.library.wrap_triton(_gated_dwconv3x3_kernel)[grid](
+        _gated_dwconv3x3_kernel[grid](
             y, weight, bias.contiguous() if bias is not None else weight, out,
             h, w, c,
             y.stride(0), y.stride(2), y.stride(3), y.stride(1),
@@ -228,6 +232,11 @@ if triton is not None:
             HAS_BIAS=bias is not None,
         )
         return out
+
+    @_gated_dwconv3x3_op.register_fake
+    def _gated_dwconv3x3_shape(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        b, c2, h, w = y.shape
+        return torch.empty((b, c2 // 2, h, w), device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
 
 
 def gated_dwconv3x3(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -26,8 +26,8 @@ Products in float16 on the tensor cores, accumulated in float32; LayerNorm stati
 float32 (as hidiff.restormer's LayerNorm). :func:`fuse_block_norms` swaps the blocks of a
 Restormer that do not use the prior (every level but the bottleneck, whose modulation sits
 between the norm and the projection) for :class:`FusedNormBlock`, which runs the kernels on CUDA
-tensors and the PyTorch references elsewhere. Both are ``torch.library.triton_op``s:
-``torch.compile`` sees through them (no graph break) and keeps the kernels as written.
+tensors and the PyTorch references elsewhere. Both are ``torch.library.custom_op``s:
+``torch.compile`` calls them as opaque operations, without graph breaks.
 """
 from __future__ import annotations
 
@@ -167,15 +167,29 @@ if triton is not None:
         tl.store(y_ptr + batch * stride_yb + offsets * stride_ym + ns[None, :], acc.to(y_ptr.dtype.element_ty),
                  mask=mask)
 
-    @torch.library.triton_op("hidiff::norm_conv1x1", mutates_args=())
+    # Opaque ops for torch.compile (custom_op, not triton_op: see engines.triton_gated_dwconv on the
+    # NaN fill inductor put before a traced kernel's output).
+    @torch.library.custom_op("hidiff::norm_conv1x1", mutates_args=())
     def _norm_conv1x1_op(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                          bias_free: bool) -> torch.Tensor:
-        return _launch_norm_matmul(torch.library.wrap_triton(_norm_matmul_kernel), x, weight_t, bias, eps, bias_free)
+        return _launch_norm_matmul(_norm_matmul_kernel, x, weight_t, bias, eps, bias_free)
 
-    @torch.library.triton_op("hidiff::conv1x1_residual", mutates_args=())
+    @_norm_conv1x1_op.register_fake
+    def _norm_conv1x1_shape(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
+                            bias_free: bool) -> torch.Tensor:
+        b, _, h, w = x.shape
+        return torch.empty((b, weight_t.shape[1], h, w), device=x.device, dtype=x.dtype,
+                           memory_format=torch.channels_last)
+
+    @torch.library.custom_op("hidiff::conv1x1_residual", mutates_args=())
     def _conv1x1_residual_op(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                              residual: torch.Tensor) -> torch.Tensor:
-        return _launch_matmul_residual(torch.library.wrap_triton(_matmul_residual_kernel), a, weight, bias, residual)
+        return _launch_matmul_residual(_matmul_residual_kernel, a, weight, bias, residual)
+
+    @_conv1x1_residual_op.register_fake
+    def _conv1x1_residual_shape(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                                residual: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(residual, memory_format=torch.channels_last)
 
 
 def _launch_norm_matmul(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,

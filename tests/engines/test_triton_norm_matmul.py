@@ -187,7 +187,9 @@ def test_residual_kernel_matches_the_reference(per_image):
 
 
 @pytest.mark.gpu
-def test_both_compile_without_graph_breaks(caplog):
+def test_both_compile_without_graph_breaks_or_output_fills():
+    from torch._inductor.utils import run_and_get_code
+
     torch.manual_seed(0)
     x = torch.randn(1, 48, 16, 24, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
     weight_t, bias = (torch.randn(48, 96, device="cuda") * 0.1).half(), torch.randn(96, device="cuda").half()
@@ -199,11 +201,24 @@ def test_both_compile_without_graph_breaks(caplog):
 
     assert torch._dynamo.explain(block)(x).graph_break_count == 0
     torch._dynamo.reset()
-    with caplog.at_level("WARNING"):
-        compiled = torch.compile(block, fullgraph=True)(x)
-    assert "identify_mutated_tensors" not in caplog.text
+    compiled, codes = run_and_get_code(torch.compile(block, fullgraph=True), x)
+    code = "\n".join(codes)
+    assert "hidiff.norm_conv1x1" in code and "hidiff.conv1x1_residual" in code and 'float("nan")' not in code
     # float16 outputs; the autotuners may pick other tiles (another summation order) for each
     torch.testing.assert_close(compiled, block(x), rtol=1e-2, atol=2e-3)
+
+
+def test_compile_sees_the_output_shapes_and_layouts():
+    """The ops' registered shape functions: channels-last outputs, as the kernels write them."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        half = {"device": "cuda", "dtype": torch.float16}
+        x = torch.empty(2, 48, 8, 12, **half)
+        normed = torch.ops.hidiff.norm_conv1x1(x, torch.empty(48, 144, **half), torch.empty(144, **half), 1e-5, False)
+        assert normed.shape == (2, 144, 8, 12) and normed.is_contiguous(memory_format=torch.channels_last)
+        out = torch.ops.hidiff.conv1x1_residual(torch.empty(2, 96, 8, 12, **half), torch.empty(48, 96, **half), None, x)
+        assert out.shape == (2, 48, 8, 12) and out.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.gpu
