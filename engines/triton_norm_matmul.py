@@ -28,6 +28,12 @@ Restormer that do not use the prior (every level but the bottleneck, whose modul
 between the norm and the projection) for :class:`FusedNormBlock`, which runs the kernels on CUDA
 tensors and the PyTorch references elsewhere. Both are ``torch.library.custom_op``s:
 ``torch.compile`` calls them as opaque operations, without graph breaks.
+
+Measured on an H100 (docs/benchmarks.md, session 10): the 128 calls of a 1280x720 frame take
+21.4 ms; the residual kernel moves 2.5-2.9 TB/s at full resolution, the norm kernel 1.7-2.6 TB/s
+there and about 1 TB/s at the 192-channel level. In the compiled model with the fused gate and
+CUDA graphs a 1280x720 frame takes 45.6 ms against 49.8 ms without these kernels, 1920x1080
+99.2 against 107.8 ms.
 """
 from __future__ import annotations
 
