@@ -1,13 +1,28 @@
-"""Compiling a Triton kernel for an H100 (sm_90) without a GPU, with Triton's own ptxas, and
-reading its registers and spills back from the cubin with Triton's cuobjdump."""
+"""Triton kernels checked without a GPU: run by Triton's interpreter on the CPU, and compiled for
+an H100 (sm_90) with Triton's own ptxas, their registers and spills read back from the cubin with
+Triton's cuobjdump."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 import tempfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_in_interpreter(script: str) -> str:
+    """Run ``script`` with TRITON_INTERPRET=1 (read when Triton is imported: hence a fresh Python
+    process) from the repository root; returns its standard output, fails with its error."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def sm90_resources(kernel: Any, pointers: Collection[str], constants: Mapping[str, Any], warps: int,
