@@ -30,9 +30,11 @@
 #             eager .half() and FP32, 1280x720 batch 1; then compiled with it, without it and .half()
 #             at 1920x1080 batch 1
 #   norms     engines.triton_norm_matmul's LayerNorms and residuals inside the 1x1 projections, and
-#             engines.cuda_graphs' CUDA graph per shape, each with and without the other, beside the
-#             fused GDFN model they extend: 1280x720 then 1920x1080, batch 1 (NORMS_720P and
-#             NORMS_1080P name other backend lists)
+#             engines.cuda_graphs' CUDA graph per shape: the kernels against PyTorch's at a 1280x720
+#             frame's shapes with a tile sweep (bench/norm_matmul_kernels.py), inductor's code for one
+#             block with and without them (bench/block_code.py), then the model with each and both,
+#             beside the fused GDFN model they extend: 1280x720 then 1920x1080, batch 1 (NORMS_720P
+#             and NORMS_1080P name other backend lists)
 #   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer with the fused
 #             GDFN gate at 1280x720 (PROFILE_BACKEND picks another bench backend)
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
@@ -45,7 +47,7 @@
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_suite.sh OUT [STEP ...]}
 shift
-steps=" ${*:-env tests export latency ortgraph aligned fused runtime train compile default} "
+steps=" ${*:-env tests export latency ortgraph aligned fused norms runtime train compile default} "
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -152,6 +154,8 @@ if step fused; then
     --backends torch-compile-fp16-fused,torch-compile-fp16,torch-fp16 --out "$out/fused_1080p"
 fi
 if step norms; then
+  run python3 bench/norm_matmul_kernels.py --preset gopro --size 1280x720 --sweep --out "$out/norm_kernels" 2>&1 | tail -n 24
+  run python3 bench/block_code.py --level decoder_level1 --size 1280x720 --out "$out/block_code" 2>&1 | tail -n 8
   run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 6 \
     --backends "${NORMS_720P:-torch-compile-fp16-fused-norms-graphs,torch-compile-fp16-fused-norms,torch-compile-fp16-fused-graphs,torch-compile-fp16-fused}" \
     --out "$out/norms_720p"
