@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from bench.report import describe_environment  # noqa: E402
 from hidiff.files import write_atomic  # noqa: E402
-from runtime.cli import Parser, add_deblurrer_arguments, check_model_paths, deblurrer_options  # noqa: E402
+from runtime.cli import Parser, add_deblurrer_arguments, check_deblurrer_arguments, deblurrer_options  # noqa: E402
 from runtime.corpus_report import CorpusReport  # noqa: E402
 
 PROG = "python bench/ray_throughput.py"
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--frames and --repeat must be >= 1")
     if args.input is not None and not args.input.is_dir():
         parser.error(f"--input {args.input} is not a folder")
-    check_model_paths(parser, args)
+    check_deblurrer_arguments(parser, args)
     from runtime.distributed import PipelineError, deblur_corpus, import_ray, ray_session
 
     try:

@@ -1,7 +1,7 @@
 """Command line: deblur an image, a folder of images or a video.
 
     python -m runtime IN OUT [--engines DIR] [--weights FILE] [--backend auto] [--device 0]
-                             [--precision fp32] [--tile N] [--tile-overlap 32] [--seed 0] [--strict]
+                             [--precision fp32] [--tile N] [--tile-overlap 32] [--seed 0] [--strict] [--compile]
 
 IN an image file -> OUT an image file (or a folder to put it in); IN a folder -> OUT a folder
 (same file names; a file that cannot be read or deblurred is reported and skipped); IN a video
@@ -28,7 +28,7 @@ from runtime.cli import (
     EXIT_SOME_FAILED,
     Parser,
     add_deblurrer_arguments,
-    check_model_paths,
+    check_deblurrer_arguments,
     deblurrer_options,
 )
 from runtime.errors import BackendError, DeblurError
@@ -80,7 +80,7 @@ def _check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
         parser.error(f"output {args.output}: expected a video file ({', '.join(io.VIDEO_SUFFIXES)})")
     if kind == "folder" and not io.list_images(args.input):
         parser.error(f"input folder {args.input} holds no images ({', '.join(io.IMAGE_SUFFIXES)})")
-    check_model_paths(parser, args)
+    check_deblurrer_arguments(parser, args)
     return kind
 
 

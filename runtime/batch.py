@@ -29,7 +29,7 @@ from runtime.cli import (
     EXIT_SOME_FAILED,
     Parser,
     add_deblurrer_arguments,
-    check_model_paths,
+    check_deblurrer_arguments,
     deblurrer_options,
 )
 from runtime.corpus import REPORT_NAME
@@ -71,7 +71,7 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--video-codec {args.video_codec!r}: expected four characters, e.g. FFV1 or MJPG")
     if args.output.exists() and not args.output.is_dir():
         parser.error(f"output {args.output} is a file; expected a folder")
-    check_model_paths(parser, args)
+    check_deblurrer_arguments(parser, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -87,6 +87,10 @@ def test_video_round_trip_keeps_frame_count_size_and_fps(tmp_path, weights, caps
     (["{img}", "out.xyz"], "expected an image file"),
     (["{img}", "out.png", "--backend", "magic"], "invalid choice"),
     (["{img}", "out.png", "--weights", "nowhere.safetensors"], "does not exist"),
+    (["{img}", "out.png", "--compile", "--backend", "onnxruntime"], "--compile runs the PyTorch backend"),
+    (["{img}", "out.png", "--compile", "--precision", "fp32"], "--compile runs in FP16"),
+    # on the CPU the Deblurrer itself refuses: FP16 engines need CUDA
+    (["{img}", "out.png", "--compile"], "precision fp16 on cpu"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, weights, capsys, argv, words):
     img = tmp_path / "x.png"
@@ -98,3 +102,15 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, weights, capsys, argv, wor
         main(argv + ["--device", "cpu"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_compile_asks_for_the_fastest_pytorch_form():
+    from runtime.cli import COMPILED_TORCH_OPTIONS, Parser, add_deblurrer_arguments, deblurrer_options
+
+    parser = Parser()
+    add_deblurrer_arguments(parser)
+    options = deblurrer_options(parser.parse_args(["--compile"]))
+    assert options["backend"] == "torch" and options["precision"] == "fp16"
+    assert options["engine_options"] == COMPILED_TORCH_OPTIONS
+    assert all(COMPILED_TORCH_OPTIONS[k] is True for k in ("compile", "fuse_gates", "fuse_norms", "cuda_graphs"))
+    assert "engine_options" not in deblurrer_options(parser.parse_args([]))
