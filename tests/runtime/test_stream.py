@@ -52,6 +52,24 @@ def test_cuda_graph_loop_equals_the_plain_loop(cuda_deblurrer):
 
 
 @pytest.mark.gpu
+def test_engine_graphs_and_fused_kernels_keep_every_frame():
+    """The fastest engine options (eager here: compiling is the benchmark's) through the runtime:
+    a video's frames, each equal to the plain FP16 engines' within float16 rounding, none
+    overwritten by the next through the engines' static CUDA-graph outputs."""
+    options = {"fuse_gates": True, "fuse_norms": True, "cuda_graphs": True}
+    frames = [frame_u8(40, 56, seed=300 + i) for i in range(4)]
+    with Deblurrer(model=make_tiny_model(), device=0, precision="fp16", backend="torch", strict=True,
+                   engine_options=options) as fast, \
+            Deblurrer(model=make_tiny_model(), device=0, precision="fp16", backend="torch", strict=True) as plain:
+        got = list(fast.stream(iter(frames)))
+        want = [plain.deblur(f) for f in frames]
+        assert all(e.cuda_graph_error is None for e in fast.engines.engines.values())
+    for g, w in zip(got, want):
+        assert np.abs(g.astype(int) - w.astype(int)).max() <= 2  # 8-bit output of two float16 computations
+    assert len({g.tobytes() for g in got}) == len(frames)
+
+
+@pytest.mark.gpu
 def test_cuda_matches_the_cpu_model(cuda_deblurrer):
     blur = torch.rand(1, 3, 32, 40)
     model = make_tiny_model()
