@@ -62,10 +62,6 @@ def gated_dwconv3x3_reference(y: torch.Tensor, weight: torch.Tensor, bias: torch
     return F.gelu(z1) * z2
 
 
-def triton_available() -> bool:
-    return triton is not None and torch.cuda.is_available()
-
-
 # The tiles the autotuner tries, as (pairs, channels, warps), each holding 2 or 4 channels of a
 # pixel pair per thread. At 8 per thread (session 8's tiles) ptxas runs out of registers on sm_90
 # (255 and a 352-byte stack of spills); at 4 it needs 207, at 2 about 96, with no spills (a CPU

@@ -12,8 +12,9 @@ In channels-last memory a pixel's C channels are contiguous, so a feature map is
 matrix (M = B*H*W) and every 1x1 projection a matrix product. Compiled, each LayerNorm is a
 kernel of its own (inductor fuses it with the residual addition before it) that writes LN(x)
 only for the projection to read it back, and each residual addition reads the projection's
-output back: per block and pixel about 8C of the 40C of memory traffic (the floor analysis of
-docs/benchmarks.md, session 9). Here they vanish into the products:
+output back: those kernels move about 8C of a block's 40C values per pixel (the floor analysis
+of docs/benchmarks.md, session 9). Here they vanish into the products, and the block moves about
+34C:
 
 - :func:`norm_conv1x1`: y = LN(x) W^T + b. A program loads BLOCK_M whole rows (all C channels),
   computes their moments in float32, normalises, and multiplies by W^T one BLOCK_N slice at a
@@ -67,17 +68,12 @@ def conv1x1_residual_reference(a: torch.Tensor, weight: torch.Tensor, bias: torc
                                residual: torch.Tensor) -> torch.Tensor:
     """residual + W a + b: a (B, K, H, W) or (B, K, H*W), weight (N, K) or per image (B, N, K),
     residual (B, N, H, W). Float32 inside, residual's dtype out."""
-    b, n = residual.shape[:2]
     flat = a.reshape(a.shape[0], a.shape[1], -1).float()
     w = weight.float()
     y = torch.einsum("nk,bkm->bnm", w, flat) if w.dim() == 2 else torch.bmm(w, flat)
     if bias is not None:
         y = y + bias.float()[:, None]
     return (residual.float() + y.reshape(residual.shape)).to(residual.dtype)
-
-
-def triton_available() -> bool:
-    return triton is not None and torch.cuda.is_available()
 
 
 # ------------------------------------------------------------------------------------ kernels
