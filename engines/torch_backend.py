@@ -103,10 +103,7 @@ class TorchEngine(Engine):
             else:
                 self._run = torch.compile(module, mode=self.compile_mode)
         self._graphs: ShapeGraphs | None = None
-        if cuda_graphs:
-            if self._device.type != "cuda":
-                raise ValueError(f"graph {contract.name!r}: cuda_graphs=True needs a CUDA device, the engine runs on "
-                                 f"{self._device}")
+        if cuda_graphs:  # ShapeGraphs refuses a device other than CUDA, naming the graph
             self._graphs = ShapeGraphs(self._call_module, self._device, f"graph {contract.name!r}")
 
     @property
@@ -186,20 +183,13 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
     dtype = COMPUTE_DTYPES[precision]
     if channels_last is None:
         channels_last = target.type == "cuda"
-    copied = copy.deepcopy(model).to(device=target, dtype=dtype).eval()
-    if align_channels is None:
-        align_channels = target.type == "cuda" and precision is Precision.FP16
-    if align_channels:
-        from hidiff.aligned_channels import align_channels as pad_channels
-
-        pad_channels(copied.restormer)
+    # The options are checked before the model is copied and cast: a call that cannot work does no work.
     if fuse_gates:
         from engines import triton_gated_dwconv
 
         if target.type != "cuda" or triton_gated_dwconv.triton is None:
             raise ValueError(f"fuse_gates runs a Triton kernel: it needs a CUDA device and Triton (device {target}, "
                              f"triton {'installed' if triton_gated_dwconv.triton is not None else 'missing'})")
-        triton_gated_dwconv.fuse_gdfn_gates(copied.restormer)
     if fuse_norms:
         from engines import triton_norm_matmul
 
@@ -209,14 +199,24 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
                              f"Triton, precision fp16 and channels_last (device {target}, precision {precision.value}, "
                              f"channels_last {channels_last}, triton "
                              f"{'installed' if triton_norm_matmul.triton is not None else 'missing'})")
+    if cuda_graphs and target.type != "cuda":
+        raise ValueError(f"cuda_graphs=True needs a CUDA device, got {target}")
+    copied = copy.deepcopy(model).to(device=target, dtype=dtype).eval()
+    if align_channels is None:
+        align_channels = target.type == "cuda" and precision is Precision.FP16
+    if align_channels:
+        from hidiff.aligned_channels import align_channels as pad_channels
+
+        pad_channels(copied.restormer)
+    if fuse_gates:
+        triton_gated_dwconv.fuse_gdfn_gates(copied.restormer)
+    if fuse_norms:
         triton_norm_matmul.fuse_block_norms(copied.restormer)
     if channels_last:
         # nn.Module.to takes memory_format (documented); torch's overloads for type checkers omit it.
         copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     modules = graph_modules(copied, dtype, channels_last)
     contracts = graph_contracts(copied.config.prior_tokens, copied.config.prior_channels)
-    if cuda_graphs and target.type != "cuda":
-        raise ValueError(f"cuda_graphs=True needs a CUDA device, got {target}")
     return {name: TorchEngine(modules[name], contracts[name], target, compile=compile, inductor_options=inductor_options,
                               cuda_graphs=cuda_graphs)
             for name in contracts}

@@ -38,6 +38,7 @@ CUDA graphs a 1280x720 frame takes 45.6 ms against 49.8 ms without these kernels
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -263,7 +264,7 @@ def conv1x1_residual(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     k = a.shape[1]
     shared = weight.dim() == 2 and tuple(weight.shape) == (n, k)
     per_image = weight.dim() == 3 and tuple(weight.shape) == (b, n, k)
-    if residual.dim() != 4 or a.shape[0] != b or a[0, 0].numel() != residual[0, 0].numel() or not (shared or per_image):
+    if residual.dim() != 4 or a.shape[0] != b or math.prod(a.shape[2:]) != math.prod(residual.shape[2:]) or not (shared or per_image):
         raise ValueError(f"conv1x1_residual expects a (B, K, H, W), weight (N, K) or (B, N, K) and residual "
                          f"(B, N, H, W), got {tuple(a.shape)}, {tuple(weight.shape)} and {tuple(residual.shape)}")
     if not _uses_kernels(a, weight, residual):
