@@ -13,6 +13,7 @@ often a frame calls it: the frame time it would spend in these operations.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections import Counter
@@ -85,6 +86,47 @@ def measure(shapes: Counter[Shape]) -> list[dict]:
     return rows
 
 
+def sweep_tiles() -> list[tuple[int, int, int, int]]:
+    """(PAIRS, BLOCK_C, warps, ROWS) with 2 channels of a pixel pair per thread (4 need about 234
+    registers on sm_90: engines.triton_gated_dwconv's TILES), in strips of 16, 34 and 64 rows."""
+    tiles = []
+    for pairs, channels, warps, rows in itertools.product((2, 4, 8, 16), (32, 64, 128), (2, 4, 8), (16, 34, 64)):
+        if pairs * channels == 64 * warps:
+            tiles.append((pairs, channels, warps, rows))
+    return tiles
+
+
+def sweep(shapes: Counter[Shape], largest: int = 2) -> list[dict]:
+    """Every tile of :func:`sweep_tiles` at the ``largest`` shapes (by bytes): milliseconds, best first."""
+    from triton.testing import do_bench
+
+    from engines import triton_gated_dwconv
+
+    results = []
+    for c, h, w in sorted(shapes, key=lambda s: -s[0] * s[1] * s[2])[:largest]:
+        y = torch.randn(1, c, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+        weight = torch.randn(c, 1, 3, 3, device="cuda", dtype=torch.float16) * 0.3
+        moved = y.numel() * 2 * 3 // 2  # read y, write half as many channels
+        timings = []
+        for pairs, channels, warps, rows in sweep_tiles():
+            def run() -> torch.Tensor:
+                return triton_gated_dwconv._launch_gated_dwconv3x3(triton_gated_dwconv._gated_dwconv3x3_kernel.fn, y,
+                                                                   weight, None, ROWS=rows, PAIRS=pairs,
+                                                                   BLOCK_C=channels, num_warps=warps)
+
+            try:
+                ms = do_bench(run, warmup=10, rep=40, return_mode="median")
+            except Exception as exc:  # noqa: BLE001 - a tile that does not compile or fit is skipped, named
+                print(f"sweep {(c, h, w)} {(pairs, channels, warps, rows)}: {type(exc).__name__}", flush=True)
+                continue
+            timings.append({"tile": [pairs, channels, warps, rows], "ms": ms, "GB_per_s": moved / ms / 1e6})
+        timings.sort(key=lambda t: t["ms"])
+        entry = {"shape": [c, h, w], "best": timings[:8], "worst": timings[-1:]}
+        print(json.dumps(entry), flush=True)
+        results.append(entry)
+    return results
+
+
 def markdown(rows: list[dict], title: str) -> str:
     lines = [f"## {title}", "",
              "| channels in | H x W | calls | cuDNN + gate ms | fused ms | fused GB/s | fused max err | tile |",
@@ -103,18 +145,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="gopro", help="architecture preset (hidiff.config.preset): gopro, realblur_j, ...")
     parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("1280x720"), help="WIDTHxHEIGHT")
+    parser.add_argument("--sweep", action="store_true", help="also time a grid of tiles at the two largest shapes")
     parser.add_argument("--out", type=Path, help="folder for dwconv_kernels.json and .md")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("this benchmark times CUDA kernels: run it on a machine with a GPU")
-    rows = measure(frame_shapes(preset(args.preset), args.size))
+    shapes = frame_shapes(preset(args.preset), args.size)
+    rows = measure(shapes)
     title = (f"GDFN depthwise convolution and gate of one {args.size.label} frame, {args.preset} preset, FP16 channels-last, "
              f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     table = markdown(rows, title)
     print(table)
+    swept = sweep(shapes) if args.sweep else []
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "dwconv_kernels.json").write_text(json.dumps({"title": title, "rows": rows}, indent=1))
+        (args.out / "dwconv_kernels.json").write_text(json.dumps({"title": title, "rows": rows, "sweep": swept},
+                                                                 indent=1))
         (args.out / "dwconv_kernels.md").write_text(table)
     return 0
 

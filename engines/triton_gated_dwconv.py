@@ -15,17 +15,24 @@ half (channels-last, so a pixel's channels are contiguous) and walks down it one
 time. The row is loaded once per pair of output columns (at even - 1, even, odd, odd + 1: the two
 outputs share two of their three input columns) and added, with the three rows of filter taps,
 into the three output rows it touches: the one it completes is gated and stored, the two others
-are carried in registers, and the next row's loads are issued before this row's arithmetic.
-Each loaded element is widened to float32 once; taps, products and sums are float32. Exact (erf)
-GELU.
+stay in registers. The roles of the three sums turn with every row, so the loop takes three input
+rows at a time (all 24 of their loads issued first) and never copies a sum. Each loaded element is
+widened to float32 once; taps, products and sums are float32, each sum grown by a chain of
+multiply-adds. GELU is exact: erf by Abramowitz and Stegun 7.1.26 (absolute error at most 1.5e-7),
+one polynomial and one exponential per element. The channel count is a compile-time constant, so
+that the eight loads of a row are one pointer per element plus constant offsets; strips away from
+the image's edges (most of them) load and store without masks.
 
-Measured (docs/benchmarks.md, session 9): at the shapes of a 1280x720 frame of the GoPro model on
-an H100 the kernel takes 11.4 ms per frame where cuDNN's convolution and inductor's gate take
-20.3 ms. Session 8's version took 14.1 ms: its tiles spilled registers (255 and a 352-byte stack
-per thread on sm_90). Before that was found, halving its arithmetic (float16 products widened
-one by one) changed nothing measurable; after, neither did keeping two rows of loads in flight.
-The kernel moves 1.5-1.7 TB/s at the large shapes, about half the H100's bandwidth. The same
-row-streaming kernel without the gate, for the attention's depthwise convolutions, was slower
+Measured (docs/benchmarks.md, session 11): at the shapes of a 1280x720 frame of the GoPro model on
+an H100 the kernel takes 8.62 ms per frame where cuDNN's convolution and inductor's gate take 20.3
+ms (on an H200 in one run: 7.96 ms against 10.90 ms for session 9's form of the kernel). Session 9's
+form moved 1.5-1.8 TB/s and was bound by its instruction issue (Nsight Compute: 80 % of the issue
+slots, 54 % of DRAM bandwidth): 82 instructions per output element, of which libdevice's erff
+(choosing between two polynomials per element) took about a third and copies of the rotating sums
+and prefetched rows a fifth. This form needs 58 (sm_90 machine code compiled on the CPU,
+``python bench/kernel_sass.py``). Earlier: session 8's version spilled registers (14.1 ms); halving
+its arithmetic, and later keeping two rows of loads in flight, changed nothing measurable. The
+same row-streaming kernel without the gate, for the attention's depthwise convolutions, was slower
 than cuDNN's in session 8 (8.5 against 6.9 ms per frame), so those stay cuDNN's.
 
 :func:`fuse_gdfn_gates` swaps every GDFN of a Restormer for :class:`FusedGateGDFN`, which calls
@@ -40,6 +47,7 @@ reinplace the clone.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,14 +70,16 @@ def gated_dwconv3x3_reference(y: torch.Tensor, weight: torch.Tensor, bias: torch
     return F.gelu(z1) * z2
 
 
-# The tiles the autotuner tries, as (pairs, channels, warps), each holding 2 or 4 channels of a
-# pixel pair per thread. At 8 per thread (session 8's tiles) ptxas runs out of registers on sm_90
-# (255 and a 352-byte stack of spills); at 4 it needs 207, at 2 about 96, with no spills (a CPU
-# test compiles every tile for sm_90 and checks). Session 9's H100 run tried nine such tiles and
-# chose (4, 64, 4) at every shape of a 1280x720 frame; the list keeps it and its neighbours, so
-# that the first call of a new shape autotunes ten configurations, not eighteen.
-TILES = ((4, 64, 4), (2, 64, 2), (8, 64, 8), (4, 64, 2), (8, 64, 4))
-STRIP_ROWS = (16, 32)
+# The tiles the autotuner tries, as (pairs, channels, warps), each holding 2 channels of a pixel
+# pair per thread (about 120 registers on sm_90, no spills; 4 per thread need 234, 8 spill: a CPU
+# test compiles every tile for sm_90 and checks). Session 11's sweep of 24 such tiles in strips of
+# 16, 34 and 64 rows (bench/dwconv_kernels.py --sweep, on an H200) put (4, 64, 4) first at both
+# large shapes of a 1280x720 frame, the next seven within 4 % and the slowest, (16, 32, 8) in strips
+# of 16, a third slower;
+# on the H100 the autotuner chose (4, 64, 4) at every shape of a frame from this list: nine
+# configurations for the first call of each new shape.
+TILES = ((4, 64, 4), (2, 64, 2), (2, 128, 4))
+STRIP_ROWS = (16, 34, 64)  # the loop takes three input rows at a time: ROWS + 2 a multiple of three wastes none
 
 
 # Where Triton can (its autotuner's cache_results, where this Triton has it), the tile chosen for a
@@ -98,71 +108,143 @@ if triton is not None:
         return left, centre, right
 
     @triton.jit
-    def _pair_row(x_even, r, H, stride_xh, stride_xw, at_left, at_even, at_odd, at_right, PAIRS: tl.constexpr):
-        """Input row ``r`` at the columns a pair of outputs (even, odd) reads: even - 1, even,
-        odd and odd + 1 (zeros outside the image), in the input's dtype (the prefetched row stays
-        that narrow until it is used)."""
-        rows = r + tl.zeros((PAIRS, 1), dtype=tl.int32)  # the row as a tensor, for the masks
-        row_ok = (rows >= 0) & (rows < H)
-        p = x_even + r.to(tl.int64) * stride_xh
-        left = tl.load(p - stride_xw, mask=at_left & row_ok, other=0.0)
-        even = tl.load(p, mask=at_even & row_ok, other=0.0)
-        odd = tl.load(p + stride_xw, mask=at_odd & row_ok, other=0.0)
-        right = tl.load(p + 2 * stride_xw, mask=at_right & row_ok, other=0.0)
-        return left, even, odd, right
+    def _input_row(y_image, y_offsets, r, H, W, at_left, at_even, at_odd, at_right,
+                   C: tl.constexpr, MASKED: tl.constexpr):
+        """Input row ``r`` at the columns a pair of outputs (even, odd) reads, even - 1, even, odd
+        and odd + 1, in both halves of the channels: eight (PAIRS, BLOCK_C) tensors in the input's
+        dtype. Every address is one pointer per element plus a constant (pixels are 2C elements
+        apart). ``MASKED``: zeros outside the image (and the channels); else no mask at all."""
+        p = y_image + r.to(tl.int64) * W * (2 * C) + y_offsets
+        if MASKED:
+            rows = r + tl.zeros((1, 1), dtype=tl.int32)  # the row as a tensor, for the masks
+            row_ok = (rows >= 0) & (rows < H)
+            left = tl.load(p - 2 * C, mask=at_left & row_ok, other=0.0)
+            even = tl.load(p, mask=at_even & row_ok, other=0.0)
+            odd = tl.load(p + 2 * C, mask=at_odd & row_ok, other=0.0)
+            right = tl.load(p + 4 * C, mask=at_right & row_ok, other=0.0)
+            left2 = tl.load(p - C, mask=at_left & row_ok, other=0.0)
+            even2 = tl.load(p + C, mask=at_even & row_ok, other=0.0)
+            odd2 = tl.load(p + 3 * C, mask=at_odd & row_ok, other=0.0)
+            right2 = tl.load(p + 5 * C, mask=at_right & row_ok, other=0.0)
+        else:
+            left, even, odd, right = tl.load(p - 2 * C), tl.load(p), tl.load(p + 2 * C), tl.load(p + 4 * C)
+            left2, even2, odd2, right2 = tl.load(p - C), tl.load(p + C), tl.load(p + 3 * C), tl.load(p + 5 * C)
+        return left, even, odd, right, left2, even2, odd2, right2
 
     @triton.jit
-    def _row_taps(left, centre, right, w0, w1, w2):
-        """One row of taps, float32 multiply-adds."""
-        return left * w0 + centre * w1 + right * w2
-
-    @triton.jit
-    def _widen(left, even, odd, right):
-        """A loaded row in float32: one conversion per element loaded, not one per product."""
-        return left.to(tl.float32), even.to(tl.float32), odd.to(tl.float32), right.to(tl.float32)
-
-    @triton.jit
-    def _stream(top, middle, left, centre, right, a0, a1, a2, b0, b1, b2, d0, d1, d2):
-        """Input row r into the output rows it touches: r - 1 (``top``, completed and returned
-        first), r (``middle``, becomes the new top) and r + 1 (the new middle)."""
-        done = top + _row_taps(left, centre, right, d0, d1, d2)
-        top = middle + _row_taps(left, centre, right, b0, b1, b2)
-        middle = _row_taps(left, centre, right, a0, a1, a2)
-        return done, top, middle
+    def _half_step(done_e, done_o, mid_e, mid_o, left, even, odd, right, a0, a1, a2, b0, b1, b2, d0, d1, d2):
+        """Input row r, one half of the channels, into the three output rows it touches: r - 1
+        (``done``: its last row of taps), r (``mid``: its second) and r + 1 (returned new: its
+        first), for the even and the odd column of each pair. The row is widened to float32 once;
+        each sum grows by a chain of float32 multiply-adds."""
+        left, even, odd, right = left.to(tl.float32), even.to(tl.float32), odd.to(tl.float32), right.to(tl.float32)
+        done_e = done_e + left * d0 + even * d1 + odd * d2
+        done_o = done_o + even * d0 + odd * d1 + right * d2
+        mid_e = mid_e + left * b0 + even * b1 + odd * b2
+        mid_o = mid_o + even * b0 + odd * b1 + right * b2
+        return (done_e, done_o, mid_e, mid_o,
+                left * a0 + even * a1 + odd * a2, even * a0 + odd * a1 + right * a2)
 
     @triton.jit
     def _gelu(x):
-        return 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
+        """x Phi(x), exact GELU, with erf by Abramowitz and Stegun 7.1.26 (absolute error at most
+        1.5e-7, far below float16's rounding of the output): one polynomial in t = 1 / (1 + p|z|),
+        z = x / sqrt(2), times exp(-z^2), constants folded. libdevice's erff chooses between two
+        polynomials per element; its coefficient selects were a third of the kernel's instructions."""
+        t = tl.math.fdiv(1.0, 1.0 + 0.23164190 * tl.abs(x), ieee_rounding=False)  # p / sqrt(2)
+        # A&S's coefficients halved: x (1 - erf(|z|)) / 2 = x poly(t) exp(-z^2)
+        poly = t * (0.127414796 + t * (-0.142248368 + t * (0.7107068705 + t * (-0.7265760135 + t * 0.5307027145))))
+        half_tail = x * poly * tl.exp2(x * x * -0.7213475204444817)  # exp(-x^2 / 2) = 2^(-x^2 log2(e) / 2)
+        return tl.where(x >= 0, x - half_tail, half_tail)
+
+    @triton.jit
+    def _store_row(o_image, o_offsets, row, first, end, W, at_even, at_odd, done_e, done_o, done_e2, done_o2,
+                   C: tl.constexpr, MASKED: tl.constexpr):
+        """gelu(first half) * second half of a completed output row, if it is one of this
+        program's rows [first, end)."""
+        if (row >= first) & (row < end):
+            q = o_image + row.to(tl.int64) * W * C + o_offsets
+            gated_e = (_gelu(done_e) * done_e2).to(o_image.dtype.element_ty)
+            gated_o = (_gelu(done_o) * done_o2).to(o_image.dtype.element_ty)
+            if MASKED:
+                tl.store(q, gated_e, mask=at_even)
+                tl.store(q + C, gated_o, mask=at_odd)
+            else:
+                tl.store(q, gated_e)
+                tl.store(q + C, gated_o)
+
+    @triton.jit
+    def _strip(y_image, o_image, y_offsets, o_offsets, row0, end, H, W, at_left, at_even, at_odd, at_right,
+               a0, a1, a2, b0, b1, b2, d0, d1, d2, e0, e1, e2, f0, f1, f2, g0, g1, g2, bias1, bias2,
+               C: tl.constexpr, ROWS: tl.constexpr, PAIRS: tl.constexpr, BLOCK_C: tl.constexpr,
+               MASKED: tl.constexpr):
+        """The program's strip, input rows row0 - 1 to row0 + ROWS streaming past (rounded up to
+        a multiple of three: the extra rows' outputs are not stored)."""
+        # Three slots of output rows, each four (PAIRS, BLOCK_C) float32 sums (even and odd
+        # columns, both halves). As input row r streams past, one slot holds row r - 1 (two rows
+        # of taps in), one row r (one row in) and one receives row r + 1; the roles turn with
+        # every row, so the loop takes three rows at a time and no sum is ever copied.
+        zero = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
+        A_e, A_o, A_e2, A_o2 = zero, zero, zero, zero  # row r - 1 when the loop's first row r arrives
+        B_e, B_o, B_e2, B_o2 = zero, zero, zero, zero  # row r
+        for i in range(0, ROWS + 2, 3):
+            r = row0 - 1 + i
+            # The three rows' loads first, all in flight at once.
+            l0, m0, o0, r0, l0b, m0b, o0b, r0b = _input_row(y_image, y_offsets, r, H, W, at_left, at_even, at_odd,
+                                                            at_right, C, MASKED)
+            l1, m1, o1, r1, l1b, m1b, o1b, r1b = _input_row(y_image, y_offsets, r + 1, H, W, at_left, at_even, at_odd,
+                                                            at_right, C, MASKED)
+            l2, m2, o2, r2, l2b, m2b, o2b, r2b = _input_row(y_image, y_offsets, r + 2, H, W, at_left, at_even, at_odd,
+                                                            at_right, C, MASKED)
+            # Row r: completes slot A (output row r - 1), adds to B, starts C.
+            A_e, A_o, B_e, B_o, C_e, C_o = _half_step(A_e, A_o, B_e, B_o, l0, m0, o0, r0,
+                                                      a0, a1, a2, b0, b1, b2, d0, d1, d2)
+            A_e2, A_o2, B_e2, B_o2, C_e2, C_o2 = _half_step(A_e2, A_o2, B_e2, B_o2, l0b, m0b, o0b, r0b,
+                                                            e0, e1, e2, f0, f1, f2, g0, g1, g2)
+            _store_row(o_image, o_offsets, r - 1, row0, end, W, at_even, at_odd,
+                       A_e + bias1, A_o + bias1, A_e2 + bias2, A_o2 + bias2, C, MASKED)
+            # Row r + 1: completes B (output row r), adds to C, starts A.
+            B_e, B_o, C_e, C_o, A_e, A_o = _half_step(B_e, B_o, C_e, C_o, l1, m1, o1, r1,
+                                                      a0, a1, a2, b0, b1, b2, d0, d1, d2)
+            B_e2, B_o2, C_e2, C_o2, A_e2, A_o2 = _half_step(B_e2, B_o2, C_e2, C_o2, l1b, m1b, o1b, r1b,
+                                                            e0, e1, e2, f0, f1, f2, g0, g1, g2)
+            _store_row(o_image, o_offsets, r, row0, end, W, at_even, at_odd,
+                       B_e + bias1, B_o + bias1, B_e2 + bias2, B_o2 + bias2, C, MASKED)
+            # Row r + 2: completes C (output row r + 1), adds to A, starts B.
+            C_e, C_o, A_e, A_o, B_e, B_o = _half_step(C_e, C_o, A_e, A_o, l2, m2, o2, r2,
+                                                      a0, a1, a2, b0, b1, b2, d0, d1, d2)
+            C_e2, C_o2, A_e2, A_o2, B_e2, B_o2 = _half_step(C_e2, C_o2, A_e2, A_o2, l2b, m2b, o2b, r2b,
+                                                            e0, e1, e2, f0, f1, f2, g0, g1, g2)
+            _store_row(o_image, o_offsets, r + 1, row0, end, W, at_even, at_odd,
+                       C_e + bias1, C_o + bias1, C_e2 + bias2, C_o2 + bias2, C, MASKED)
 
     @triton.autotune(configs=_configs(), key=["H", "W", "C"], **_DISK_CACHE)
     @triton.jit
     def _gated_dwconv3x3_kernel(
         y_ptr, w_ptr, b_ptr, out_ptr,
-        H, W, C,
-        stride_yb, stride_yh, stride_yw, stride_yc,
-        stride_ob, stride_oh, stride_ow, stride_oc,
-        HAS_BIAS: tl.constexpr, ROWS: tl.constexpr, PAIRS: tl.constexpr, BLOCK_C: tl.constexpr,
+        H, W,
+        C: tl.constexpr, HAS_BIAS: tl.constexpr, ROWS: tl.constexpr, PAIRS: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        # Program: rows [row0, row0 + ROWS) x 2 * PAIRS columns (PAIRS even ones, each with the odd
-        # one after it) x BLOCK_C output channels c of one image, which read channels c and c + C.
+        # y (B, H, W, 2C) and out (B, H, W, C), contiguous channels-last. Program: rows [row0,
+        # row0 + ROWS) x 2 * PAIRS columns (PAIRS even ones, each with the odd one after it) x
+        # BLOCK_C output channels c of one image, which read channels c and c + C.
         strips = tl.cdiv(H, ROWS)
         pid = tl.program_id(0)
         row0 = (pid % strips) * ROWS
-        even = (pid // strips) * (2 * PAIRS) + 2 * tl.arange(0, PAIRS)
+        col0 = (pid // strips) * (2 * PAIRS)
+        even = col0 + 2 * tl.arange(0, PAIRS)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         batch = tl.program_id(2).to(tl.int64)
         c_ok = c < C
-
         at_left = ((even >= 1) & (even <= W))[:, None] & c_ok[None, :]
         at_even = (even < W)[:, None] & c_ok[None, :]
         at_odd = (even + 1 < W)[:, None] & c_ok[None, :]
         at_right = (even + 2 < W)[:, None] & c_ok[None, :]
-        y_even = y_ptr + batch * stride_yb + even.to(tl.int64)[:, None] * stride_yw
-        y1 = y_even + c.to(tl.int64)[None, :] * stride_yc
-        # The second half's channels as a tensor: torch.compile's mutation analysis traces the
-        # kernel with the integer arguments as Python ints, which have no .to().
-        y2 = y_even + (c + C).to(tl.int64)[None, :] * stride_yc
-        out_even = out_ptr + batch * stride_ob + even.to(tl.int64)[:, None] * stride_ow + c.to(tl.int64)[None, :] * stride_oc
+        y_image = y_ptr + batch * H * W * (2 * C)
+        o_image = out_ptr + batch * H * W * C
+        y_offsets = even[:, None] * (2 * C) + c[None, :]  # within a row
+        o_offsets = even[:, None] * C + c[None, :]
+        end = tl.minimum(row0 + ROWS, H)
 
         a0, a1, a2 = _taps(w_ptr, c, c_ok, 0)
         b0, b1, b2 = _taps(w_ptr, c, c_ok, 1)
@@ -170,69 +252,52 @@ if triton is not None:
         e0, e1, e2 = _taps(w_ptr, c + C, c_ok, 0)
         f0, f1, f2 = _taps(w_ptr, c + C, c_ok, 1)
         g0, g1, g2 = _taps(w_ptr, c + C, c_ok, 2)
+        bias1 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        bias2 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
         if HAS_BIAS:
             bias1 = tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
             bias2 = tl.load(b_ptr + c + C, mask=c_ok, other=0.0).to(tl.float32)[None, :]
 
-        # Output rows r - 1 (top: two rows of taps in), r (middle: one) and r + 1 while input row r
-        # streams past, for the even and the odd columns of both halves.
-        top_e = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
-        mid_e = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
-        top_o = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
-        mid_o = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
-        top_e2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
-        mid_e2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
-        top_o2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
-        mid_o2 = tl.zeros((PAIRS, BLOCK_C), dtype=tl.float32)
-        nl, ne, no, nr = _pair_row(y1, row0 - 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right, PAIRS)
-        nl2, ne2, no2, nr2 = _pair_row(y2, row0 - 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right,
-                                       PAIRS)
-        for i in range(ROWS + 2):
-            r = row0 - 1 + i
-            # This row was loaded during the last iteration; issue the next row's loads now.
-            left, ev, od, right = _widen(nl, ne, no, nr)
-            left2, ev2, od2, right2 = _widen(nl2, ne2, no2, nr2)
-            nl, ne, no, nr = _pair_row(y1, r + 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right, PAIRS)
-            nl2, ne2, no2, nr2 = _pair_row(y2, r + 1, H, stride_yh, stride_yw, at_left, at_even, at_odd, at_right,
-                                           PAIRS)
-            done_e, top_e, mid_e = _stream(top_e, mid_e, left, ev, od, a0, a1, a2, b0, b1, b2, d0, d1, d2)
-            done_o, top_o, mid_o = _stream(top_o, mid_o, ev, od, right, a0, a1, a2, b0, b1, b2, d0, d1, d2)
-            done_e2, top_e2, mid_e2 = _stream(top_e2, mid_e2, left2, ev2, od2, e0, e1, e2, f0, f1, f2, g0, g1, g2)
-            done_o2, top_o2, mid_o2 = _stream(top_o2, mid_o2, ev2, od2, right2, e0, e1, e2, f0, f1, f2, g0, g1, g2)
-            if HAS_BIAS:
-                done_e, done_o = done_e + bias1, done_o + bias1
-                done_e2, done_o2 = done_e2 + bias2, done_o2 + bias2
-            finished = r - 1  # the output row that input row r completed
-            rows = finished + tl.zeros((PAIRS, 1), dtype=tl.int32)  # as a tensor, for the masks
-            row_ok = (rows >= row0) & (rows < H)
-            q = out_even + finished.to(tl.int64) * stride_oh
-            tl.store(q, (_gelu(done_e) * done_e2).to(out_ptr.dtype.element_ty), mask=at_even & row_ok)
-            tl.store(q + stride_ow, (_gelu(done_o) * done_o2).to(out_ptr.dtype.element_ty), mask=at_odd & row_ok)
+        # A strip whose every input row and column (rows row0 - 1 to the loop's last, columns
+        # col0 - 1 to col0 + 2 * PAIRS) lies inside the image, with whole channel blocks, loads
+        # and stores without masks: most of them. The others take the masked copy of the loop.
+        last_row = row0 - 1 + ((ROWS + 4) // 3) * 3 - 1
+        inside = (row0 >= 1) & (last_row < H) & (col0 >= 1) & (col0 + 2 * PAIRS < W) & (
+            tl.program_id(1) * BLOCK_C + BLOCK_C <= C)
+        if inside:
+            _strip(y_image, o_image, y_offsets, o_offsets, row0, end, H, W, at_left, at_even, at_odd, at_right,
+                   a0, a1, a2, b0, b1, b2, d0, d1, d2, e0, e1, e2, f0, f1, f2, g0, g1, g2, bias1, bias2,
+                   C, ROWS, PAIRS, BLOCK_C, False)
+        else:
+            _strip(y_image, o_image, y_offsets, o_offsets, row0, end, H, W, at_left, at_even, at_odd, at_right,
+                   a0, a1, a2, b0, b1, b2, d0, d1, d2, e0, e1, e2, f0, f1, f2, g0, g1, g2, bias1, bias2,
+                   C, ROWS, PAIRS, BLOCK_C, True)
 
     @torch.library.custom_op("hidiff::gated_dwconv3x3", mutates_args=())
     def _gated_dwconv3x3_op(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        b, c2, h, w = y.shape
-        c = c2 // 2
-        # Channels-last output, like the channels-last convolutions around it.
-        out = torch.empty((b, c, h, w), device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
-        weight = weight.contiguous()
-
-        def grid(meta: dict[str, int]) -> tuple[int, int, int]:
-            return (triton.cdiv(h, meta["ROWS"]) * triton.cdiv(w, 2 * meta["PAIRS"]), triton.cdiv(c, meta["BLOCK_C"]), b)
-
-        _gated_dwconv3x3_kernel[grid](
-            y, weight, bias.contiguous() if bias is not None else weight, out,
-            h, w, c,
-            y.stride(0), y.stride(2), y.stride(3), y.stride(1),
-            out.stride(0), out.stride(2), out.stride(3), out.stride(1),
-            HAS_BIAS=bias is not None,
-        )
-        return out
+        return _launch_gated_dwconv3x3(_gated_dwconv3x3_kernel, y, weight, bias)
 
     @_gated_dwconv3x3_op.register_fake
     def _gated_dwconv3x3_shape(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         b, c2, h, w = y.shape
         return torch.empty((b, c2 // 2, h, w), device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
+
+
+def _launch_gated_dwconv3x3(kernel: Any, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                            **tile: int) -> torch.Tensor:
+    """One launch of ``kernel`` (the autotuned kernel, or its ``.fn`` with an explicit ``tile``):
+    y is read channels-last (copied first if it is not), the output is written channels-last."""
+    b, c2, h, w = y.shape
+    c = c2 // 2
+    y = y.contiguous(memory_format=torch.channels_last)
+    out = torch.empty((b, c, h, w), device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
+
+    def grid(meta: dict[str, int]) -> tuple[int, int, int]:
+        return (triton.cdiv(h, meta["ROWS"]) * triton.cdiv(w, 2 * meta["PAIRS"]), triton.cdiv(c, meta["BLOCK_C"]), b)
+
+    kernel[grid](y, weight.contiguous(), bias.contiguous() if bias is not None else weight, out, h, w,
+                 C=c, HAS_BIAS=bias is not None, **tile)
+    return out
 
 
 def gated_dwconv3x3(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -65,29 +65,26 @@ def test_fuse_gates_on_the_cpu_is_refused():
 
 
 INTERPRETED = textwrap.dedent("""
-    import itertools, torch, triton
+    import itertools, torch
     from engines import triton_gated_dwconv as gated
 
     kernel = gated._gated_dwconv3x3_kernel.fn  # the kernel under the autotuner, run with explicit tiles
     torch.manual_seed(0)
-    # Partial tiles in every direction (odd width: a pair whose odd column is outside); strips
-    # shorter and longer than the image.
-    for bias, channels_last, (pairs, channels, rows) in itertools.product(
-            (False, True), (True, False), ((4, 16, 4), (8, 8, 16))):
-        b, c, h, w = 2, 11, 13, 19
+    # Partial tiles in every direction (odd width: a pair whose odd column is outside; 11 channels:
+    # a partial channel block), strips shorter and longer than the image, strips whose rows are not
+    # a multiple of the loop's three; and programs away from every edge, which load without masks.
+    for bias, channels_last, (c, pairs, channels, rows) in itertools.product(
+            (False, True), (True, False), ((11, 4, 16, 4), (11, 8, 8, 16), (16, 2, 8, 5), (16, 2, 16, 7))):
+        b, h, w = 2, 13, 19
         y = torch.randn(b, 2 * c, h, w)
         if channels_last:
             y = y.to(memory_format=torch.channels_last)
         weight = torch.randn(2 * c, 1, 3, 3)
         bias_t = torch.randn(2 * c) if bias else None
-        out = torch.full((b, c, h, w), float("nan")).to(memory_format=torch.channels_last)
-        grid = (triton.cdiv(h, rows) * triton.cdiv(w, 2 * pairs), triton.cdiv(c, channels), b)
-        kernel[grid](y, weight, weight if bias_t is None else bias_t, out, h, w, c,
-                     y.stride(0), y.stride(2), y.stride(3), y.stride(1),
-                     out.stride(0), out.stride(2), out.stride(3), out.stride(1),
-                     HAS_BIAS=bias, ROWS=rows, PAIRS=pairs, BLOCK_C=channels)
+        out = gated._launch_gated_dwconv3x3(kernel, y, weight, bias_t, ROWS=rows, PAIRS=pairs, BLOCK_C=channels)
+        assert out.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(out, gated.gated_dwconv3x3_reference(y, weight, bias_t), rtol=1e-5, atol=1e-4)
-        print("ok", bias, channels_last, pairs, channels, rows)
+        print("ok", bias, channels_last, c, pairs, channels, rows)
 """)
 
 
@@ -95,15 +92,15 @@ INTERPRETED = textwrap.dedent("""
 def test_kernel_in_tritons_interpreter_matches_reference():
     """The kernel's indexing, masks and row streaming, run by Triton's CPU interpreter
     (TRITON_INTERPRET=1, read when Triton is imported: hence a fresh interpreter process)."""
-    assert run_in_interpreter(INTERPRETED).count("ok ") == 8
+    assert run_in_interpreter(INTERPRETED).count("ok ") == 16
 
 
 def _compile_for_h100(pairs: int, channels: int, rows: int, warps: int) -> dict[str, int]:
     """The float16 kernel's resources on sm_90, specialised as a launch on channels-last tensors
     specialises it (unit channel strides, multiples of 16)."""
     return sm90_resources(gated._gated_dwconv3x3_kernel.fn, ("y_ptr", "w_ptr", "b_ptr", "out_ptr"),
-                          {"stride_yc": 1, "stride_oc": 1, "HAS_BIAS": False, "ROWS": rows, "PAIRS": pairs,
-                           "BLOCK_C": channels}, warps, unaligned=("H", "W"))
+                          {"C": 256, "HAS_BIAS": False, "ROWS": rows, "PAIRS": pairs, "BLOCK_C": channels}, warps,
+                          unaligned=("H", "W"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
