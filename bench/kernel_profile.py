@@ -32,6 +32,8 @@ from hidiff.files import write_atomic  # noqa: E402
 # Kinds of CUDA kernel, by name (first match wins): library kernels keep recognisable names.
 KERNEL_KINDS = (
     ("fused GDFN kernel (Triton)", re.compile(r"_gated_dwconv3x3")),
+    ("LayerNorm + projection kernel (Triton)", re.compile(r"_norm_matmul(_tma)?_kernel")),
+    ("projection + residual kernel (Triton)", re.compile(r"_matmul_residual_kernel")),
     ("depthwise convolutions (cuDNN)", re.compile(r"depthwise")),
     ("attention", re.compile(r"sdpa|flash|fmha|attention", re.I)),  # before convolutions: cuDNN's names say fprop
     ("other convolutions (cuDNN)", re.compile(r"fprop|conv2d|convolve|dgrad|wgrad", re.I)),

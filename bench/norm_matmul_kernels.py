@@ -125,36 +125,44 @@ def measure(sites: Counter[Site]) -> list[dict]:
                 if name != "product":
                     row[f"{name}_max_abs_err"] = (fn(tensors).float() - want).abs().max().item()
                 row[f"{name}_ms"] = do_bench(lambda: fn(tensors), warmup=25, rep=100, return_mode="median")
-        kernel = fused._norm_matmul_kernel if site[0] == "norm" else fused._matmul_residual_kernel
+        if site[0] != "norm":
+            kernel = fused._matmul_residual_kernel
+        elif fused._tma_fits(tensors["x"], tensors["weight_t"]):
+            kernel = fused._norm_matmul_tma_kernel
+        else:
+            kernel = fused._norm_matmul_kernel
         row["fused_config"] = str(getattr(kernel, "best_config", "?")).split(", num_ctas")[0]
+        if kernel is fused._norm_matmul_tma_kernel:
+            row["fused_config"] = f"TMA {fused.TMA_BLOCK_M}x{fused.TMA_BLOCK_N}, {row['fused_config']}"
         row["fused_GB_per_s"] = moved_bytes(site) / row["fused_ms"] / 1e6
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 
 
-SWEEP_M = (64, 128, 256)
-SWEEP_INNER = (32, 64, 128)  # BLOCK_N for the norm kernel, BLOCK_K for the residual one
-SWEEP_WARPS = (4, 8)
-SWEEP_STAGES = (1, 2, 3)
+# The sweep's grids: (BLOCK_M, BLOCK_N or BLOCK_K, warps, stages).
+NORM_SWEEP = tuple(itertools.product((64, 128), (32, 64, 128), (4, 8), (1, 2, 3))) + tuple(
+    itertools.product((256,), (32,), (8,), (1, 2)))
+RESIDUAL_SWEEP = tuple(itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (1, 2, 3)))
 
 
-def sweep(sites: Counter[Site]) -> list[dict]:
-    """Every tile of the sweep grid at each site kind's largest shape: milliseconds, best first."""
+def sweep_sites(sites: Counter[Site], kinds: Sequence[str]) -> list[Site]:
+    """The sites a sweep times: every distinct shape of the ``kinds`` named, most bytes first."""
+    return sorted((site for site in sites if site[0] in kinds), key=lambda s: -moved_bytes(s))
+
+
+def sweep(sites: Counter[Site], kinds: Sequence[str] = ("norm",)) -> list[dict]:
+    """Every tile of the sweep grid at each shape of ``kinds``: milliseconds, best first."""
     from triton.testing import do_bench
 
     from engines import triton_norm_matmul as fused
 
     results = []
-    largest: dict[tuple[str, int, int], Site] = {}
-    for site in sites:
-        key = (site[0], site[3], site[4])
-        if key not in largest or site[2] > largest[key][2]:
-            largest[key] = site
-    for site in sorted(largest.values(), key=lambda s: -moved_bytes(s))[:4]:
+    for site in sweep_sites(sites, kinds):
         tensors = site_inputs(site)
         timings = []
-        for block_m, inner, warps, stages in itertools.product(SWEEP_M, SWEEP_INNER, SWEEP_WARPS, SWEEP_STAGES):
+        for tile in NORM_SWEEP if site[0] == "norm" else RESIDUAL_SWEEP:
+            block_m, inner, warps, stages = tile
             launch: dict[str, int] = {"num_warps": warps, "num_stages": stages}
             if site[0] == "norm":
                 def run() -> torch.Tensor:
@@ -169,10 +177,9 @@ def sweep(sites: Counter[Site]) -> list[dict]:
             try:
                 ms = do_bench(run, warmup=10, rep=40, return_mode="median")
             except Exception as exc:  # noqa: BLE001 - a tile that does not compile or fit is skipped, named
-                print(f"sweep {site} {block_m, inner, warps, stages}: {type(exc).__name__}", flush=True)
+                print(f"sweep {site} {tile}: {type(exc).__name__}", flush=True)
                 continue
-            timings.append({"tile": [block_m, inner, warps, stages], "ms": ms,
-                            "GB_per_s": moved_bytes(site) / ms / 1e6})
+            timings.append({"tile": list(tile), "ms": ms, "GB_per_s": moved_bytes(site) / ms / 1e6})
         timings.sort(key=lambda t: t["ms"])
         entry = {"site": list(site), "best": timings[:8]}
         print(json.dumps(entry), flush=True)
@@ -198,7 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="gopro", help="architecture preset (hidiff.config.preset): gopro, realblur_j, ...")
     parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("1280x720"), help="WIDTHxHEIGHT")
-    parser.add_argument("--sweep", action="store_true", help="also time a wider grid of tiles at the largest shapes")
+    parser.add_argument("--sweep", nargs="?", const="norm", metavar="KINDS",
+                        help="also time a grid of tiles at every shape of these site kinds (comma-separated: norm, "
+                             "residual, mixing; default norm)")
     parser.add_argument("--out", type=Path, help="folder for norm_matmul_kernels.json and .md")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -209,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"FP16 channels-last, {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     table = markdown(rows, title)
     print(table)
-    swept = sweep(sites) if args.sweep else []
+    swept = sweep(sites, args.sweep.split(",")) if args.sweep else []
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "norm_matmul_kernels.json").write_text(json.dumps({"title": title, "rows": rows, "sweep": swept},

@@ -23,18 +23,23 @@ of docs/benchmarks.md, session 9). Here they vanish into the products, and the b
 - :func:`conv1x1_residual`: y = a W^T + b + r, the residual addition as the product's epilogue.
   W may differ per image, for MDTA's folded attention-and-projection matrix M.
 
-Products in float16 on the tensor cores, accumulated in float32; LayerNorm statistics in
-float32 (as hidiff.restormer's LayerNorm). :func:`fuse_block_norms` swaps the blocks of a
+On Hopper GPUs the norm kernel's W^T slices and output tiles move through the tensor memory
+accelerator (:func:`norm_conv1x1` picks ``_norm_matmul_tma_kernel`` where the rows of W^T and of
+the output are a multiple of 16 bytes): Nsight Compute showed the plain kernel bound by the SM's
+load/store path (L1 83 % busy at 66 % of DRAM bandwidth), which carried W's reload for every row
+tile and the output's change of layout. Products in float16 on the tensor cores, accumulated in
+float32; LayerNorm statistics in float32 (as hidiff.restormer's LayerNorm). :func:`fuse_block_norms` swaps the blocks of a
 Restormer that do not use the prior (every level but the bottleneck, whose modulation sits
 between the norm and the projection) for :class:`FusedNormBlock`, which runs the kernels on CUDA
 tensors and the PyTorch references elsewhere. Both are ``torch.library.custom_op``s:
 ``torch.compile`` calls them as opaque operations, without graph breaks.
 
-Measured on an H100 (docs/benchmarks.md, session 10): the 128 calls of a 1280x720 frame take
-21.4 ms; the residual kernel moves 2.5-2.9 TB/s at full resolution, the norm kernel 1.7-2.6 TB/s
-there and about 1 TB/s at the 192-channel level. In the compiled model with the fused gate and
-CUDA graphs a 1280x720 frame takes 45.6 ms against 49.8 ms without these kernels, 1920x1080
-99.2 against 107.8 ms.
+Measured on an H100 (docs/benchmarks.md, sessions 10 and 11): the 128 calls of a 1280x720 frame
+take 18.9 ms in the kernel table (21.4 before the TMA form); the residual kernel moves 2.6-2.9 TB/s
+at full resolution, the norm kernel 2.2-2.7 TB/s there and about 1.1 TB/s at the 192-channel level.
+In the compiled model with the fused gate and CUDA graphs a 1280x720 frame took 45.6 ms against
+49.8 ms without these kernels, 1920x1080 99.2 against 107.8 ms (session 10); with session 11's
+kernels 42.95 ms (45.75 ms for session 10's code in the same run) and 93.3 ms.
 """
 from __future__ import annotations
 
@@ -46,6 +51,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from engines.triton_gated_dwconv import _DISK_CACHE, FusedGateGDFN, gated_dwconv3x3, tl, triton
+
+try:  # Triton's host-side tensor descriptors (TMA), in Triton 3.4 and later
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - depends on the install
+    TensorDescriptor = None
 from hidiff.restormer import LayerNorm, TransformerBlock
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -88,6 +98,11 @@ def conv1x1_residual_reference(a: torch.Tensor, weight: torch.Tensor, bias: torc
 # test compiles them): (128, 64, 4) and (128, 32, 4) did, and were left out.
 NORM_TILES = ((64, 64, 4, 1), (64, 128, 4, 1), (128, 32, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3), (256, 64, 8, 2))
 RESIDUAL_TILES = ((64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (128, 64, 8, 3), (128, 32, 8, 3))
+# The norm kernel on Hopper (TMA): one tile, 64 rows x 64 output columns (the sweep's best at six of
+# the eight norm shapes of a 1280x720 frame), fixed because the tensor descriptors are made before
+# the launch; the autotuner chooses (warps, stages).
+TMA_BLOCK_M, TMA_BLOCK_N = 64, 64
+TMA_LAUNCHES = ((4, 1), (4, 2), (4, 3), (8, 2))
 
 
 def _norm_configs() -> list:
@@ -98,11 +113,30 @@ def _residual_configs() -> list:
     return [triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=s) for m, k, w, s in RESIDUAL_TILES]
 
 
+def _tma_configs() -> list:
+    return [triton.Config({}, num_warps=w, num_stages=s) for w, s in TMA_LAUNCHES]
+
+
 def _next_power_of_2(n: int) -> int:
     return 1 << max(4, (n - 1).bit_length())  # at least 16: tl.dot's smallest operand side
 
 
 if triton is not None:
+
+    @triton.jit
+    def _normalized_rows(x_ptr, rows, row_ok, ks, k_ok, K, eps, stride_xm, BIAS_FREE: tl.constexpr):
+        """LN(x) of the ``rows`` of x (M, K), all K channels (``ks``, padded to a power of two),
+        without the affine (folded into W): moments in float32, the result in x's dtype."""
+        x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_xm + ks[None, :],
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+        mean = tl.sum(x, axis=1) / K  # the padding columns are zeros
+        centred = tl.where(k_ok[None, :], x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / K + eps)
+        if BIAS_FREE:
+            normed = x * rstd[:, None]  # Restormer's BiasFree norm divides without centring
+        else:
+            normed = centred * rstd[:, None]
+        return normed.to(x_ptr.dtype.element_ty)
 
     @triton.autotune(configs=_norm_configs(), key=["M", "N", "K"], **_DISK_CACHE)
     @triton.jit
@@ -117,17 +151,7 @@ if triton is not None:
         ks = tl.arange(0, BLOCK_K)
         row_ok = rows < M
         k_ok = ks < K
-        x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_xm + ks[None, :],
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
-        # LayerNorm moments over the K channels, float32 (the padding columns are zeros).
-        mean = tl.sum(x, axis=1) / K
-        centred = tl.where(k_ok[None, :], x - mean[:, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / K + eps)
-        if BIAS_FREE:
-            normed = x * rstd[:, None]  # Restormer's BiasFree norm divides without centring
-        else:
-            normed = centred * rstd[:, None]
-        a = normed.to(w_ptr.dtype.element_ty)
+        a = _normalized_rows(x_ptr, rows, row_ok, ks, k_ok, K, eps, stride_xm, BIAS_FREE)
         out_rows = y_ptr + rows.to(tl.int64)[:, None] * stride_ym
         for n0 in range(0, N, BLOCK_N):
             ns = n0 + tl.arange(0, BLOCK_N)
@@ -136,6 +160,29 @@ if triton is not None:
             acc = tl.dot(a, w)  # float32
             acc += tl.load(b_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
             tl.store(out_rows + ns[None, :], acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
+
+    @triton.autotune(configs=_tma_configs(), key=["M", "N", "K"], **_DISK_CACHE)
+    @triton.jit
+    def _norm_matmul_tma_kernel(
+        x_ptr, w_desc, b_ptr, y_desc,
+        M, N, K, eps,
+        stride_xm,
+        BIAS_FREE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        # _norm_matmul_kernel's program, with W^T's slices and the output's tiles moved by the
+        # tensor memory accelerator (Hopper): W^T straight into shared memory for the product
+        # (rows past K and columns past N filled with zeros), the output from shared memory to
+        # global (rows past M and columns past N left out). The SM's load/store path, which the
+        # plain kernel saturated with W's reloads and the output's layout change, carries only x.
+        m0 = tl.program_id(0) * BLOCK_M
+        rows = m0 + tl.arange(0, BLOCK_M)
+        ks = tl.arange(0, BLOCK_K)
+        a = _normalized_rows(x_ptr, rows, rows < M, ks, ks < K, K, eps, stride_xm, BIAS_FREE)
+        for n0 in range(0, N, BLOCK_N):
+            acc = tl.dot(a, w_desc.load([0, n0]))  # float32
+            ns = n0 + tl.arange(0, BLOCK_N)
+            acc += tl.load(b_ptr + ns, mask=ns < N, other=0.0).to(tl.float32)[None, :]
+            y_desc.store([m0, n0], acc.to(x_ptr.dtype.element_ty))
 
     @triton.autotune(configs=_residual_configs(), key=["M", "N", "K"], **_DISK_CACHE)
     @triton.jit
@@ -175,6 +222,8 @@ if triton is not None:
     @torch.library.custom_op("hidiff::norm_conv1x1", mutates_args=())
     def _norm_conv1x1_op(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                          bias_free: bool) -> torch.Tensor:
+        if _tma_fits(x, weight_t):
+            return _launch_norm_matmul_tma(_norm_matmul_tma_kernel, x, weight_t, bias, eps, bias_free)
         return _launch_norm_matmul(_norm_matmul_kernel, x, weight_t, bias, eps, bias_free)
 
     @_norm_conv1x1_op.register_fake
@@ -208,6 +257,31 @@ def _launch_norm_matmul(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bi
         return (triton.cdiv(m, meta["BLOCK_M"]),)
 
     kernel[grid](x, weight_t, bias, out, m, n, k, eps, k, n, BIAS_FREE=bias_free, BLOCK_K=_next_power_of_2(k), **tile)
+    return out
+
+
+def _tma_fits(x: torch.Tensor, weight_t: torch.Tensor) -> bool:
+    """The tensor memory accelerator serves this launch: a Hopper or later GPU, and rows of W^T and
+    of the output (N channels) a multiple of 16 bytes."""
+    return (TensorDescriptor is not None and x.device.type == "cuda"
+            and torch.cuda.get_device_capability(x.device)[0] >= 9 and weight_t.shape[1] * x.element_size() % 16 == 0)
+
+
+def _launch_norm_matmul_tma(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
+                            bias_free: bool, **launch: int) -> torch.Tensor:
+    """One launch of the TMA kernel (autotuned, or its ``.fn`` with explicit ``num_warps`` /
+    ``num_stages``): W^T and the output as tensor descriptors of TMA_BLOCK_M x TMA_BLOCK_N tiles."""
+    b, k, h, w = x.shape
+    n = weight_t.shape[1]
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight_t = weight_t.contiguous()
+    out = torch.empty((b, n, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    m = b * h * w
+    block_k = _next_power_of_2(k)
+    w_desc = TensorDescriptor(weight_t, [k, n], [n, 1], [block_k, TMA_BLOCK_N])
+    y_desc = TensorDescriptor(out.permute(0, 2, 3, 1).reshape(m, n), [m, n], [n, 1], [TMA_BLOCK_M, TMA_BLOCK_N])
+    kernel[(triton.cdiv(m, TMA_BLOCK_M),)](x, w_desc, bias, y_desc, m, n, k, eps, k, BIAS_FREE=bias_free,
+                                           BLOCK_K=block_k, BLOCK_M=TMA_BLOCK_M, BLOCK_N=TMA_BLOCK_N, **launch)
     return out
 
 

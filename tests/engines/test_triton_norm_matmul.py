@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 import textwrap
 
 import pytest
@@ -107,6 +108,17 @@ INTERPRETED = textwrap.dedent("""
                                                 residual.float())
         torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
         print("ok residual", with_bias, per_image, block_m, block_k)
+    # The TMA kernel: W^T and the output as tensor descriptors (zeros read past K and N, nothing
+    # written past M and N): a partial row tile, N below one slice, over several and not a multiple.
+    for bias_free, (b, k, h, w, n) in itertools.product((False, True), ((2, 48, 5, 7, 144), (1, 20, 3, 11, 40),
+                                                                        (1, 96, 9, 9, 520))):
+        x = torch.randn(b, k, h, w).half().to(memory_format=torch.channels_last)
+        weight_t, bias = (torch.randn(k, n) * 0.2).half(), torch.randn(n).half()
+        got = fused._launch_norm_matmul_tma(fused._norm_matmul_tma_kernel.fn, x, weight_t, bias, 1e-5, bias_free)
+        want = fused.norm_conv1x1_reference(x.float(), weight_t.float(), bias.float(), 1e-5, bias_free)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
+        print("ok tma", bias_free, k, n)
 """)
 
 
@@ -115,7 +127,7 @@ def test_kernels_in_tritons_interpreter_match_the_references():
     """Indexing, masks and slices of both kernels, run by Triton's CPU interpreter
     (TRITON_INTERPRET=1, read when Triton is imported: hence a fresh interpreter process)."""
     printed = run_in_interpreter(INTERPRETED)
-    assert printed.count("ok norm") == 8 and printed.count("ok residual") == 8
+    assert printed.count("ok norm") == 8 and printed.count("ok residual") == 8 and printed.count("ok tma") == 6
 
 
 def _norm_resources(block_k: int, block_m: int, block_n: int, warps: int, stages: int = 2) -> dict[str, int]:
@@ -128,6 +140,33 @@ def _residual_resources(block_n: int, block_m: int, block_k: int, warps: int, st
     return sm90_resources(fused._matmul_residual_kernel.fn, ("a_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"),
                           {"HAS_BIAS": False, "BLOCK_N": block_n, "BLOCK_M": block_m, "BLOCK_K": block_k,
                            "stride_wk": 1}, warps, unaligned=("M",), stages=stages)
+
+
+def _tma_resources(block_k: int, warps: int, stages: int) -> dict[str, int]:
+    """The TMA kernel compiled for sm_90 (descriptor arguments typed as its launches type them):
+    its resources, and how many tensor-memory-accelerator copies its machine code holds."""
+    from bench.kernel_sass import compile_sm90, cuobjdump, resources
+
+    types = {"x_ptr": "*fp16", "b_ptr": "*fp16", "eps": "fp32", "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32",
+             "w_desc": f"tensordesc<fp16[{block_k}, {fused.TMA_BLOCK_N}]>",
+             "y_desc": f"tensordesc<fp16[{fused.TMA_BLOCK_M}, {fused.TMA_BLOCK_N}]>"}
+    compiled = compile_sm90(fused._norm_matmul_tma_kernel.fn, types,
+                            {"BIAS_FREE": False, "BLOCK_K": block_k, "BLOCK_M": fused.TMA_BLOCK_M,
+                             "BLOCK_N": fused.TMA_BLOCK_N}, warps, stages, aligned=("x_ptr", "b_ptr", "N", "K", "stride_xm"))
+    found = resources(compiled)
+    found["tma_instructions"] = len(re.findall(r"UTMALDG|UTMASTG", cuobjdump(compiled, "-sass")))
+    return found
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_tma_kernel_compiles_for_an_h100_with_tma_and_no_spills():
+    """Every launch the TMA kernel's autotuner may pick, at K up to 192 (BLOCK_K 256), compiles for
+    sm_90 to tensor-memory-accelerator copies (UTMALDG/UTMASTG in the machine code) without spills."""
+    for block_k in (64, 128, 256):
+        for warps, stages in fused.TMA_LAUNCHES:
+            usage = _tma_resources(block_k, warps, stages)
+            assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (block_k, warps, stages, usage)
+            assert usage["tma_instructions"] >= 2, usage
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
@@ -157,6 +196,23 @@ def test_norm_kernel_matches_the_reference(bias_free):
         want = fused.norm_conv1x1_reference(x, weight_t, bias, 1e-5, bias_free)
         assert got.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.gpu
+def test_plain_and_tma_norm_kernels_agree():
+    """Both forms of the norm kernel on this GPU (the TMA one where it is a Hopper or later) against
+    the reference, with a partial row tile and N not a multiple of the slice."""
+    torch.manual_seed(0)
+    for b, k, h, w, n in ((2, 48, 13, 37, 144), (1, 192, 9, 16, 1032)):
+        x = torch.randn(b, k, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+        weight_t = (torch.randn(k, n, device="cuda") * k ** -0.5).half()
+        bias = torch.randn(n, device="cuda").half()
+        want = fused.norm_conv1x1_reference(x, weight_t, bias, 1e-5, False).float()
+        plain = fused._launch_norm_matmul(fused._norm_matmul_kernel, x, weight_t, bias, 1e-5, False)
+        torch.testing.assert_close(plain.float(), want, rtol=1e-2, atol=1e-2)
+        if fused._tma_fits(x, weight_t):
+            tma = fused._launch_norm_matmul_tma(fused._norm_matmul_tma_kernel, x, weight_t, bias, 1e-5, False)
+            torch.testing.assert_close(tma.float(), want, rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.gpu
