@@ -3,7 +3,8 @@
 #
 #   bash bench/gpu_suite.sh OUT [STEP ...]
 #
-# Steps (default: all, in this order):
+# Steps, in this order (default: env tests export latency ortgraph aligned fused norms runtime train compile
+# default; ddp, trainspeed, counters, profile and demo run when named):
 #   env       nvidia-smi and library versions
 #   tests     the GPU tests (pytest -m gpu)
 #   export    fp16 ONNX graphs of the GoPro architecture (random weights, seed 0) in /tmp/gopro_fp16,
@@ -35,6 +36,9 @@
 #             block with and without them (bench/block_code.py), then the model with each and both,
 #             beside the fused GDFN model they extend: 1280x720 then 1920x1080, batch 1 (NORMS_720P
 #             and NORMS_1080P name other backend lists)
+#   counters  Nsight Compute's counters (speed of light, memory, occupancy, warp stalls) of one launch
+#             of each Triton kernel and of cuDNN's depthwise convolution at a 1280x720 frame's largest
+#             shapes (bench/kernel_counters.py)
 #   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer with the fused
 #             GDFN gate at 1280x720 (PROFILE_BACKEND picks another bench backend)
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
@@ -154,13 +158,20 @@ if step fused; then
     --backends torch-compile-fp16-fused,torch-compile-fp16,torch-fp16 --out "$out/fused_1080p"
 fi
 if step norms; then
-  run python3 bench/norm_matmul_kernels.py --preset gopro --size 1280x720 --sweep --out "$out/norm_kernels" 2>&1 | tail -n 24
+  run python3 bench/norm_matmul_kernels.py --preset gopro --size 1280x720 --sweep norm --out "$out/norm_kernels" 2>&1 | tail -n 24
   run python3 bench/block_code.py --level decoder_level1 --size 1280x720 --out "$out/block_code" 2>&1 | tail -n 8
   run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 6 \
     --backends "${NORMS_720P:-torch-compile-fp16-fused-norms-graphs,torch-compile-fp16-fused-norms,torch-compile-fp16-fused-graphs,torch-compile-fp16-fused}" \
     --out "$out/norms_720p"
   run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 8 \
     --backends "${NORMS_1080P:-torch-compile-fp16-fused-norms-graphs,torch-compile-fp16-fused}" --out "$out/norms_1080p"
+fi
+if step counters; then
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+  run "${ncu:-ncu}" --profile-from-start off --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
+    python3 bench/kernel_counters.py --size 1280x720 > "$out/kernel_counters.txt" 2>&1
+  tail -n 5 "$out/kernel_counters.txt"
 fi
 step profile && run python3 bench/kernel_profile.py --backend "${PROFILE_BACKEND:-torch-compile-fp16-fused}" --preset gopro \
   --size 1280x720 --runs 2 --top 60 --out "$out/profile" 2>&1 | tee "$out/kernel_profile.log"

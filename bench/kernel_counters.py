@@ -1,0 +1,83 @@
+"""One launch of each of the project's Triton kernels (and cuDNN's depthwise convolution beside
+them) at the largest shapes of a frame, inside a profiler range for Nsight Compute (issue 8).
+
+    ncu --profile-from-start off --clock-control none --section SpeedOfLight \\
+        --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \\
+        --section WarpStateStats python bench/kernel_counters.py --size 1280x720
+
+Each kernel is first run outside the range (its autotuning and warm-up), then launched once
+between ``cudaProfilerStart`` and ``cudaProfilerStop``: ncu reads the hardware counters of
+exactly those launches, named in the order printed. Without ncu the script only runs them.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from bench.inputs import ImageSize  # noqa: E402
+
+
+def _map(c: int, h: int, w: int) -> torch.Tensor:
+    return torch.randn(1, c, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+
+
+def cases(size: ImageSize) -> dict[str, Callable[[], torch.Tensor]]:
+    """The launches to count, at the GoPro model's full-resolution (96 channels: decoder level 1
+    and refinement) and 192-channel (level 3) shapes of a frame of ``size``."""
+    from engines.triton_gated_dwconv import gated_dwconv3x3
+    from engines.triton_norm_matmul import conv1x1_residual, norm_conv1x1
+
+    h, w = size.height, size.width
+    full, quarter = (h, w), (h // 4, w // 4)
+    runs: dict[str, Callable[[], torch.Tensor]] = {}
+    for label, (hh, ww), c, hidden in (("level1", full, 96, 256), ("level3", quarter, 192, 512)):
+        y, wd = _map(2 * hidden, hh, ww), torch.randn(2 * hidden, 1, 3, 3, device="cuda", dtype=torch.float16) * 0.3
+        x = _map(c, hh, ww)
+        w_in, b_in = (torch.randn(c, 2 * hidden, device="cuda") * c ** -0.5).half(), torch.randn(2 * hidden, device="cuda").half()
+        w_qkv, b_qkv = (torch.randn(c, 3 * c, device="cuda") * c ** -0.5).half(), torch.randn(3 * c, device="cuda").half()
+        gated = _map(hidden, hh, ww)
+        w_out = (torch.randn(c, hidden, device="cuda") * hidden ** -0.5).half()
+        qkv = _map(3 * c, hh, ww)
+        w_dw = torch.randn(3 * c, 1, 3, 3, device="cuda", dtype=torch.float16) * 0.3
+        runs[f"gated_dwconv3x3 {label} {2 * hidden}ch"] = lambda y=y, wd=wd: gated_dwconv3x3(y, wd)
+        runs[f"norm_conv1x1 {label} {c}->{2 * hidden}"] = lambda x=x, w_in=w_in, b_in=b_in: norm_conv1x1(x, w_in, b_in, 1e-5)
+        runs[f"norm_conv1x1 {label} {c}->{3 * c}"] = lambda x=x, w_qkv=w_qkv, b_qkv=b_qkv: norm_conv1x1(x, w_qkv, b_qkv, 1e-5)
+        runs[f"conv1x1_residual {label} {hidden}->{c}"] = (
+            lambda gated=gated, w_out=w_out, x=x: conv1x1_residual(gated, w_out, None, x))
+        runs[f"cudnn depthwise {label} {3 * c}ch"] = lambda qkv=qkv, w_dw=w_dw: F.conv2d(qkv, w_dw, padding=1,
+                                                                                        groups=qkv.shape[1])
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("1280x720"), help="WIDTHxHEIGHT")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("this script launches CUDA kernels: run it on a machine with a GPU")
+    runs = cases(args.size)
+    with torch.inference_mode():
+        for fn in runs.values():  # autotuning and warm-up, outside the profiled range
+            fn()
+            fn()
+        torch.cuda.synchronize()
+        for name, fn in runs.items():
+            print(f"counted launch: {name}", flush=True)
+            torch.cuda.profiler.start()
+            fn()
+            torch.cuda.synchronize()
+            torch.cuda.profiler.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
