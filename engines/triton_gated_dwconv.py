@@ -27,10 +27,11 @@ Measured (docs/benchmarks.md, session 11): at the shapes of a 1280x720 frame of 
 an H100 the kernel takes 8.62 ms per frame where cuDNN's convolution and inductor's gate take 20.3
 ms (on an H200 in one run: 7.96 ms against 10.90 ms for session 9's form of the kernel). Session 9's
 form moved 1.5-1.8 TB/s and was bound by its instruction issue (Nsight Compute: 80 % of the issue
-slots, 54 % of DRAM bandwidth): 82 instructions per output element, of which libdevice's erff
-(choosing between two polynomials per element) took about a third and copies of the rotating sums
-and prefetched rows a fifth. This form needs 58 (sm_90 machine code compiled on the CPU,
-``python bench/kernel_sass.py``). Earlier: session 8's version spilled registers (14.1 ms); halving
+slots, 54 % of DRAM bandwidth): 82 instructions per output element (sm_90 machine code compiled
+on the CPU, ``python bench/kernel_sass.py``). libdevice's erff, which chooses between two
+polynomials per element with a select for each coefficient (nearly all of the loop's 74 register
+moves), cost 15.5 of them more than the erf above; the three-row loop, the constant offsets and the
+unmasked strips 11 more. This form needs 56. Earlier: session 8's version spilled registers (14.1 ms); halving
 its arithmetic, and later keeping two rows of loads in flight, changed nothing measurable. The
 same row-streaming kernel without the gate, for the attention's depthwise convolutions, was slower
 than cuDNN's in session 8 (8.5 against 6.9 ms per frame), so those stay cuDNN's.

@@ -31,8 +31,8 @@ def test_loops_are_the_spans_of_backward_branches_counted_by_opcode():
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 def test_gdfn_kernel_loop_stays_near_56_instructions_an_output():
     """The unmasked loop of the shipped tile: 24 unmasked loads (3 rows x 4 columns x 2 halves), 6
-    stores, one multiply-add chain per tap, and no libdevice erff, whose per-element choice of
-    polynomial took about 25 instructions an output before session 11 (82 in all, now 56)."""
+    stores, and no libdevice erff, whose coefficient selects were nearly all of the 74 register
+    moves of session 10's loop (82 instructions an output element in all; now 56)."""
     usage, counts = gated_dwconv_loop(256, 4, 64, 4, 34)
     assert usage["STACK"] == 0 and usage["LOCAL"] == 0
     assert counts["LDG"] == 24 and counts["STG"] == 6
