@@ -98,29 +98,22 @@ def sweep_tiles() -> list[tuple[int, int, int, int]]:
 
 def sweep(shapes: Counter[Shape], largest: int = 2) -> list[dict]:
     """Every tile of :func:`sweep_tiles` at the ``largest`` shapes (by bytes): milliseconds, best first."""
-    from triton.testing import do_bench
-
+    from bench.tile_sweep import time_tiles
     from engines import triton_gated_dwconv
 
     results = []
     for c, h, w in sorted(shapes, key=lambda s: -s[0] * s[1] * s[2])[:largest]:
         y = torch.randn(1, c, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
         weight = torch.randn(c, 1, 3, 3, device="cuda", dtype=torch.float16) * 0.3
-        moved = y.numel() * 2 * 3 // 2  # read y, write half as many channels
-        timings = []
-        for pairs, channels, warps, rows in sweep_tiles():
-            def run() -> torch.Tensor:
-                return triton_gated_dwconv._launch_gated_dwconv3x3(triton_gated_dwconv._gated_dwconv3x3_kernel.fn, y,
-                                                                   weight, None, ROWS=rows, PAIRS=pairs,
-                                                                   BLOCK_C=channels, num_warps=warps)
 
-            try:
-                ms = do_bench(run, warmup=10, rep=40, return_mode="median")
-            except Exception as exc:  # noqa: BLE001 - a tile that does not compile or fit is skipped, named
-                print(f"sweep {(c, h, w)} {(pairs, channels, warps, rows)}: {type(exc).__name__}", flush=True)
-                continue
-            timings.append({"tile": [pairs, channels, warps, rows], "ms": ms, "GB_per_s": moved / ms / 1e6})
-        timings.sort(key=lambda t: t["ms"])
+        def launch(tile: tuple[int, ...], y: torch.Tensor = y, weight: torch.Tensor = weight) -> torch.Tensor:
+            pairs, channels, warps, rows = tile
+            return triton_gated_dwconv._launch_gated_dwconv3x3(triton_gated_dwconv._gated_dwconv3x3_kernel.fn, y,
+                                                               weight, None, ROWS=rows, PAIRS=pairs, BLOCK_C=channels,
+                                                               num_warps=warps)
+
+        moved = y.numel() * 2 * 3 // 2  # read y, write half as many channels
+        timings = time_tiles(sweep_tiles(), launch, moved, str((c, h, w)))
         entry = {"shape": [c, h, w], "best": timings[:8], "worst": timings[-1:]}
         print(json.dumps(entry), flush=True)
         results.append(entry)

@@ -153,34 +153,24 @@ def sweep_sites(sites: Counter[Site], kinds: Sequence[str]) -> list[Site]:
 
 def sweep(sites: Counter[Site], kinds: Sequence[str] = ("norm",)) -> list[dict]:
     """Every tile of the sweep grid at each shape of ``kinds``: milliseconds, best first."""
-    from triton.testing import do_bench
-
+    from bench.tile_sweep import time_tiles
     from engines import triton_norm_matmul as fused
 
     results = []
     for site in sweep_sites(sites, kinds):
         tensors = site_inputs(site)
-        timings = []
-        for tile in NORM_SWEEP if site[0] == "norm" else RESIDUAL_SWEEP:
+
+        def launch(tile: tuple[int, ...], norm: bool = site[0] == "norm") -> torch.Tensor:
             block_m, inner, warps, stages = tile
-            launch: dict[str, int] = {"num_warps": warps, "num_stages": stages}
-            if site[0] == "norm":
-                def run() -> torch.Tensor:
-                    return fused._launch_norm_matmul(fused._norm_matmul_kernel.fn, tensors["x"], tensors["weight_t"],
-                                                     tensors["bias"], 1e-5, False, BLOCK_M=block_m, BLOCK_N=inner,
-                                                     **launch)
-            else:
-                def run() -> torch.Tensor:
-                    return fused._launch_matmul_residual(fused._matmul_residual_kernel.fn, tensors["a"],
-                                                         tensors["weight"], None, tensors["residual"],
-                                                         BLOCK_M=block_m, BLOCK_K=inner, **launch)
-            try:
-                ms = do_bench(run, warmup=10, rep=40, return_mode="median")
-            except Exception as exc:  # noqa: BLE001 - a tile that does not compile or fit is skipped, named
-                print(f"sweep {site} {tile}: {type(exc).__name__}", flush=True)
-                continue
-            timings.append({"tile": list(tile), "ms": ms, "GB_per_s": moved_bytes(site) / ms / 1e6})
-        timings.sort(key=lambda t: t["ms"])
+            if norm:
+                return fused._launch_norm_matmul(fused._norm_matmul_kernel.fn, tensors["x"], tensors["weight_t"],
+                                                 tensors["bias"], 1e-5, False, BLOCK_M=block_m, BLOCK_N=inner,
+                                                 num_warps=warps, num_stages=stages)
+            return fused._launch_matmul_residual(fused._matmul_residual_kernel.fn, tensors["a"], tensors["weight"],
+                                                 None, tensors["residual"], BLOCK_M=block_m, BLOCK_K=inner,
+                                                 num_warps=warps, num_stages=stages)
+
+        timings = time_tiles(NORM_SWEEP if site[0] == "norm" else RESIDUAL_SWEEP, launch, moved_bytes(site), str(site))
         entry = {"site": list(site), "best": timings[:8]}
         print(json.dumps(entry), flush=True)
         results.append(entry)
