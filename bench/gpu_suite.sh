@@ -4,9 +4,9 @@
 #   bash bench/gpu_suite.sh OUT [STEP ...]
 #
 # Steps, in this order (default: env tests export latency ortgraph aligned fused norms runtime train compile
-# default; ddp, trainspeed, counters, profile and demo run when named):
+# default; ddp, trainspeed, counters, compare, profile and demo run when named):
 #   env       nvidia-smi and library versions
-#   tests     the GPU tests (pytest -m gpu)
+#   tests     the GPU tests (pytest -m gpu; GPU_TESTS names files or folders, default tests)
 #   export    fp16 ONNX graphs of the GoPro architecture (random weights, seed 0) in /tmp/gopro_fp16,
 #             TensorRT / TensorRT-RTX plans where a TensorRT module is importable (else the trtexec
 #             lines), and an attempt to load the plans (TensorRT-RTX refuses compute capability 9.0)
@@ -39,6 +39,10 @@
 #   counters  Nsight Compute's counters (speed of light, memory, occupancy, warp stalls) of one launch
 #             of each Triton kernel and of cuDNN's depthwise convolution at a 1280x720 frame's largest
 #             shapes (bench/kernel_counters.py)
+#   compare   one bench/latency.py case on this tree, then on the tree in BASELINE (a folder holding an
+#             earlier commit, e.g. `git archive COMMIT | tar -x -C .baseline`), one right after the other on
+#             the same machine: COMPARE_BACKENDS (default torch-compile-fp16-fused-norms-graphs) at
+#             COMPARE_SIZE (default 1280x720), batch 1
 #   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer with the fused
 #             GDFN gate at 1280x720 (PROFILE_BACKEND picks another bench backend)
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
@@ -53,6 +57,7 @@ out=${1:?usage: bash bench/gpu_suite.sh OUT [STEP ...]}
 shift
 steps=" ${*:-env tests export latency ortgraph aligned fused norms runtime train compile default} "
 mkdir -p "$out"
+out=$(cd "$out" && pwd)  # absolute: the compare step runs from another folder
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 [ -d /tmp/wheelparts/site ] && export PYTHONPATH="/tmp/wheelparts/site:${PYTHONPATH:-}"
@@ -80,7 +85,8 @@ PY
   } > "$out/env.txt" 2>&1
   cat "$out/env.txt"
 fi
-step tests && run python3 -m pytest -m gpu -v --durations=20 -p no:cacheprovider tests 2>&1 | tee "$out/pytest_gpu.log"
+# shellcheck disable=SC2086  # GPU_TESTS is a list of paths
+step tests && run python3 -m pytest -m gpu -v --durations=20 -p no:cacheprovider ${GPU_TESTS:-tests} 2>&1 | tee "$out/pytest_gpu.log"
 if step export; then
   run python3 -c "import torch; from hidiff import HIDiff; torch.manual_seed(0); HIDiff().save('/tmp/gopro_random.safetensors')"
   run python3 export/build_engines.py --weights /tmp/gopro_random.safetensors --precision fp16 --out "$graphs" --force \
@@ -172,6 +178,15 @@ if step counters; then
     --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
     python3 bench/kernel_counters.py --size 1280x720 > "$out/kernel_counters.txt" 2>&1
   tail -n 5 "$out/kernel_counters.txt"
+fi
+if step compare; then
+  baseline=${BASELINE:?the compare step needs BASELINE, the folder of the earlier tree}
+  for tree in new old; do
+    dir=.; [ "$tree" = old ] && dir=$baseline
+    (cd "$dir" && run python3 bench/latency.py --preset gopro --device cuda:0 --sizes "${COMPARE_SIZE:-1280x720}" \
+      --batches 1 --min-iters 5 --max-case-s 6 --backends "${COMPARE_BACKENDS:-torch-compile-fp16-fused-norms-graphs}" \
+      --out "$out/compare_$tree" 2>&1 | tee "$out/compare_$tree.log") || status=1
+  done
 fi
 step profile && run python3 bench/kernel_profile.py --backend "${PROFILE_BACKEND:-torch-compile-fp16-fused}" --preset gopro \
   --size 1280x720 --runs 2 --top 60 --out "$out/profile" 2>&1 | tee "$out/kernel_profile.log"

@@ -34,11 +34,14 @@ KERNEL_KINDS = (
     ("fused GDFN kernel (Triton)", re.compile(r"_gated_dwconv3x3")),
     ("LayerNorm + projection kernel (Triton)", re.compile(r"_norm_matmul(_tma)?_kernel")),
     ("projection + residual kernel (Triton)", re.compile(r"_matmul_residual_kernel")),
+    ("HIM prior attention kernel (Triton)", re.compile(r"_prior_attention_kernel")),
+    ("MDTA q k^T per head (Triton)", re.compile(r"_head_gram_kernel")),
     ("depthwise convolutions (cuDNN)", re.compile(r"depthwise")),
+    # before attention: inductor names its kernels after the ops they feed (``..._prior_attention_...``)
+    ("inductor's generated kernels (norms, activations, residuals)", re.compile(r"^triton_")),
     ("attention", re.compile(r"sdpa|flash|fmha|attention", re.I)),  # before convolutions: cuDNN's names say fprop
     ("other convolutions (cuDNN)", re.compile(r"fprop|conv2d|convolve|dgrad|wgrad", re.I)),
     ("matrix products (cuBLAS, CUTLASS)", re.compile(r"nvjet|gemm|cutlass|cublas", re.I)),
-    ("inductor's generated kernels (norms, activations, residuals)", re.compile(r"^triton_")),
     ("PyTorch's elementwise kernels and copies", re.compile(r"elementwise|copy|memcpy|memset|reduce|CatArray|fill",
                                                            re.I)),
 )

@@ -1,6 +1,6 @@
-"""The Transformer blocks' LayerNorm + 1x1 projection and 1x1 projection + residual, kernel by
-kernel: PyTorch's kernels against engines.triton_norm_matmul's fused ones, at the shapes one
-frame runs (issue 8).
+"""The Transformer blocks' LayerNorm + 1x1 projection, 1x1 projection + residual and MDTA's per-head
+cosines, kernel by kernel: PyTorch's kernels against engines.triton_norm_matmul's and
+engines.triton_head_gram's, at the shapes one frame runs (issue 8).
 
     python bench/norm_matmul_kernels.py --preset gopro --size 1280x720 [--sweep] [--out DIR]
 
@@ -8,10 +8,14 @@ The shapes are recorded from one forward pass of the FP16 channels-last Restorme
 channels and fused blocks (what ``fuse_norms`` runs). Per distinct shape the table gives the
 median time per call (triton.testing.do_bench) of
 - ``unfused``: what the eager channels-last model runs, LayerNorm then cuDNN's 1x1 convolution
-  (norm sites), or the product then the addition (residual sites);
-- ``product``: the product alone (cuDNN / cuBLAS), the least a fused kernel could hope for;
+  (norm sites), the product then the addition (residual sites), or cuBLAS's Gram product of
+  [q; k] and the normalisation of its heads' blocks (``head_blocks(channel_cosine(qk), heads)``,
+  gram sites);
+- ``product``: the product alone (cuDNN / cuBLAS; at gram sites the float32 Gram product
+  [q; k] [q; k]^T), the least a fused kernel could hope for;
 - ``fused``: the Triton kernel as autotuned, its effective bandwidth (every tensor read and
-  written once) and its tile;
+  written once) and its tile (at gram sites with the sum of the partials and the normalisation
+  after it, eagerly: a few small kernels that a compiled model fuses with MDTA's softmax);
 and the per-frame sum of each, weighting shapes by their calls. ``--sweep`` also times a wider
 set of tiles at each site kind's largest shape and prints the best, to tune the autotuner's lists.
 """
@@ -34,7 +38,8 @@ from bench.inputs import ImageSize, engine_restormer  # noqa: E402
 from hidiff.config import HIDiffConfig, preset  # noqa: E402
 
 # (kind, images, rows per image M, input channels K, output channels N); kind is "norm",
-# "residual" (shared weights) or "mixing" (MDTA's per-image matrix)
+# "residual" (shared weights), "mixing" (MDTA's per-image matrix) or "gram" (MDTA's q k^T and norms
+# per head: K is C, q's and k's channels each, and the N slot holds the number of heads)
 Site = tuple[str, int, int, int, int]
 
 
@@ -50,7 +55,7 @@ def frame_sites(config: HIDiffConfig, size: ImageSize, device: str = "cuda") -> 
         b, c, h, w = args[0].shape
         hidden2 = block.project_in.weight_t.shape[1]
         for site in (("norm", b, h * w, c, 3 * c), ("norm", b, h * w, c, hidden2), ("mixing", b, h * w, c, c),
-                     ("residual", b, h * w, hidden2 // 2, c)):
+                     ("residual", b, h * w, hidden2 // 2, c), ("gram", b, h * w, c, block.attn.num_heads)):
             seen[site] += 1
 
     for module in restormer.modules():
@@ -69,6 +74,9 @@ def _map(b: int, m: int, c: int) -> torch.Tensor:
 def site_inputs(site: Site) -> dict[str, Any]:
     kind, b, m, k, n = site
     scale = k ** -0.5
+    if kind == "gram":  # q and k: channels [0, 2C) of a channels-last qkv (B, 3C, M), as MDTA slices it
+        qkv = torch.randn(b, m, 3 * k, device="cuda", dtype=torch.float16).transpose(1, 2)
+        return {"qk": qkv[:, : 2 * k], "heads": n}
     if kind == "norm":
         return {"x": _map(b, m, k), "weight_t": (torch.randn(k, n, device="cuda") * scale).half(),
                 "bias": torch.randn(n, device="cuda").half(), "gamma": torch.ones(k, device="cuda").half(),
@@ -81,6 +89,13 @@ def variants(site: Site) -> dict[str, Callable[[dict[str, Any]], torch.Tensor]]:
     from engines import triton_norm_matmul as fused
 
     kind = site[0]
+    if kind == "gram":
+        from engines.triton_head_gram import head_cosine
+        from hidiff.restormer import channel_cosine, head_blocks
+
+        return {"unfused": lambda t: head_blocks(channel_cosine(t["qk"]), t["heads"]),
+                "product": lambda t: torch.bmm(t["qk"], t["qk"].transpose(1, 2), out_dtype=torch.float32),
+                "fused": lambda t: head_cosine(t["qk"], t["heads"])}
     if kind == "norm":
         def conv(t: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
             return F.conv2d(x, t["weight_t"].t()[:, :, None, None], t["bias"])
@@ -105,12 +120,15 @@ def variants(site: Site) -> dict[str, Callable[[dict[str, Any]], torch.Tensor]]:
 
 def moved_bytes(site: Site) -> int:
     kind, b, m, k, n = site
+    if kind == "gram":  # q and k read once, float16; the (heads, d, d) float32 cosines written
+        return b * (2 * m * 2 * k + 4 * n * (k // n) ** 2)
     return 2 * b * m * (k + n + (n if kind != "norm" else 0))
 
 
 def measure(sites: Counter[Site]) -> list[dict]:
     from triton.testing import do_bench
 
+    from engines import triton_head_gram as gram
     from engines import triton_norm_matmul as fused
 
     rows = []
@@ -125,7 +143,9 @@ def measure(sites: Counter[Site]) -> list[dict]:
                 if name != "product":
                     row[f"{name}_max_abs_err"] = (fn(tensors).float() - want).abs().max().item()
                 row[f"{name}_ms"] = do_bench(lambda: fn(tensors), warmup=25, rep=100, return_mode="median")
-        if site[0] != "norm":
+        if site[0] == "gram":
+            kernel = gram._head_gram_kernel
+        elif site[0] != "norm":
             kernel = fused._matmul_residual_kernel
         elif fused._tma_fits(tensors["x"], tensors["weight_t"]):
             kernel = fused._norm_matmul_tma_kernel
@@ -133,17 +153,19 @@ def measure(sites: Counter[Site]) -> list[dict]:
             kernel = fused._norm_matmul_kernel
         row["fused_config"] = str(getattr(kernel, "best_config", "?")).split(", num_ctas")[0]
         if kernel is fused._norm_matmul_tma_kernel:
-            row["fused_config"] = f"TMA {fused.TMA_BLOCK_M}x{fused.TMA_BLOCK_N}, {row['fused_config']}"
+            row["fused_config"] = f"TMA BLOCK_N {fused.TMA_BLOCK_N}, {row['fused_config']}"
         row["fused_GB_per_s"] = moved_bytes(site) / row["fused_ms"] / 1e6
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 
 
-# The sweep's grids: (BLOCK_M, BLOCK_N or BLOCK_K, warps, stages).
+# The sweep's grids: (BLOCK_M, BLOCK_N or BLOCK_K, warps, stages); for gram sites (BLOCK_N, warps, stages,
+# SQUARES).
 NORM_SWEEP = tuple(itertools.product((64, 128), (32, 64, 128), (4, 8), (1, 2, 3))) + tuple(
     itertools.product((256,), (32,), (8,), (1, 2)))
 RESIDUAL_SWEEP = tuple(itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (1, 2, 3)))
+GRAM_SWEEP = tuple(itertools.product((64, 128, 256), (4, 8), (2, 3, 4), (3, 4)))  # + SQUARES
 
 
 def sweep_sites(sites: Counter[Site], kinds: Sequence[str]) -> list[Site]:
@@ -154,15 +176,21 @@ def sweep_sites(sites: Counter[Site], kinds: Sequence[str]) -> list[Site]:
 def sweep(sites: Counter[Site], kinds: Sequence[str] = ("norm",)) -> list[dict]:
     """Every tile of the sweep grid at each shape of ``kinds``: milliseconds, best first."""
     from bench.tile_sweep import time_tiles
+    from engines import triton_head_gram as gram
     from engines import triton_norm_matmul as fused
 
+    grids = {"norm": NORM_SWEEP, "gram": GRAM_SWEEP}
     results = []
     for site in sweep_sites(sites, kinds):
         tensors = site_inputs(site)
 
-        def launch(tile: tuple[int, ...], norm: bool = site[0] == "norm") -> torch.Tensor:
+        def launch(tile: tuple[int, ...], kind: str = site[0]) -> torch.Tensor:
+            if kind == "gram":
+                block_n, warps, stages, squares = tile
+                return gram._launch_head_gram(gram._head_gram_kernel.fn, tensors["qk"], tensors["heads"],
+                                              BLOCK_N=block_n, SQUARES=squares, num_warps=warps, num_stages=stages)
             block_m, inner, warps, stages = tile
-            if norm:
+            if kind == "norm":
                 return fused._launch_norm_matmul(fused._norm_matmul_kernel.fn, tensors["x"], tensors["weight_t"],
                                                  tensors["bias"], 1e-5, False, BLOCK_M=block_m, BLOCK_N=inner,
                                                  num_warps=warps, num_stages=stages)
@@ -170,7 +198,7 @@ def sweep(sites: Counter[Site], kinds: Sequence[str] = ("norm",)) -> list[dict]:
                                                  None, tensors["residual"], BLOCK_M=block_m, BLOCK_K=inner,
                                                  num_warps=warps, num_stages=stages)
 
-        timings = time_tiles(NORM_SWEEP if site[0] == "norm" else RESIDUAL_SWEEP, launch, moved_bytes(site), str(site))
+        timings = time_tiles(grids.get(site[0], RESIDUAL_SWEEP), launch, moved_bytes(site), str(site))
         entry = {"site": list(site), "best": timings[:8]}
         print(json.dumps(entry), flush=True)
         results.append(entry)
@@ -182,7 +210,9 @@ def markdown(rows: list[dict], title: str) -> str:
              "| kind | M | K -> N | calls | unfused ms | product ms | fused ms | fused GB/s | fused max err | tile |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
-        lines.append(f"| {r['kind']} | {r['images'] * r['rows']} | {r['K']} -> {r['N']} | {r['calls_per_frame']} | "
+        # gram sites: q and k of K channels each, in N heads
+        channels = f"{r['K']}, heads {r['N']}" if r["kind"] == "gram" else f"{r['K']} -> {r['N']}"
+        lines.append(f"| {r['kind']} | {r['images'] * r['rows']} | {channels} | {r['calls_per_frame']} | "
                      f"{r['unfused_ms']:.3f} | {r['product_ms']:.3f} | {r['fused_ms']:.3f} | {r['fused_GB_per_s']:.0f} | "
                      f"{r['fused_max_abs_err']:.1e} | {r['fused_config']} |")
     totals = [sum(r[f"{name}_ms"] * r["calls_per_frame"] for r in rows) for name in ("unfused", "product", "fused")]
@@ -197,14 +227,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("1280x720"), help="WIDTHxHEIGHT")
     parser.add_argument("--sweep", nargs="?", const="norm", metavar="KINDS",
                         help="also time a grid of tiles at every shape of these site kinds (comma-separated: norm, "
-                             "residual, mixing; default norm)")
+                             "residual, mixing, gram; default norm)")
     parser.add_argument("--out", type=Path, help="folder for norm_matmul_kernels.json and .md")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("this benchmark times CUDA kernels: run it on a machine with a GPU")
     sites = frame_sites(preset(args.preset), args.size)
     rows = measure(sites)
-    title = (f"LayerNorm + projection and projection + residual of one {args.size.label} frame, {args.preset} preset, "
+    title = (f"LayerNorm + projection, projection + residual and MDTA's cosines of one {args.size.label} frame, "
+             f"{args.preset} preset, "
              f"FP16 channels-last, {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     table = markdown(rows, title)
     print(table)

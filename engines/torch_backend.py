@@ -30,10 +30,13 @@ compiled, twice: 90.0 against 73.6 ms in session 3, 69.0 against 47.7 ms in sess
 ``fuse_norms`` (default off; CUDA, Triton, FP16 and channels-last only) runs every Transformer block
 that does not use the prior (all but the bottleneck's) with its LayerNorms folded into the 1x1
 projections after them and its residual additions into the projections before them, two
-Triton kernels (:mod:`engines.triton_norm_matmul`); combine it with ``fuse_gates``. On an H100
+Triton kernels (:mod:`engines.triton_norm_matmul`), and every HIM (the cross-attention to the
+prior tokens, with its LayerNorm) as one kernel (:mod:`engines.triton_prior_attention`); combine it
+with ``fuse_gates``. On an H100
 (docs/benchmarks.md, session 10, one run each size), compiled with ``fuse_gates`` and
 ``cuda_graphs``: 45.6 against 49.8 ms at 1280x720, 99.2 against 107.8 ms at 1920x1080 (peak 3782
-against 5012 MiB).
+against 5012 MiB); with session 12's kernels (HIM and MDTA's per-head cosines added) 39.43 and
+86.84 ms, peak 1826 and 3782 MiB.
 
 ``cuda_graphs`` (default off; CUDA only) replays each engine's work as one CUDA graph per input
 shape from the shape's second call on (:class:`engines.cuda_graphs.ShapeGraphs`): no launch gaps
@@ -211,7 +214,10 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
     if fuse_gates:
         triton_gated_dwconv.fuse_gdfn_gates(copied.restormer)
     if fuse_norms:
+        from engines.triton_prior_attention import fuse_prior_attention
+
         triton_norm_matmul.fuse_block_norms(copied.restormer)
+        fuse_prior_attention(copied.restormer)
     if channels_last:
         # nn.Module.to takes memory_format (documented); torch's overloads for type checkers omit it.
         copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

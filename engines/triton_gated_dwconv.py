@@ -47,21 +47,14 @@ reinplace the clone.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engines.triton_support import DISK_CACHE, swap_modules, tl, triton
 from hidiff.restormer import GDFN, modulate
-
-try:  # Triton comes with PyTorch's CUDA wheels; the CPU wheels have none.
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the install
-    triton = None
-    tl = None
 
 
 def gated_dwconv3x3_reference(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -81,14 +74,6 @@ def gated_dwconv3x3_reference(y: torch.Tensor, weight: torch.Tensor, bias: torch
 # configurations for the first call of each new shape.
 TILES = ((4, 64, 4), (2, 64, 2), (2, 128, 4))
 STRIP_ROWS = (16, 34, 64)  # the loop takes three input rows at a time: ROWS + 2 a multiple of three wastes none
-
-
-# Where Triton can (its autotuner's cache_results, where this Triton has it), the tile chosen for a
-# shape is kept in Triton's cache folder, keyed by GPU, kernel source, shape and tiles, so that
-# only a machine's first process pays the autotuning of each new shape (22.9 s for the five shapes
-# of a 1280x720 frame, measured eagerly in session 9; later processes were not timed).
-_DISK_CACHE = {"cache_results": True} if triton is not None and "cache_results" in inspect.signature(
-    triton.autotune).parameters else {}
 
 
 def _configs() -> list:
@@ -219,7 +204,7 @@ if triton is not None:
             _store_row(o_image, o_offsets, r + 1, row0, end, W, at_even, at_odd,
                        C_e + bias1, C_o + bias1, C_e2 + bias2, C_o2 + bias2, C, MASKED)
 
-    @triton.autotune(configs=_configs(), key=["H", "W", "C"], **_DISK_CACHE)
+    @triton.autotune(configs=_configs(), key=["H", "W", "C"], **DISK_CACHE)
     @triton.jit
     def _gated_dwconv3x3_kernel(
         y_ptr, w_ptr, b_ptr, out_ptr,
@@ -339,10 +324,4 @@ class FusedGateGDFN(nn.Module):
 
 def fuse_gdfn_gates(model: nn.Module) -> int:
     """Replace every GDFN inside ``model`` with a :class:`FusedGateGDFN`, in place. Returns how many."""
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, GDFN):
-                setattr(parent, name, FusedGateGDFN(child))
-                replaced += 1
-    return replaced
+    return swap_modules(model, lambda m: isinstance(m, GDFN), FusedGateGDFN)

@@ -31,15 +31,18 @@ tile and the output's change of layout. Products in float16 on the tensor cores,
 float32; LayerNorm statistics in float32 (as hidiff.restormer's LayerNorm). :func:`fuse_block_norms` swaps the blocks of a
 Restormer that do not use the prior (every level but the bottleneck, whose modulation sits
 between the norm and the projection) for :class:`FusedNormBlock`, which runs the kernels on CUDA
-tensors and the PyTorch references elsewhere. Both are ``torch.library.custom_op``s:
-``torch.compile`` calls them as opaque operations, without graph breaks.
+tensors and the PyTorch references elsewhere. Its attention's cosines come from
+:func:`engines.triton_head_gram.head_cosine` (one kernel reading q and k once). The kernels are
+``torch.library.custom_op``s: ``torch.compile`` calls them as opaque operations, without graph breaks.
 
 Measured on an H100 (docs/benchmarks.md, sessions 10 and 11): the 128 calls of a 1280x720 frame
 take 18.9 ms in the kernel table (21.4 before the TMA form); the residual kernel moves 2.6-2.9 TB/s
 at full resolution, the norm kernel 2.2-2.7 TB/s there and about 1.1 TB/s at the 192-channel level.
 In the compiled model with the fused gate and CUDA graphs a 1280x720 frame took 45.6 ms against
 49.8 ms without these kernels, 1920x1080 99.2 against 107.8 ms (session 10); with session 11's
-kernels 42.95 ms (45.75 ms for session 10's code in the same run) and 93.3 ms.
+kernels 42.95 ms (45.75 ms for session 10's code in the same run) and 93.3 ms; with session 12's
+(HIM as one kernel, the per-head cosines, 128-row TMA tiles) 39.43 ms and 86.8 ms, the norm kernel
+10.6 ms of a 1280x720 frame's 37.8 ms of kernels (profile).
 """
 from __future__ import annotations
 
@@ -50,16 +53,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.triton_gated_dwconv import _DISK_CACHE, FusedGateGDFN, gated_dwconv3x3, tl, triton
+from engines.triton_gated_dwconv import FusedGateGDFN, gated_dwconv3x3
+from engines.triton_head_gram import head_cosine
+from engines.triton_support import DISK_CACHE, HALF_DTYPES, next_power_of_2, swap_modules, tl, triton
+from hidiff.restormer import LayerNorm, TransformerBlock
 
 try:  # Triton's host-side tensor descriptors (TMA), in Triton 3.4 and later
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # pragma: no cover - depends on the install
     TensorDescriptor = None
-from hidiff.restormer import LayerNorm, TransformerBlock
-
-HALF_DTYPES = (torch.float16, torch.bfloat16)
-
 
 # ------------------------------------------------------------------------------------ references
 
@@ -98,11 +100,16 @@ def conv1x1_residual_reference(a: torch.Tensor, weight: torch.Tensor, bias: torc
 # test compiles them): (128, 64, 4) and (128, 32, 4) did, and were left out.
 NORM_TILES = ((64, 64, 4, 1), (64, 128, 4, 1), (128, 32, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3), (256, 64, 8, 2))
 RESIDUAL_TILES = ((64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (128, 64, 8, 3), (128, 32, 8, 3))
-# The norm kernel on Hopper (TMA): one tile, 64 rows x 64 output columns (the sweep's best at six of
-# the eight norm shapes of a 1280x720 frame), fixed because the tensor descriptors are made before
-# the launch; the autotuner chooses (warps, stages).
-TMA_BLOCK_M, TMA_BLOCK_N = 64, 64
-TMA_LAUNCHES = ((4, 1), (4, 2), (4, 3), (8, 2))
+# The norm kernel on Hopper (TMA): 64 output columns a slice (the sweep's best at six of the eight
+# norm shapes of a 1280x720 frame); the autotuner chooses (BLOCK_M, warps, stages). 128-row tiles
+# halve the reloads of W^T, which every program reads whole: in session 12's profile (CUDA graph
+# replay) the 192-channel level's 64-row launches took 74 and 124 us for 88 and 140 MB of feature
+# maps (1.1-1.2 TB/s), while the 354 and 199 MB of W^T they read from L2 matched that time. A
+# pre-launch hook sets the output descriptor's block to the tile (Triton then keeps the choice in
+# memory only: its disk cache refuses hooks). At BLOCK_K 256 (192 channels) 128-row tiles fit 8 warps
+# (130 registers, 147-180 KiB of shared memory) and spill on 4.
+TMA_BLOCK_N = 64
+TMA_LAUNCHES = ((64, 4, 1), (64, 4, 2), (64, 4, 3), (64, 8, 2), (128, 8, 2), (128, 8, 3))
 
 
 def _norm_configs() -> list:
@@ -113,32 +120,41 @@ def _residual_configs() -> list:
     return [triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=s) for m, k, w, s in RESIDUAL_TILES]
 
 
+def _tma_output_block(nargs: dict[str, Any]) -> None:
+    nargs["y_desc"].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_N"]]
+
+
 def _tma_configs() -> list:
-    return [triton.Config({}, num_warps=w, num_stages=s) for w, s in TMA_LAUNCHES]
-
-
-def _next_power_of_2(n: int) -> int:
-    return 1 << max(4, (n - 1).bit_length())  # at least 16: tl.dot's smallest operand side
+    return [triton.Config({"BLOCK_M": m}, num_warps=w, num_stages=s, pre_hook=_tma_output_block)
+            for m, w, s in TMA_LAUNCHES]
 
 
 if triton is not None:
 
     @triton.jit
-    def _normalized_rows(x_ptr, rows, row_ok, ks, k_ok, K, eps, stride_xm, BIAS_FREE: tl.constexpr):
-        """LN(x) of the ``rows`` of x (M, K), all K channels (``ks``, padded to a power of two),
-        without the affine (folded into W): moments in float32, the result in x's dtype."""
-        x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_xm + ks[None, :],
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+    def _load_rows(x_ptr, rows, row_ok, ks, k_ok, stride_xm):
+        """The ``rows`` of x (M, K), all K channels (``ks``, padded to a power of two with zeros), in float32."""
+        return tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_xm + ks[None, :],
+                       mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _normalize(x, k_ok, K, eps, BIAS_FREE: tl.constexpr):
+        """LN of rows ``x`` (float32, zeros past K) without the affine (folded into the product
+        after it): moments in float32, the result in float32."""
         mean = tl.sum(x, axis=1) / K  # the padding columns are zeros
         centred = tl.where(k_ok[None, :], x - mean[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / K + eps)
         if BIAS_FREE:
-            normed = x * rstd[:, None]  # Restormer's BiasFree norm divides without centring
-        else:
-            normed = centred * rstd[:, None]
-        return normed.to(x_ptr.dtype.element_ty)
+            return x * rstd[:, None]  # Restormer's BiasFree norm divides without centring
+        return centred * rstd[:, None]
 
-    @triton.autotune(configs=_norm_configs(), key=["M", "N", "K"], **_DISK_CACHE)
+    @triton.jit
+    def _normalized_rows(x_ptr, rows, row_ok, ks, k_ok, K, eps, stride_xm, BIAS_FREE: tl.constexpr):
+        """LN(x) of the ``rows`` of x (M, K), all K channels, without the affine: the result in x's dtype."""
+        x = _load_rows(x_ptr, rows, row_ok, ks, k_ok, stride_xm)
+        return _normalize(x, k_ok, K, eps, BIAS_FREE).to(x_ptr.dtype.element_ty)
+
+    @triton.autotune(configs=_norm_configs(), key=["M", "N", "K"], **DISK_CACHE)
     @triton.jit
     def _norm_matmul_kernel(
         x_ptr, w_ptr, b_ptr, y_ptr,
@@ -161,7 +177,7 @@ if triton is not None:
             acc += tl.load(b_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
             tl.store(out_rows + ns[None, :], acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
 
-    @triton.autotune(configs=_tma_configs(), key=["M", "N", "K"], **_DISK_CACHE)
+    @triton.autotune(configs=_tma_configs(), key=["M", "N", "K"])
     @triton.jit
     def _norm_matmul_tma_kernel(
         x_ptr, w_desc, b_ptr, y_desc,
@@ -184,7 +200,7 @@ if triton is not None:
             acc += tl.load(b_ptr + ns, mask=ns < N, other=0.0).to(tl.float32)[None, :]
             y_desc.store([m0, n0], acc.to(x_ptr.dtype.element_ty))
 
-    @triton.autotune(configs=_residual_configs(), key=["M", "N", "K"], **_DISK_CACHE)
+    @triton.autotune(configs=_residual_configs(), key=["M", "N", "K"], **DISK_CACHE)
     @triton.jit
     def _matmul_residual_kernel(
         a_ptr, w_ptr, b_ptr, r_ptr, y_ptr,
@@ -256,7 +272,7 @@ def _launch_norm_matmul(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bi
     def grid(meta: dict[str, int]) -> tuple[int]:
         return (triton.cdiv(m, meta["BLOCK_M"]),)
 
-    kernel[grid](x, weight_t, bias, out, m, n, k, eps, k, n, BIAS_FREE=bias_free, BLOCK_K=_next_power_of_2(k), **tile)
+    kernel[grid](x, weight_t, bias, out, m, n, k, eps, k, n, BIAS_FREE=bias_free, BLOCK_K=next_power_of_2(k), **tile)
     return out
 
 
@@ -269,19 +285,25 @@ def _tma_fits(x: torch.Tensor, weight_t: torch.Tensor) -> bool:
 
 def _launch_norm_matmul_tma(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                             bias_free: bool, **launch: int) -> torch.Tensor:
-    """One launch of the TMA kernel (autotuned, or its ``.fn`` with explicit ``num_warps`` /
-    ``num_stages``): W^T and the output as tensor descriptors of TMA_BLOCK_M x TMA_BLOCK_N tiles."""
+    """One launch of the TMA kernel (autotuned, or its ``.fn`` with an explicit ``BLOCK_M`` and
+    optionally ``num_warps`` / ``num_stages``): W^T and the output as tensor descriptors of
+    BLOCK_K x TMA_BLOCK_N and BLOCK_M x TMA_BLOCK_N tiles (the autotuner's hook sets the latter)."""
     b, k, h, w = x.shape
     n = weight_t.shape[1]
     x = x.contiguous(memory_format=torch.channels_last)
     weight_t = weight_t.contiguous()
     out = torch.empty((b, n, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = b * h * w
-    block_k = _next_power_of_2(k)
+    block_k = next_power_of_2(k)
+    block_m = launch.get("BLOCK_M", TMA_LAUNCHES[0][0])
     w_desc = TensorDescriptor(weight_t, [k, n], [n, 1], [block_k, TMA_BLOCK_N])
-    y_desc = TensorDescriptor(out.permute(0, 2, 3, 1).reshape(m, n), [m, n], [n, 1], [TMA_BLOCK_M, TMA_BLOCK_N])
-    kernel[(triton.cdiv(m, TMA_BLOCK_M),)](x, w_desc, bias, y_desc, m, n, k, eps, k, BIAS_FREE=bias_free,
-                                           BLOCK_K=block_k, BLOCK_M=TMA_BLOCK_M, BLOCK_N=TMA_BLOCK_N, **launch)
+    y_desc = TensorDescriptor(out.permute(0, 2, 3, 1).reshape(m, n), [m, n], [n, 1], [block_m, TMA_BLOCK_N])
+
+    def grid(meta: dict[str, int]) -> tuple[int]:
+        return (triton.cdiv(m, meta["BLOCK_M"]),)
+
+    kernel[grid](x, w_desc, bias, y_desc, m, n, k, eps, k, BIAS_FREE=bias_free, BLOCK_K=block_k, BLOCK_N=TMA_BLOCK_N,
+                 **launch)
     return out
 
 
@@ -297,7 +319,7 @@ def _launch_matmul_residual(kernel: Any, a: torch.Tensor, weight: torch.Tensor, 
     out = torch.empty_like(residual, memory_format=torch.channels_last)
     # W^T's element (k, n): shared weights (N, K), or one (N, K) matrix per image.
     stride_wb, stride_wn, stride_wk = (0, *weight.stride()) if weight.dim() == 2 else weight.stride()
-    block_n = min(_next_power_of_2(n), 256)
+    block_n = min(next_power_of_2(n), 256)
 
     def grid(meta: dict[str, int]) -> tuple[int, int, int]:
         return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, block_n), b)
@@ -409,7 +431,8 @@ class FusedNormBlock(nn.Module):
         # x = x + MDTA(LN1(x)): LN1 inside the qkv projection, the residual inside M v
         qkv = self.attn.qkv_dwconv(self.qkv(x)).flatten(2)  # (B, 3C, H*W)
         qk, v = qkv[:, : 2 * c], qkv[:, 2 * c :]
-        x = conv1x1_residual(v, self.attn.mixing(qk), self.attn.project_out.bias, x)
+        mixing = self.attn.mixing_from_cosine(head_cosine(qk, self.attn.num_heads), qk.dtype)
+        x = conv1x1_residual(v, mixing, self.attn.project_out.bias, x)
         # x = x + GDFN(LN2(x)): LN2 inside project_in, the residual inside project_out
         out = self.ffn.project_out
         return conv1x1_residual(self._gate(self.project_in(x)), out.weight.flatten(1), out.bias, x)
@@ -418,11 +441,5 @@ class FusedNormBlock(nn.Module):
 def fuse_block_norms(model: nn.Module) -> int:
     """Replace every Transformer block inside ``model`` that does not use the prior with a
     :class:`FusedNormBlock`, in place. Returns how many."""
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, TransformerBlock) and not child.attn.modulated:
-                setattr(parent, name, FusedNormBlock(child))
-                replaced += 1
-    return replaced
+    return swap_modules(model, lambda m: isinstance(m, TransformerBlock) and not m.attn.modulated, FusedNormBlock)
 

@@ -198,13 +198,17 @@ class MDTA(nn.Module):
     def mixing(self, qk: torch.Tensor) -> torch.Tensor:
         """W_out blockdiag(attn), (B, C, C) in qk's dtype, from q and k stacked on the channel axis
         (B, 2C, H*W): ``project_out(attn @ v)`` is this matrix times v (plus the bias)."""
-        b, c = qk.shape[0], qk.shape[1] // 2
+        return self.mixing_from_cosine(head_blocks(channel_cosine(qk), self.num_heads), qk.dtype)
+
+    def mixing_from_cosine(self, cosine: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """:meth:`mixing` from the heads' cosines normalize(q_h) normalize(k_h)^T, (B, heads, C/h, C/h)
+        float32 (however they were computed): (B, C, C) in ``dtype``."""
+        b, c = cosine.shape[0], cosine.shape[1] * cosine.shape[2]
         # softmax(temperature * normalize(q) normalize(k)^T) per head, float32
-        cosine = head_blocks(channel_cosine(qk), self.num_heads)
         attn = (cosine * self.temperature.float()).softmax(dim=-1)  # (B, heads, C/h, C/h)
         # project_out(attn @ v) = (W_out blockdiag(attn)) @ v
         w_out = self.project_out.weight.float().view(c, self.num_heads, c // self.num_heads)
-        return torch.einsum("ohd,bhde->bohe", w_out, attn).reshape(b, c, c).to(qk.dtype)
+        return torch.einsum("ohd,bhde->bohe", w_out, attn).reshape(b, c, c).to(dtype)
 
 
 class HIM(nn.Module):

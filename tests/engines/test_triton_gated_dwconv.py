@@ -17,6 +17,7 @@ from triton_cpu import run_in_interpreter, sm90_resources
 
 from engines import triton_gated_dwconv as gated
 from engines.torch_backend import torch_engines
+from engines.triton_support import DISK_CACHE
 from hidiff.model import HIDiff
 from hidiff.restormer import GDFN
 
@@ -171,7 +172,7 @@ def test_compile_sees_the_output_shape_and_layout():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not gated._DISK_CACHE, reason="this Triton's autotuner has no cache_results")
+@pytest.mark.skipif(not DISK_CACHE, reason="this Triton's autotuner has no cache_results")
 def test_autotuned_tiles_are_kept_on_disk(tmp_path):
     """A fresh process autotunes a new shape and leaves the choice in Triton's cache folder, for
     the next process on the machine to read instead of timing every tile again."""

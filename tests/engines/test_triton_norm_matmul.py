@@ -114,10 +114,12 @@ INTERPRETED = textwrap.dedent("""
                                                                         (1, 96, 9, 9, 520))):
         x = torch.randn(b, k, h, w).half().to(memory_format=torch.channels_last)
         weight_t, bias = (torch.randn(k, n) * 0.2).half(), torch.randn(n).half()
-        got = fused._launch_norm_matmul_tma(fused._norm_matmul_tma_kernel.fn, x, weight_t, bias, 1e-5, bias_free)
         want = fused.norm_conv1x1_reference(x.float(), weight_t.float(), bias.float(), 1e-5, bias_free)
-        assert got.is_contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
+        for block_m in (64, 128):
+            got = fused._launch_norm_matmul_tma(fused._norm_matmul_tma_kernel.fn, x, weight_t, bias, 1e-5, bias_free,
+                                                BLOCK_M=block_m)
+            assert got.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
         print("ok tma", bias_free, k, n)
 """)
 
@@ -142,16 +144,16 @@ def _residual_resources(block_n: int, block_m: int, block_k: int, warps: int, st
                            "stride_wk": 1}, warps, unaligned=("M",), stages=stages)
 
 
-def _tma_resources(block_k: int, warps: int, stages: int) -> dict[str, int]:
+def _tma_resources(block_k: int, block_m: int, warps: int, stages: int) -> dict[str, int]:
     """The TMA kernel compiled for sm_90 (descriptor arguments typed as its launches type them):
     its resources, and how many tensor-memory-accelerator copies its machine code holds."""
     from bench.kernel_sass import compile_sm90, cuobjdump, resources
 
     types = {"x_ptr": "*fp16", "b_ptr": "*fp16", "eps": "fp32", "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32",
              "w_desc": f"tensordesc<fp16[{block_k}, {fused.TMA_BLOCK_N}]>",
-             "y_desc": f"tensordesc<fp16[{fused.TMA_BLOCK_M}, {fused.TMA_BLOCK_N}]>"}
+             "y_desc": f"tensordesc<fp16[{block_m}, {fused.TMA_BLOCK_N}]>"}
     compiled = compile_sm90(fused._norm_matmul_tma_kernel.fn, types,
-                            {"BIAS_FREE": False, "BLOCK_K": block_k, "BLOCK_M": fused.TMA_BLOCK_M,
+                            {"BIAS_FREE": False, "BLOCK_K": block_k, "BLOCK_M": block_m,
                              "BLOCK_N": fused.TMA_BLOCK_N}, warps, stages, aligned=("x_ptr", "b_ptr", "N", "K", "stride_xm"))
     found = resources(compiled)
     found["tma_instructions"] = len(re.findall(r"UTMALDG|UTMASTG", cuobjdump(compiled, "-sass")))
@@ -163,9 +165,9 @@ def test_tma_kernel_compiles_for_an_h100_with_tma_and_no_spills():
     """Every launch the TMA kernel's autotuner may pick, at K up to 192 (BLOCK_K 256), compiles for
     sm_90 to tensor-memory-accelerator copies (UTMALDG/UTMASTG in the machine code) without spills."""
     for block_k in (64, 128, 256):
-        for warps, stages in fused.TMA_LAUNCHES:
-            usage = _tma_resources(block_k, warps, stages)
-            assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (block_k, warps, stages, usage)
+        for block_m, warps, stages in fused.TMA_LAUNCHES:
+            usage = _tma_resources(block_k, block_m, warps, stages)
+            assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (block_k, block_m, warps, stages, usage)
             assert usage["tma_instructions"] >= 2, usage
 
 

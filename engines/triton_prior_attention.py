@@ -1,0 +1,253 @@
+"""HIM, the Restormer's cross-attention to the prior tokens, as one Triton kernel per call (issue 8).
+
+HIM (hidiff.restormer.HIM, paper Sec. 3.3, Eq. 3-4) runs at every pixel of a level's input x
+
+    q = W_q LN1(x) + b_q                                        (C channels)
+    out_h = softmax(scale q_h k_h^T) v_h      for each head h   (k, v: T prior tokens, from z)
+    x' = x + W_p out + b_p
+
+Compiled, that is five passes over the feature map (the norm, the q product, the attention, the
+output product and the residual addition: about 2.7 ms of a 1280x720 frame on an H100, session
+11's profile), each writing what the next reads back. But everything that involves the prior is
+tiny and the same for every pixel of an image, so it folds into two small per-image matrices:
+
+    scores_{h,t} = LN1(x) . A[:, (h,t)] + a[(h,t)]
+                   A[i, (h,t)] = scale gamma_i sum_{c in h} W_q[c, i] k_t[c],
+                   a[(h,t)]    = scale sum_{c in h} (W_q beta + b_q)[c] k_t[c]
+    x' = x + sum_{h,t} softmax_t(scores_h)_t B[(h,t), :] + b_p,
+                   B[(h,t), o] = sum_{c in h} v_t[c] W_p[o, c]
+
+(gamma, beta: LN1's affine; x_hat the normalised x without it). Per pixel that is LayerNorm, a
+(C x H*T) product, a softmax within each head's T columns and a (H*T x C) product: one kernel that
+reads x once and writes x' once. :func:`fold_prior_attention` makes A, a and B from the prior (a
+few small products per call); :func:`prior_attention` runs the kernel on float16/bfloat16 CUDA
+tensors and :func:`prior_attention_reference` elsewhere; :class:`FusedHIM` replaces a HIM module
+(:func:`fuse_prior_attention`, called by ``fuse_norms``).
+
+The kernel's columns are heads x tokens, each padded to a power of two (and to at least 16
+columns, tl.dot's smallest side): padding tokens of a real head score -inf (weight 0), padding
+heads score 0 against zero rows of B (they add nothing). Statistics and the softmax in float32,
+products on the tensor cores in x's dtype with float32 accumulation, as the fp16 model's own
+float16 q and attention.
+
+Measured on an H100 (docs/benchmarks.md, session 12, profile of the compiled model with CUDA graphs):
+the seven HIM calls of a 1280x720 frame take 0.59 ms in this kernel (at full resolution 85 us for
+48 channels and 184 us for 96, 2.1 and 1.9 TB/s), where they took about 2.7 ms as five passes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engines.triton_norm_matmul import _load_rows, _normalize
+from engines.triton_support import DISK_CACHE, HALF_DTYPES, next_power_of_2, swap_modules, tl, triton
+from hidiff.restormer import HIM
+
+# (BLOCK_M, warps, stages) the autotuner tries: a program holds BLOCK_M whole rows of x (up to
+# 256 channels) in registers through both products. Those with more than ROW_ELEMENTS_PER_THREAD
+# elements of x a thread are left out at a launch (they spill registers on sm_90: a CPU test).
+TILES = ((128, 4, 1), (64, 4, 1), (32, 4, 1), (128, 8, 1), (64, 8, 1), (32, 8, 1))
+ROW_ELEMENTS_PER_THREAD = 64
+
+
+def _configs() -> list:
+    return [triton.Config({"BLOCK_M": m}, num_warps=w, num_stages=s) for m, w, s in TILES]
+
+
+def fits_registers(block_m: int, block_c: int, warps: int) -> bool:
+    return block_m * block_c <= ROW_ELEMENTS_PER_THREAD * 32 * warps
+
+
+def _fitting_configs(configs: list, named_args: dict, **kwargs: Any) -> list:
+    block_c: int = kwargs.get("BLOCK_C") or named_args["BLOCK_C"]  # a launch argument
+    return [cfg for cfg in configs if fits_registers(cfg.kwargs["BLOCK_M"], block_c, cfg.num_warps)]
+
+
+def padded_columns(heads: int, tokens: int) -> tuple[int, int]:
+    """(heads, tokens) of the kernel's score columns: each a power of two, at least 16 columns."""
+    t = 1 << max(0, (tokens - 1).bit_length())
+    g = max(1 << max(0, (heads - 1).bit_length()), -(-16 // t))
+    return g, t
+
+
+def fold_prior_attention(k: torch.Tensor, v: torch.Tensor, heads: int, scale: float, wq_gamma: torch.Tensor,
+                         q0: torch.Tensor, w_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-image matrices of the module docstring, in float32.
+
+    k, v: (B, T, C) the prior's keys and values; ``wq_gamma`` (C, C) = W_q diag(gamma); ``q0`` (C,)
+    = W_q beta + b_q; ``w_p`` (C, C) the output projection. Returns A (B, C, G*T'), a (B, G*T') and
+    B (B, G*T', C) with (G, T') = :func:`padded_columns`: column h*T' + t is head h, token t."""
+    b, tokens, c = k.shape
+    g_pad, t_pad = padded_columns(heads, tokens)
+    eye = torch.eye(heads, device=k.device, dtype=torch.float32)
+
+    def per_head(tokens_: torch.Tensor) -> torch.Tensor:
+        # (B, T, C) -> (B, C, G', T'): channel c of head h holds token t in column (h, t), zeros elsewhere
+        split = tokens_.float().reshape(b, tokens, heads, c // heads)
+        blocks = torch.einsum("btge,gh->bgeht", split, eye).reshape(b, c, heads, tokens)
+        return F.pad(blocks, (0, t_pad - tokens, 0, g_pad - heads)).reshape(b, c, g_pad * t_pad)
+
+    k_blocks, v_blocks = per_head(k), per_head(v)
+    # Products written as broadcast sums, not einsums: compiled, each is one small fused kernel. As
+    # einsums they became cuBLAS float32 GEMMs, of which one per HIM below the first level took
+    # 53-56 us on an H100 (split 264 ways; session 12's profile) for a few hundred thousand products.
+    a_matrix = scale * (wq_gamma.float()[None, :, :, None] * k_blocks[:, :, None, :]).sum(1)  # (B, C, J)
+    a_offset = scale * (q0.float()[None, :, None] * k_blocks).sum(1)  # (B, J)
+    # padding tokens of a real head weigh nothing; padding heads (zero rows of B) score 0
+    padding = torch.zeros(g_pad, t_pad, device=k.device, dtype=torch.float32)
+    padding[:heads, tokens:] = float("-inf")
+    b_matrix = (w_p.float()[None, None, :, :] * v_blocks.transpose(1, 2)[:, :, None, :]).sum(-1)  # (B, J, C)
+    return a_matrix, a_offset + padding.flatten(), b_matrix
+
+
+def prior_attention_reference(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor,
+                              b_matrix: torch.Tensor, bias: torch.Tensor | None, tokens: int, eps: float,
+                              bias_free: bool) -> torch.Tensor:
+    """x + softmax(LN(x) A + a) B + b, the softmax within each group of ``tokens`` columns
+    (padded to a power of two), for x (B, C, H, W): in x's dtype, float32 inside."""
+    b, c, h, w = x.shape
+    rows = x.float().permute(0, 2, 3, 1).reshape(b, h * w, c)
+    var = rows.var(-1, keepdim=True, unbiased=False)
+    centred = rows if bias_free else rows - rows.mean(-1, keepdim=True)
+    scores = (centred * torch.rsqrt(var + eps)) @ a_matrix.float() + a_offset.float()[:, None, :]
+    t_pad = 1 << max(0, (tokens - 1).bit_length())
+    weights = scores.unflatten(-1, (-1, t_pad)).softmax(-1).flatten(-2)
+    out = rows + weights @ b_matrix.float()
+    if bias is not None:
+        out = out + bias.float()
+    return out.reshape(b, h, w, c).permute(0, 3, 1, 2).to(x.dtype)
+
+
+if triton is not None:
+
+    @triton.autotune(configs=_configs(), key=["HW", "C", "GROUPS", "TOKENS"],
+                     prune_configs_by={"early_config_prune": _fitting_configs}, **DISK_CACHE)
+    @triton.jit
+    def _prior_attention_kernel(
+        x_ptr, a_ptr, a0_ptr, bm_ptr, bias_ptr, y_ptr,
+        HW, C, eps,
+        BIAS_FREE: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, GROUPS: tl.constexpr,
+        TOKENS: tl.constexpr, BLOCK_M: tl.constexpr,
+    ):
+        # Program: pixels [m0, m0 + BLOCK_M) of image b (channels-last rows of C), all channels.
+        image = tl.program_id(1).to(tl.int64)
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cs = tl.arange(0, BLOCK_C)
+        js = tl.arange(0, GROUPS * TOKENS)
+        row_ok = rows < HW
+        c_ok = cs < C
+        x_image = x_ptr + image * HW * C
+        x = _load_rows(x_image, rows, row_ok, cs, c_ok, C)
+        x_hat = _normalize(x, c_ok, C, eps, BIAS_FREE).to(x_ptr.dtype.element_ty)
+        # scores (BLOCK_M, heads x tokens) = LN(x) A + a, float32
+        a = tl.load(a_ptr + image * C * GROUPS * TOKENS + cs[:, None] * (GROUPS * TOKENS) + js[None, :],
+                    mask=c_ok[:, None], other=0.0)
+        scores = tl.dot(x_hat, a) + tl.load(a0_ptr + image * GROUPS * TOKENS + js)[None, :]
+        # softmax over each head's tokens
+        grouped = tl.reshape(scores, (BLOCK_M, GROUPS, TOKENS))
+        weights = tl.exp(grouped - tl.max(grouped, axis=2)[:, :, None])
+        weights = weights / tl.sum(weights, axis=2)[:, :, None]
+        weights = tl.reshape(weights, (BLOCK_M, GROUPS * TOKENS)).to(x_ptr.dtype.element_ty)
+        # x' = x + weights B + b
+        bm = tl.load(bm_ptr + image * GROUPS * TOKENS * C + js[:, None] * C + cs[None, :], mask=c_ok[None, :], other=0.0)
+        out = x + tl.dot(weights, bm)
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + cs, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptr + image * HW * C + rows.to(tl.int64)[:, None] * C + cs[None, :],
+                 out.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & c_ok[None, :])
+
+    # Opaque for torch.compile, as engines.triton_norm_matmul's ops.
+    @torch.library.custom_op("hidiff::prior_attention", mutates_args=())
+    def _prior_attention_op(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor, b_matrix: torch.Tensor,
+                            bias: torch.Tensor | None, tokens: int, eps: float, bias_free: bool) -> torch.Tensor:
+        return _launch_prior_attention(_prior_attention_kernel, x, a_matrix, a_offset, b_matrix, bias, tokens, eps,
+                                       bias_free)
+
+    @_prior_attention_op.register_fake
+    def _prior_attention_shape(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor,
+                               b_matrix: torch.Tensor, bias: torch.Tensor | None, tokens: int, eps: float,
+                               bias_free: bool) -> torch.Tensor:
+        return torch.empty_like(x, memory_format=torch.channels_last)
+
+
+def _launch_prior_attention(kernel: Any, x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor,
+                            b_matrix: torch.Tensor, bias: torch.Tensor | None, tokens: int, eps: float,
+                            bias_free: bool, **tile: int) -> torch.Tensor:
+    """One launch of ``kernel`` (the autotuned kernel, or its ``.fn`` with an explicit ``tile``);
+    A and B in x's dtype, a in float32, all contiguous."""
+    b, c, h, w = x.shape
+    columns = a_matrix.shape[-1]
+    t_pad = 1 << max(0, (tokens - 1).bit_length())
+    x = x.contiguous(memory_format=torch.channels_last)
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    a_matrix = a_matrix.to(x.dtype).contiguous()
+    b_matrix = b_matrix.to(x.dtype).contiguous()
+    a_offset = a_offset.float().contiguous()
+
+    def grid(meta: dict[str, int]) -> tuple[int, int]:
+        return (triton.cdiv(h * w, meta["BLOCK_M"]), b)
+
+    kernel[grid](x, a_matrix, a_offset, b_matrix, bias if bias is not None else x, out, h * w, c, eps,
+                 BIAS_FREE=bias_free, HAS_BIAS=bias is not None, BLOCK_C=next_power_of_2(c),
+                 GROUPS=columns // t_pad, TOKENS=t_pad, **tile)
+    return out
+
+
+def prior_attention(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor, b_matrix: torch.Tensor,
+                    bias: torch.Tensor | None, tokens: int, eps: float, bias_free: bool = False) -> torch.Tensor:
+    """x + softmax(LN(x) A + a) B + b (the module docstring) for x (B, C, H, W), with the per-image
+    A (B, C, J), a (B, J), B (B, J, C) of :func:`fold_prior_attention`. Returns (B, C, H, W) in x's
+    dtype, channels-last on CUDA: one Triton kernel for float16/bfloat16 CUDA tensors, the PyTorch
+    reference elsewhere."""
+    b, c = x.shape[:2]
+    j = a_matrix.shape[-1]
+    if x.dim() != 4 or tuple(a_matrix.shape) != (b, c, j) or tuple(a_offset.shape) != (b, j) \
+            or tuple(b_matrix.shape) != (b, j, c) or j % (1 << max(0, (tokens - 1).bit_length())):
+        raise ValueError(f"prior_attention expects x (B, C, H, W), A (B, C, J), a (B, J) and B (B, J, C) with J a "
+                         f"multiple of the padded token count, got {tuple(x.shape)}, {tuple(a_matrix.shape)}, "
+                         f"{tuple(a_offset.shape)}, {tuple(b_matrix.shape)} and {tokens} tokens")
+    if triton is None or x.device.type != "cuda" or x.dtype not in HALF_DTYPES:
+        return prior_attention_reference(x, a_matrix, a_offset, b_matrix, bias, tokens, eps, bias_free)
+    return torch.ops.hidiff.prior_attention(x, a_matrix, a_offset, b_matrix, bias, tokens, float(eps), bool(bias_free))
+
+
+class FusedHIM(nn.Module):
+    """A :class:`~hidiff.restormer.HIM` run as :func:`prior_attention`: same weights, LN1's affine
+    and q's bias folded once (an inference form: later changes to the original module are not
+    seen); the prior's norm and key/value projection run as before, on its few tokens."""
+
+    wq_gamma: torch.Tensor  # (C, C): W_q diag(gamma)
+    q0: torch.Tensor  # (C,): W_q beta + b_q
+
+    def __init__(self, him: HIM):
+        super().__init__()
+        self.num_heads = him.num_heads
+        self.scale = him.scale
+        self.norm2 = him.norm2
+        self.kv = him.kv
+        self.proj = him.proj
+        self.eps = him.norm1.eps
+        self.bias_free = him.norm1.body.bias is None
+        with torch.no_grad():
+            w_q = him.q.weight.float()
+            q0 = him.q.bias.float() if him.q.bias is not None else torch.zeros(w_q.shape[0], device=w_q.device)
+            if him.norm1.body.bias is not None:
+                q0 = q0 + w_q @ him.norm1.body.bias.float()
+            self.register_buffer("wq_gamma", (w_q * him.norm1.body.weight.float()).to(him.q.weight.dtype))
+            self.register_buffer("q0", q0.to(him.q.weight.dtype))
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        k, v = self.kv(self.norm2(prior)).chunk(2, dim=-1)  # (B, T, C) each
+        a_matrix, a_offset, b_matrix = fold_prior_attention(k, v, self.num_heads, self.scale, self.wq_gamma,
+                                                            self.q0, self.proj.weight)
+        return prior_attention(x, a_matrix.to(x.dtype), a_offset, b_matrix.to(x.dtype), self.proj.bias,
+                               prior.shape[1], self.eps, self.bias_free)
+
+
+def fuse_prior_attention(model: nn.Module) -> int:
+    """Replace every HIM inside ``model`` with a :class:`FusedHIM`, in place. Returns how many."""
+    return swap_modules(model, lambda m: isinstance(m, HIM), FusedHIM)
+
