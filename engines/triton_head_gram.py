@@ -21,7 +21,8 @@ heads and the diagonal. Two costs come with it:
 program of ``_head_gram_kernel`` owns one (image, head) and a contiguous range of pixels (rows n
 of the (N, 2C) matrix that qk is in channels-last memory), loads q_h and k_h in tiles of BLOCK_N
 rows, and accumulates q_h^T k_h on the tensor cores (float16/bfloat16 products, float32 sums)
-and the float32 sums of squares of q's and k's channels. The ranges split the contraction
+and, on the tensor cores too, the sums of squares of q's and k's channels (``SQUARES`` below). The
+ranges split the contraction
 (split-K) so that enough programs run: each program writes its partial sums, without atomics
 (deterministic), into ``partials`` (B, heads, SPLIT, d + 2, d) float32, and
 :func:`head_gram_partials_to_cosine` adds them and normalises in plain PyTorch, so that
@@ -30,7 +31,8 @@ and the float32 sums of squares of q's and k's channels. The ranges split the co
 operation, without graph breaks.
 
 Floor: the kernel reads q and k once, 2C * N * 2 bytes per image (float16). A 1280x720 frame of the
-GoPro model runs MDTA in 38 blocks: 3 + 5 at levels 1-2 of the encoder (C = 48 and 96), 6 + 6 + 6 at
+GoPro model runs MDTA in 38 blocks (the 6 at the bottleneck, modulated by the prior, keep cuBLAS's
+product): 3 + 5 at levels 1-2 of the encoder (C = 48 and 96), 6 + 6 + 6 at
 the 192- and 384-channel levels, 5 at the decoder's level 2, and 3 + 4 (decoder level 1 and the
 refinement, C = 96 with one head: d = 96) at full resolution. That is 4.56 GB per frame: 1.36 ms at
 the H100's 3.35 TB/s, 1.52 ms at the 3 TB/s a streaming kernel reaches. The partials add 1.2-13.5 MB
