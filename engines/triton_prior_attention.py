@@ -66,11 +66,15 @@ def _fitting_configs(configs: list, named_args: dict, **kwargs: Any) -> list:
     return [cfg for cfg in configs if fits_registers(cfg.kwargs["BLOCK_M"], block_c, cfg.num_warps)]
 
 
+def _power_of_2(n: int) -> int:
+    """The smallest power of two >= n."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
 def padded_columns(heads: int, tokens: int) -> tuple[int, int]:
     """(heads, tokens) of the kernel's score columns: each a power of two, at least 16 columns."""
-    t = 1 << max(0, (tokens - 1).bit_length())
-    g = max(1 << max(0, (heads - 1).bit_length()), -(-16 // t))
-    return g, t
+    t = _power_of_2(tokens)
+    return max(_power_of_2(heads), -(-16 // t)), t
 
 
 def fold_prior_attention(k: torch.Tensor, v: torch.Tensor, heads: int, scale: float, wq_gamma: torch.Tensor,
@@ -113,7 +117,7 @@ def prior_attention_reference(x: torch.Tensor, a_matrix: torch.Tensor, a_offset:
     var = rows.var(-1, keepdim=True, unbiased=False)
     centred = rows if bias_free else rows - rows.mean(-1, keepdim=True)
     scores = (centred * torch.rsqrt(var + eps)) @ a_matrix.float() + a_offset.float()[:, None, :]
-    t_pad = 1 << max(0, (tokens - 1).bit_length())
+    t_pad = _power_of_2(tokens)
     weights = scores.unflatten(-1, (-1, t_pad)).softmax(-1).flatten(-2)
     out = rows + weights @ b_matrix.float()
     if bias is not None:
@@ -180,7 +184,7 @@ def _launch_prior_attention(kernel: Any, x: torch.Tensor, a_matrix: torch.Tensor
     A and B in x's dtype, a in float32, all contiguous."""
     b, c, h, w = x.shape
     columns = a_matrix.shape[-1]
-    t_pad = 1 << max(0, (tokens - 1).bit_length())
+    t_pad = _power_of_2(tokens)
     x = x.contiguous(memory_format=torch.channels_last)
     out = torch.empty_like(x, memory_format=torch.channels_last)
     a_matrix = a_matrix.to(x.dtype).contiguous()
@@ -205,7 +209,7 @@ def prior_attention(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Ten
     b, c = x.shape[:2]
     j = a_matrix.shape[-1]
     if x.dim() != 4 or tuple(a_matrix.shape) != (b, c, j) or tuple(a_offset.shape) != (b, j) \
-            or tuple(b_matrix.shape) != (b, j, c) or j % (1 << max(0, (tokens - 1).bit_length())):
+            or tuple(b_matrix.shape) != (b, j, c) or j % _power_of_2(tokens):
         raise ValueError(f"prior_attention expects x (B, C, H, W), A (B, C, J), a (B, J) and B (B, J, C) with J a "
                          f"multiple of the padded token count, got {tuple(x.shape)}, {tuple(a_matrix.shape)}, "
                          f"{tuple(a_offset.shape)}, {tuple(b_matrix.shape)} and {tokens} tokens")
