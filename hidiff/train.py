@@ -10,8 +10,7 @@ One invocation trains one stage; under torchrun it trains on every GPU with DDP.
     python -m hidiff.train --benchmark [CONFIG]           # stage-2 iterations/s, patch 256, batch 8
 
 Each iteration:
-    1. (patch, batch) of the progressive stage; the next batch of the resumable sample stream,
-       mixed if train.mixing says so (hidiff.training.mixing)
+    1. (patch, batch) of the progressive stage; the next batch of the resumable sample stream
     2. the stage's objective (hidiff.training.stages) under bf16 autocast on GPU
     3. backward, clip the global gradient norm (0.01), AdamW step, cyclic cosine lr step
     4. every log_every: losses (mean over ranks) to OUT/train_log.jsonl; every val_every:
@@ -56,7 +55,6 @@ from hidiff.training.data import (
     validation_pairs,
 )
 from hidiff.training.log import LOG_NAME, JsonlLog
-from hidiff.training.mixing import mix_batch
 from hidiff.training.optim import CosineAnnealingRestartCyclicLR, make_optimizer
 from hidiff.training.stages import build_objective
 from hidiff.training.validate import validate
@@ -268,7 +266,6 @@ def _run(config: RunConfig, ctx: distributed.DistContext, resume: str | None, ex
             blur, sharp = stream.next_batch(patch, batch)
             blur = blur.to(device, non_blocking=True).contiguous(memory_format=layout)
             sharp = sharp.to(device, non_blocking=True).contiguous(memory_format=layout)
-            blur, sharp, _ = mix_batch(blur, sharp, tcfg.mixing, tcfg.seed, i, ctx.rank)
             noise = _stage_noise(model, blur.shape[0], tcfg.seed, i, ctx.rank, device) if tcfg.stage == 2 else None
             lr = optimizer.param_groups[0]["lr"]
             losses = _train_step(step_module, optimizer, params, tcfg.optimizer.grad_clip, autocast, blur, sharp, noise)

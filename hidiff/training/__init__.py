@@ -5,7 +5,6 @@ checkpoints, distributed helpers. The loop and CLI live in :mod:`hidiff.train`.
 - :mod:`hidiff.training.stages`: the stage-1 and stage-2 objectives
 - :mod:`hidiff.training.optim`: AdamW and CosineAnnealingRestartCyclicLR
 - :mod:`hidiff.training.data`: the deterministic, resumable batch stream (folders or synthetic blur)
-- :mod:`hidiff.training.mixing`: mixup and CutMix of a batch's pairs (optional)
 - :mod:`hidiff.training.checkpointing`: full-resume checkpoints
 - :mod:`hidiff.training.distributed`: torchrun / DDP helpers
 - :mod:`hidiff.training.validate`, :mod:`hidiff.training.weights`, :mod:`hidiff.training.log`

@@ -109,34 +109,10 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights of L1(output, sharp) and, in stage 2, L1(z_hat, z) (official pixel_opt, pixel_diff_opt);
-    fft_weight: of L1 between the 2-D spectra of output and sharp (MIMO-UNet's frequency loss, whose
-    weight was 0.1; not in the official training, so 0 by default)."""
+    """Weights of L1(output, sharp) and, in stage 2, L1(z_hat, z) (official pixel_opt, pixel_diff_opt)."""
 
     pixel_weight: float = 1.0
     prior_weight: float = 1.0
-    fft_weight: float = 0.0
-
-
-@dataclass(frozen=True)
-class MixingConfig:
-    """Batch mixing (hidiff.training.mixing): the probabilities per batch of mixup and CutMix (their
-    sum at most 1), lam ~ Beta(beta, beta). Off by default, as in the official training."""
-
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    beta: float = 1.2
-
-    def __post_init__(self) -> None:
-        if min(self.mixup, self.cutmix) < 0 or self.mixup + self.cutmix > 1:
-            raise ValueError(f"invalid training configuration: train.mixing: mixup {self.mixup} and cutmix "
-                             f"{self.cutmix} are probabilities that sum to at most 1")
-        if self.beta <= 0:
-            raise ValueError(f"invalid training configuration: train.mixing.beta {self.beta}: positive")
-
-    @property
-    def enabled(self) -> bool:
-        return self.mixup + self.cutmix > 0
 
 
 @dataclass(frozen=True)
@@ -157,7 +133,6 @@ class TrainConfig:
     zero_init_output: a fresh stage 1 starts the Restormer at the identity (its last convolution
       zeroed: the output is the input), so a short training never starts worse than its input.
     export: path of the exported HIDiff weights (default OUT_DIR/model.safetensors).
-    mixing: mixup / CutMix of the pairs of a batch (hidiff.training.mixing; off by default).
     """
 
     stage: int = 1
@@ -185,7 +160,6 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    mixing: MixingConfig = field(default_factory=MixingConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -357,8 +331,7 @@ def raw_from_official(options: Mapping[str, Any]) -> dict[str, Any]:
         if not train_ds.get(key):
             raise ValueError(f"datasets.train.{key} is missing: the official file must name its training folders")
     if (train_opt.get("mixing_augs") or {}).get("mixup"):
-        raise ValueError("train.mixing_augs.mixup: HI-Diff's training ignores it; set it to false (our format's "
-                         "train.mixing.mixup is Restormer's mixup)")
+        raise ValueError("train.mixing_augs.mixup: mixup augmentation is not supported; set it to false")
     if int(train_opt.get("warmup_iter", -1)) > 0:
         raise ValueError("train.warmup_iter: learning-rate warm-up is not supported; set it to -1")
     if float(train_opt.get("ema_decay", 0) or 0) > 0:

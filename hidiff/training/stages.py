@@ -11,9 +11,6 @@ Stage 2 (LE frozen; Restormer + LE_DM + denoiser trained jointly):
     z^   = the T reverse steps from z_T, WITH gradients through every step
     L    = L1(Restormer(blur, z^), sharp) + L1(z^, z)
 
-Either stage may add ``fft_weight`` x L1 between the 2-D spectra of the output and the sharp image
-(MIMO-UNet's frequency loss; off unless configured).
-
 Each objective is an ``nn.Module`` (so DistributedDataParallel can wrap it) holding the whole
 HIDiff model; the networks a stage does not train have ``requires_grad`` off, which also keeps
 DDP from waiting for gradients that never come.
@@ -61,24 +58,15 @@ class StageObjective(nn.Module):
         return self
 
 
-    def image_losses(self, out: torch.Tensor, sharp: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The weighted terms on the restored image: l_pix, and l_fft when its weight is set."""
-        out, sharp = out.float(), sharp.float()
-        terms = {"l_pix": self.losses.pixel_weight * F.l1_loss(out, sharp)}
-        if self.losses.fft_weight:
-            spectra = (torch.view_as_real(torch.fft.rfft2(image)) for image in (out, sharp))
-            terms["l_fft"] = self.losses.fft_weight * F.l1_loss(*spectra)
-        return terms
-
-
 class Stage1Objective(StageObjective):
     stage = 1
 
     def forward(self, blur: torch.Tensor, sharp: torch.Tensor, noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         model = self.model
         z = model.le(blur, sharp)  # type: ignore[misc]
-        terms = self.image_losses(model.restormer(blur, z), sharp)
-        return {"total": sum(terms.values()), **terms}  # type: ignore[dict-item]
+        out = model.restormer(blur, z)
+        l_pix = self.losses.pixel_weight * F.l1_loss(out.float(), sharp.float())
+        return {"total": l_pix, "l_pix": l_pix}
 
 
 class Stage2Objective(StageObjective):
@@ -97,9 +85,10 @@ class Stage2Objective(StageObjective):
         z_t = model.schedule.q_sample(z, noise.to(z))
         z_hat = model.sample_prior(cond, z_t)
         # 4. restore with the estimated prior
-        terms = self.image_losses(model.restormer(blur, z_hat), sharp)
-        terms["l_prior"] = self.losses.prior_weight * F.l1_loss(z_hat.float(), z.float())
-        return {"total": sum(terms.values()), **terms}  # type: ignore[dict-item]
+        out = model.restormer(blur, z_hat)
+        l_pix = self.losses.pixel_weight * F.l1_loss(out.float(), sharp.float())
+        l_prior = self.losses.prior_weight * F.l1_loss(z_hat.float(), z.float())
+        return {"total": l_pix + l_prior, "l_pix": l_pix, "l_prior": l_prior}
 
 
 def build_objective(model: HIDiff, stage: int, losses: LossConfig) -> StageObjective:
