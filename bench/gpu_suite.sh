@@ -6,7 +6,8 @@
 # Steps, in this order (default: env tests export latency ortgraph aligned fused norms runtime train compile
 # default; ddp, trainspeed, counters, compare, profile and demo run when named):
 #   env       nvidia-smi and library versions
-#   tests     the GPU tests (pytest -m gpu; GPU_TESTS names files or folders, default tests)
+#   tests     the GPU tests (pytest -m gpu; GPU_TESTS names files or folders, default tests;
+#             GPU_TEST_WORKERS=N runs them in N pytest-xdist processes)
 #   export    fp16 ONNX graphs of the GoPro architecture (random weights, seed 0) in /tmp/gopro_fp16,
 #             TensorRT / TensorRT-RTX plans where a TensorRT module is importable (else the trtexec
 #             lines), and an attempt to load the plans (TensorRT-RTX refuses compute capability 9.0)
@@ -86,7 +87,9 @@ PY
   cat "$out/env.txt"
 fi
 # shellcheck disable=SC2086  # GPU_TESTS is a list of paths
-step tests && run python3 -m pytest -m gpu -v --durations=20 -p no:cacheprovider ${GPU_TESTS:-tests} 2>&1 | tee "$out/pytest_gpu.log"
+# shellcheck disable=SC2086  # GPU_TEST_WORKERS (pytest-xdist processes, compiling in parallel) is optional
+step tests && run python3 -m pytest -m gpu -v --durations=30 -p no:cacheprovider ${GPU_TEST_WORKERS:+-n $GPU_TEST_WORKERS} \
+  ${GPU_TESTS:-tests} 2>&1 | tee "$out/pytest_gpu.log"
 if step export; then
   run python3 -c "import torch; from hidiff import HIDiff; torch.manual_seed(0); HIDiff().save('/tmp/gopro_random.safetensors')"
   run python3 export/build_engines.py --weights /tmp/gopro_random.safetensors --precision fp16 --out "$graphs" --force \

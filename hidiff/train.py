@@ -203,6 +203,7 @@ def _run(config: RunConfig, ctx: distributed.DistContext, resume: str | None, ex
             samples_consumed = int(data_state["samples_consumed"]) * int(data_state["world_size"]) // ctx.world_size
     step_module: torch.nn.Module = objective
     if ctx.distributed:
+        distributed.ignore_spurious_stride_warnings()
         step_module = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     step_module = _compiled(step_module, tcfg.compile, device)
 

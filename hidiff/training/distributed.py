@@ -7,6 +7,7 @@ on CPU). Without those variables everything here is a no-op for a world of one.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -96,3 +97,15 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+# DDP compares a gradient's strides with its bucket's exactly, also along dimensions of size 1: a
+# 1x1 convolution's weight gradient in channels-last, (C, 1, C, C), against the bucket's (C, 1, 1, 1),
+# warns although both are one memory layout (pytorch/pytorch#157862, "spurious"). Only that case
+# is silenced; any other stride mismatch still warns.
+SPURIOUS_1X1_STRIDES = r"(?s)Grad strides do not match bucket view strides.*grad\.sizes\(\) = \[\d+, \d+, 1, 1\]"
+
+
+def ignore_spurious_stride_warnings() -> None:
+    """Silence DDP's stride warning for 1x1 kernels (see SPURIOUS_1X1_STRIDES), for this process."""
+    warnings.filterwarnings("ignore", message=SPURIOUS_1X1_STRIDES, category=UserWarning)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import cv2
@@ -81,3 +82,27 @@ def test_two_gloo_replicas_train_identical_weights(tmp_path: Path) -> None:
     assert [r["iter"] for r in records if r["event"] == "train"] == [1, 2, 3]
     assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["iter_0000002.pt", "iter_0000003.pt"]
     assert HIDiff.load(tmp_path / "out" / "model.safetensors") is not None
+
+
+# The warning as PyTorch 2.11's reducer printed it on the lent GPU machines (docs/results/
+# session13-2026-11-27/h200x4-mixing-fft/ddp/ddp.log), and the same warning for a 3x3 kernel.
+STRIDE_WARNING = (
+    "Grad strides do not match bucket view strides. This may indicate grad was not created according to the "
+    "gradient layout contract, or that the param's strides changed since DDP was constructed.  This is not an "
+    "error, but may impair performance.\ngrad.sizes() = [{sizes}], strides() = [{grad}]\n"
+    "bucket_view.sizes() = [{sizes}], strides() = [{bucket}] (Triggered internally at "
+    "/pytorch/torch/csrc/distributed/c10d/reducer.cpp:332.)"
+)
+
+
+def test_only_the_spurious_1x1_stride_warning_is_silenced() -> None:
+    from hidiff.training.distributed import ignore_spurious_stride_warnings
+
+    spurious = STRIDE_WARNING.format(sizes="48, 127, 1, 1", grad="127, 1, 127, 127", bucket="127, 1, 1, 1")
+    real = STRIDE_WARNING.format(sizes="768, 1, 5, 5", grad="25, 1, 5, 1", bucket="25, 25, 5, 1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ignore_spurious_stride_warnings()
+        warnings.warn(spurious, UserWarning, stacklevel=1)
+        warnings.warn(real, UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == [real]
