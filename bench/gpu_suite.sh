@@ -86,8 +86,7 @@ PY
   } > "$out/env.txt" 2>&1
   cat "$out/env.txt"
 fi
-# shellcheck disable=SC2086  # GPU_TESTS is a list of paths
-# shellcheck disable=SC2086  # GPU_TEST_WORKERS (pytest-xdist processes, compiling in parallel) is optional
+# shellcheck disable=SC2086  # GPU_TESTS is a list of paths; GPU_TEST_WORKERS, optional, adds "-n N"
 step tests && run python3 -m pytest -m gpu -v --durations=30 -p no:cacheprovider ${GPU_TEST_WORKERS:+-n $GPU_TEST_WORKERS} \
   ${GPU_TESTS:-tests} 2>&1 | tee "$out/pytest_gpu.log"
 if step export; then
