@@ -85,13 +85,13 @@ def test_kernel_profile_lists_the_kernels_of_a_torch_engine(tmp_path, capsys):
     assert kernel_profile.summarize(saved) == next(tmp_path.glob("kinds_*.md")).read_text()
 
 
-# A table kernel_profile.py saved on an H100 in session 9 (its 60 largest rows).
-SESSION9_TABLE = (Path(__file__).resolve().parents[2] / "docs/results/session9-2026-11-27"
-                  / "h100-rest-of-gpu-tests-and-profile/profile/kernels_torch-compile-fp16-fused_restormer_1280x720.txt")
+# A table kernel_profile.py saved on an H100 (2026-11-27, the compiled FP16 Restormer with the fused
+# GDFN kernel at 1280x720; its 60 largest rows).
+H100_TABLE = Path(__file__).resolve().parent / "data" / "kernel_profile_h100_1280x720.txt"
 
 
 def test_kernel_rows_are_the_kernels_not_the_operators_that_launch_them():
-    rows = kernel_profile.kernel_rows(SESSION9_TABLE.read_text())
+    rows = kernel_profile.kernel_rows(H100_TABLE.read_text())
     names = [row.name for row in rows]
     assert "_gated_dwconv3x3_kernel" in names  # the kernel ...
     assert not any(name.startswith(("aten::", "_gated_dwconv3x3_kernel_", "Torch-Compiled", "##")) for name in names)
@@ -101,7 +101,7 @@ def test_kernel_rows_are_the_kernels_not_the_operators_that_launch_them():
 
 
 def test_kinds_of_a_saved_table_add_up_per_run(capsys):
-    assert kernel_profile.main(["--summarize", str(SESSION9_TABLE)]) == 0
+    assert kernel_profile.main(["--summarize", str(H100_TABLE)]) == 0
     table = capsys.readouterr().out
     assert "| fused GDFN kernel (Triton) | 1 | 38 | 11.06 |" in table
     assert "| **all kernels** | 32 | 277 | **41.89** |" in table

@@ -84,8 +84,8 @@ def test_two_gloo_replicas_train_identical_weights(tmp_path: Path) -> None:
     assert HIDiff.load(tmp_path / "out" / "model.safetensors") is not None
 
 
-# The warning as PyTorch 2.11's reducer printed it on the lent GPU machines (docs/results/
-# session13-2026-11-27/h200x4-mixing-fft/ddp/ddp.log), and the same warning for a 3x3 kernel.
+# The warning as PyTorch 2.11's reducer printed it in a DDP run on H200s (2026-11-27), and the same
+# warning for a 3x3 kernel.
 STRIDE_WARNING = (
     "Grad strides do not match bucket view strides. This may indicate grad was not created according to the "
     "gradient layout contract, or that the param's strides changed since DDP was constructed.  This is not an "
