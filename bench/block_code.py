@@ -1,7 +1,7 @@
 """The code ``torch.compile`` generates for one Transformer block of the Restormer on CUDA, as the
 engines run it (FP16, channels-last, padded channels, fused GDFN gate), without and with the
-LayerNorms inside the projections (engines.triton_norm_matmul): what inductor adds around the
-custom kernels, such as copies of their inputs (issue 8).
+LayerNorms inside the projections (engines.kernels.fuse.FusedNormBlock): what inductor adds around
+the custom kernels, such as copies of their inputs.
 
     python bench/block_code.py --level decoder_level1 --size 1280x720 --out DIR
 
@@ -52,11 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("inductor generates CUDA code only with a GPU: run it on a machine with one")
     from torch._inductor.utils import run_and_get_code
 
-    from engines.triton_gated_dwconv import fuse_gdfn_gates
-    from engines.triton_norm_matmul import FusedNormBlock
+    from engines.kernels import fuse_restormer
+    from engines.kernels.fuse import FusedNormBlock
 
     restormer, blur, prior = engine_restormer(preset(args.preset), args.size, "cuda", torch.float16)
-    fuse_gdfn_gates(restormer)
+    fuse_restormer(restormer, norms=False, prior_attention=False, head_gram=False)
     level = getattr(restormer, args.level)
     captured: dict[str, torch.Tensor] = {}
     level.blocks[0].register_forward_pre_hook(lambda module, inputs: captured.setdefault("x", inputs[0]))

@@ -1,5 +1,5 @@
 """GDFN's depthwise convolution and gate, kernel by kernel: cuDNN's convolution and inductor's
-gate against engines.triton_gated_dwconv's fused kernel, at the shapes one frame runs (issue 8).
+gate against engines.kernels.gated_dwconv's fused kernel, at the shapes one frame runs.
 
     python bench/dwconv_kernels.py --preset gopro --size 1280x720 [--out DIR]
 
@@ -53,17 +53,17 @@ def frame_shapes(config: HIDiffConfig, size: ImageSize, device: str = "cuda") ->
 
 
 def variants() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    from engines import triton_gated_dwconv
+    from engines.kernels.gated_dwconv import gated_dwconv3x3
 
     gate = torch.compile(lambda z: F.gelu(z[:, : z.shape[1] // 2]) * z[:, z.shape[1] // 2 :])
     return {"cudnn": lambda y, w: gate(F.conv2d(y, w, None, padding=1, groups=y.shape[1])),
-            "fused": lambda y, w: triton_gated_dwconv.gated_dwconv3x3(y, w)}
+            "fused": lambda y, w: gated_dwconv3x3(y, w)}
 
 
 def measure(shapes: Counter[Shape]) -> list[dict]:
     from triton.testing import do_bench
 
-    from engines import triton_gated_dwconv
+    from engines.kernels import gated_dwconv
 
     rows = []
     timed = variants()
@@ -71,14 +71,14 @@ def measure(shapes: Counter[Shape]) -> list[dict]:
     for (c, h, w), count in sorted(shapes.items(), key=lambda item: -item[0][0] * item[0][1] * item[0][2]):
         y = torch.randn(1, c, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
         weight = torch.randn(c, 1, 3, 3, device="cuda", dtype=torch.float16) * 0.3
-        expected = triton_gated_dwconv.gated_dwconv3x3_reference(y.float(), weight.float(), None)
+        expected = gated_dwconv.gated_dwconv3x3_reference(y.float(), weight.float(), None)
         row: dict = {"channels_in": c, "height": h, "width": w, "calls_per_frame": count}
         for name, fn in timed.items():
             with torch.inference_mode():
                 got = fn(y, weight)
                 row[f"{name}_max_abs_err"] = (got.float() - expected).abs().max().item()
                 row[f"{name}_ms"] = do_bench(lambda: fn(y, weight), warmup=25, rep=100, return_mode="median")
-        row["fused_config"] = str(getattr(triton_gated_dwconv._gated_dwconv3x3_kernel, "best_config", "?"))
+        row["fused_config"] = str(getattr(gated_dwconv.gated_dwconv3x3_kernel, "best_config", "?"))
         moved = y.numel() * 2 + expected.numel() * 2  # bytes: read the input once, write the output once
         row["fused_GB_per_s"] = moved / row["fused_ms"] / 1e6
         rows.append(row)
@@ -88,7 +88,7 @@ def measure(shapes: Counter[Shape]) -> list[dict]:
 
 def sweep_tiles() -> list[tuple[int, int, int, int]]:
     """(PAIRS, BLOCK_C, warps, ROWS) with 2 channels of a pixel pair per thread (4 need about 234
-    registers on sm_90: engines.triton_gated_dwconv's TILES), in strips of 16, 34 and 64 rows."""
+    registers on sm_90: engines.kernels.gated_dwconv's TILES), in strips of 16, 34 and 64 rows."""
     tiles = []
     for pairs, channels, warps, rows in itertools.product((2, 4, 8, 16), (32, 64, 128), (2, 4, 8), (16, 34, 64)):
         if pairs * channels == 64 * warps:
@@ -99,7 +99,7 @@ def sweep_tiles() -> list[tuple[int, int, int, int]]:
 def sweep(shapes: Counter[Shape], largest: int = 2) -> list[dict]:
     """Every tile of :func:`sweep_tiles` at the ``largest`` shapes (by bytes): milliseconds, best first."""
     from bench.tile_sweep import time_tiles
-    from engines import triton_gated_dwconv
+    from engines.kernels import gated_dwconv
 
     results = []
     for c, h, w in sorted(shapes, key=lambda s: -s[0] * s[1] * s[2])[:largest]:
@@ -108,9 +108,8 @@ def sweep(shapes: Counter[Shape], largest: int = 2) -> list[dict]:
 
         def launch(tile: tuple[int, ...], y: torch.Tensor = y, weight: torch.Tensor = weight) -> torch.Tensor:
             pairs, channels, warps, rows = tile
-            return triton_gated_dwconv._launch_gated_dwconv3x3(triton_gated_dwconv._gated_dwconv3x3_kernel.fn, y,
-                                                               weight, None, ROWS=rows, PAIRS=pairs, BLOCK_C=channels,
-                                                               num_warps=warps)
+            return gated_dwconv.launch_gated_dwconv3x3(gated_dwconv.gated_dwconv3x3_kernel.fn, y, weight, None,
+                                                       ROWS=rows, PAIRS=pairs, BLOCK_C=channels, num_warps=warps)
 
         moved = y.numel() * 2 * 3 // 2  # read y, write half as many channels
         timings = time_tiles(sweep_tiles(), launch, moved, str((c, h, w)))

@@ -26,12 +26,12 @@
 #             torch._dynamo.explain's graph breaks of the Restormer
 #   compile   torch.compile FP16 (channels-last, padded channels) at 256x256, 1280x720, 1920x1080,
 #             batch 1 and 4, beside eager .half() (COMPILE_SIZES / COMPILE_BATCHES choose fewer)
-#   fused     engines.triton_gated_dwconv's fused GDFN convolution and gate (its GPU tests are in the
+#   fused     engines.kernels.gated_dwconv's fused GDFN convolution and gate (its GPU tests are in the
 #             tests step): the kernel against cuDNN + inductor's gate at the shapes of a 1280x720 and a 1920x1080 frame
 #             (bench/dwconv_kernels.py), the Restormer with and without it, compiled and eager, beside
 #             eager .half() and FP32, 1280x720 batch 1; then compiled with it, without it and .half()
 #             at 1920x1080 batch 1
-#   norms     engines.triton_norm_matmul's LayerNorms and residuals inside the 1x1 projections, and
+#   norms     engines.kernels.norm_matmul's LayerNorms and residuals inside the 1x1 projections, and
 #             engines.cuda_graphs' CUDA graph per shape: the kernels against PyTorch's at a 1280x720
 #             frame's shapes with a tile sweep (bench/norm_matmul_kernels.py), inductor's code for one
 #             block with and without them (bench/block_code.py), then the model with each and both,

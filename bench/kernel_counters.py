@@ -1,5 +1,5 @@
 """One launch of each of the project's Triton kernels (and cuDNN's depthwise convolution beside
-them) at the largest shapes of a frame, inside a profiler range for Nsight Compute (issue 8).
+them) at the largest shapes of a frame, inside a profiler range for Nsight Compute.
 
     ncu --profile-from-start off --clock-control none --section SpeedOfLight \\
         --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \\
@@ -18,6 +18,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 
 import torch  # noqa: E402
@@ -33,8 +34,8 @@ def _map(c: int, h: int, w: int) -> torch.Tensor:
 def cases(size: ImageSize) -> dict[str, Callable[[], torch.Tensor]]:
     """The launches to count, at the GoPro model's full-resolution (96 channels: decoder level 1
     and refinement) and 192-channel (level 3) shapes of a frame of ``size``."""
-    from engines.triton_gated_dwconv import gated_dwconv3x3
-    from engines.triton_norm_matmul import conv1x1_residual, norm_conv1x1
+    from engines.kernels.gated_dwconv import gated_dwconv3x3
+    from engines.kernels.norm_matmul import conv1x1_residual, norm_conv1x1
 
     h, w = size.height, size.width
     full, quarter = (h, w), (h // 4, w // 4)
@@ -48,13 +49,12 @@ def cases(size: ImageSize) -> dict[str, Callable[[], torch.Tensor]]:
         w_out = (torch.randn(c, hidden, device="cuda") * hidden ** -0.5).half()
         qkv = _map(3 * c, hh, ww)
         w_dw = torch.randn(3 * c, 1, 3, 3, device="cuda", dtype=torch.float16) * 0.3
-        runs[f"gated_dwconv3x3 {label} {2 * hidden}ch"] = lambda y=y, wd=wd: gated_dwconv3x3(y, wd)
-        runs[f"norm_conv1x1 {label} {c}->{2 * hidden}"] = lambda x=x, w_in=w_in, b_in=b_in: norm_conv1x1(x, w_in, b_in, 1e-5)
-        runs[f"norm_conv1x1 {label} {c}->{3 * c}"] = lambda x=x, w_qkv=w_qkv, b_qkv=b_qkv: norm_conv1x1(x, w_qkv, b_qkv, 1e-5)
-        runs[f"conv1x1_residual {label} {hidden}->{c}"] = (
-            lambda gated=gated, w_out=w_out, x=x: conv1x1_residual(gated, w_out, None, x))
-        runs[f"cudnn depthwise {label} {3 * c}ch"] = lambda qkv=qkv, w_dw=w_dw: F.conv2d(qkv, w_dw, padding=1,
-                                                                                        groups=qkv.shape[1])
+        runs[f"gated_dwconv3x3 {label} {2 * hidden}ch"] = functools.partial(gated_dwconv3x3, y, wd)
+        runs[f"norm_conv1x1 {label} {c}->{2 * hidden}"] = functools.partial(norm_conv1x1, x, w_in, b_in, 1e-5)
+        runs[f"norm_conv1x1 {label} {c}->{3 * c}"] = functools.partial(norm_conv1x1, x, w_qkv, b_qkv, 1e-5)
+        runs[f"conv1x1_residual {label} {hidden}->{c}"] = functools.partial(conv1x1_residual, gated, w_out, None, x)
+        runs[f"cudnn depthwise {label} {3 * c}ch"] = functools.partial(F.conv2d, qkv, w_dw, padding=1,
+                                                                       groups=qkv.shape[1])
     return runs
 
 

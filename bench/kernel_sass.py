@@ -1,14 +1,13 @@
 """The project's Triton kernels compiled for an H100 (sm_90) on any machine, no GPU needed: their
-registers and spills, and the machine instructions of their main loop by opcode (issue 8).
+registers and spills, and the machine instructions of their main loop by opcode.
 
     python bench/kernel_sass.py                      # the fused GDFN kernel, its shipped tiles
     python bench/kernel_sass.py --channels 128 --tile 4 64 4 34
 
-Triton compiles with its own ptxas and reads the cubin back with its own cuobjdump. Session 11
-found this way, before any GPU run, that the GDFN kernel (which Nsight Compute showed bound by
-instruction issue) ran 82 instructions per output element, 74 register moves a loop among them,
-nearly all selects of libdevice's erff coefficients; the counts printed here are per thread and
-loop iteration, and per output element.
+Triton compiles with its own ptxas and reads the cubin back with its own cuobjdump. The counts
+printed are per thread and loop iteration, and per output element: a kernel bound by instruction
+issue is read here before any GPU run. The tests compile every autotuned tile this way to check
+that none spills registers.
 """
 from __future__ import annotations
 
@@ -85,13 +84,13 @@ def loop_opcodes(sass: str) -> list[Counter[str]]:
 
 
 def gated_dwconv_loop(channels: int, pairs: int, block_c: int, warps: int, rows: int) -> tuple[dict[str, int], Counter[str]]:
-    """engines.triton_gated_dwconv's kernel for a channels-last float16 map of 2 x ``channels``:
+    """engines.kernels.gated_dwconv's kernel for a channels-last float16 map of 2 x ``channels``:
     its resources and its unmasked loop (three input rows an iteration), the first of its two: the
     second, with masks, runs the strips at the image's edges."""
-    from engines.triton_gated_dwconv import _gated_dwconv3x3_kernel
+    from engines.kernels.gated_dwconv import gated_dwconv3x3_kernel
 
-    compiled = compile_sm90(_gated_dwconv3x3_kernel.fn, {"y_ptr": "*fp16", "w_ptr": "*fp16", "b_ptr": "*fp16",
-                                                         "out_ptr": "*fp16", "H": "i32", "W": "i32"},
+    compiled = compile_sm90(gated_dwconv3x3_kernel.fn, {"y_ptr": "*fp16", "w_ptr": "*fp16", "b_ptr": "*fp16",
+                                                        "out_ptr": "*fp16", "H": "i32", "W": "i32"},
                             {"C": channels, "HAS_BIAS": False, "ROWS": rows, "PAIRS": pairs, "BLOCK_C": block_c},
                             warps, aligned=("y_ptr", "w_ptr", "b_ptr", "out_ptr"))
     return resources(compiled), loop_opcodes(cuobjdump(compiled, "-sass"))[0]
@@ -103,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, nargs=4, metavar=("PAIRS", "BLOCK_C", "WARPS", "ROWS"),
                         help="one tile (default: every tile of the autotuner's list, in strips of 34 rows)")
     args = parser.parse_args(argv)
-    from engines.triton_gated_dwconv import TILES
+    from engines.kernels.gated_dwconv import TILES
 
     tiles = [tuple(args.tile)] if args.tile else [(*tile, 34) for tile in TILES]
     for pairs, block_c, warps, rows in tiles:

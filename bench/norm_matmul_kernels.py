@@ -1,12 +1,12 @@
 """The Transformer blocks' LayerNorm + 1x1 projection, 1x1 projection + residual and MDTA's per-head
-cosines, kernel by kernel: PyTorch's kernels against engines.triton_norm_matmul's and
-engines.triton_head_gram's, at the shapes one frame runs (issue 8).
+cosines, kernel by kernel: PyTorch's kernels against engines.kernels.norm_matmul's and
+engines.kernels.head_gram's, at the shapes one frame runs.
 
     python bench/norm_matmul_kernels.py --preset gopro --size 1280x720 [--sweep] [--out DIR]
 
 The shapes are recorded from one forward pass of the FP16 channels-last Restormer with padded
-channels and fused blocks (what ``fuse_norms`` runs). Per distinct shape the table gives the
-median time per call (triton.testing.do_bench) of
+channels and fused blocks (``engines.kernels.fuse_restormer``'s ``norms`` and ``head_gram``). Per
+distinct shape the table gives the median time per call (triton.testing.do_bench) of
 - ``unfused``: what the eager channels-last model runs, LayerNorm then cuDNN's 1x1 convolution
   (norm sites), the product then the addition (residual sites), or cuBLAS's Gram product of
   [q; k] and the normalisation of its heads' blocks (``head_blocks(channel_cosine(qk), heads)``,
@@ -45,17 +45,20 @@ Site = tuple[str, int, int, int, int]
 
 def frame_sites(config: HIDiffConfig, size: ImageSize, device: str = "cuda") -> Counter[Site]:
     """How often one frame calls each fused kernel at each shape (``device="meta"``: shapes only)."""
-    from engines.triton_norm_matmul import FusedNormBlock, fuse_block_norms
+    from engines.kernels import fuse_restormer
+    from engines.kernels.fuse import FusedNormBlock
 
     restormer, blur, prior = engine_restormer(config, size, device, torch.float16)
-    fuse_block_norms(restormer)
+    fuse_restormer(restormer, gates=False, prior_attention=False)
     seen: Counter[Site] = Counter()
 
-    def record(block: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+    def record(block: FusedNormBlock, args: tuple[torch.Tensor, ...]) -> None:
         b, c, h, w = args[0].shape
-        hidden2 = block.project_in.weight_t.shape[1]
-        for site in (("norm", b, h * w, c, 3 * c), ("norm", b, h * w, c, hidden2), ("mixing", b, h * w, c, c),
-                     ("residual", b, h * w, hidden2 // 2, c), ("gram", b, h * w, c, block.attn.num_heads)):
+        hidden2, heads = int(block.project_in.weight_t.shape[1]), int(block.attn.num_heads)
+        sites: tuple[Site, ...] = (("norm", b, h * w, c, 3 * c), ("norm", b, h * w, c, hidden2),
+                                   ("mixing", b, h * w, c, c), ("residual", b, h * w, hidden2 // 2, c),
+                                   ("gram", b, h * w, c, heads))
+        for site in sites:
             seen[site] += 1
 
     for module in restormer.modules():
@@ -86,11 +89,11 @@ def site_inputs(site: Site) -> dict[str, Any]:
 
 
 def variants(site: Site) -> dict[str, Callable[[dict[str, Any]], torch.Tensor]]:
-    from engines import triton_norm_matmul as fused
+    from engines.kernels import norm_matmul as fused
 
     kind = site[0]
     if kind == "gram":
-        from engines.triton_head_gram import head_cosine
+        from engines.kernels.head_gram import head_cosine
         from hidiff.restormer import channel_cosine, head_blocks
 
         return {"unfused": lambda t: head_blocks(channel_cosine(t["qk"]), t["heads"]),
@@ -128,8 +131,8 @@ def moved_bytes(site: Site) -> int:
 def measure(sites: Counter[Site]) -> list[dict]:
     from triton.testing import do_bench
 
-    from engines import triton_head_gram as gram
-    from engines import triton_norm_matmul as fused
+    from engines.kernels import head_gram as gram
+    from engines.kernels import norm_matmul as fused
 
     rows = []
     torch.manual_seed(0)
@@ -144,15 +147,15 @@ def measure(sites: Counter[Site]) -> list[dict]:
                     row[f"{name}_max_abs_err"] = (fn(tensors).float() - want).abs().max().item()
                 row[f"{name}_ms"] = do_bench(lambda: fn(tensors), warmup=25, rep=100, return_mode="median")
         if site[0] == "gram":
-            kernel = gram._head_gram_kernel
+            kernel = gram.head_gram_kernel
         elif site[0] != "norm":
-            kernel = fused._matmul_residual_kernel
-        elif fused._tma_fits(tensors["x"], tensors["weight_t"]):
-            kernel = fused._norm_matmul_tma_kernel
+            kernel = fused.matmul_residual_kernel
+        elif fused.tma_fits(tensors["x"], tensors["weight_t"]):
+            kernel = fused.norm_matmul_tma_kernel
         else:
-            kernel = fused._norm_matmul_kernel
+            kernel = fused.norm_matmul_kernel
         row["fused_config"] = str(getattr(kernel, "best_config", "?")).split(", num_ctas")[0]
-        if kernel is fused._norm_matmul_tma_kernel:
+        if kernel is fused.norm_matmul_tma_kernel:
             row["fused_config"] = f"TMA BLOCK_N {fused.TMA_BLOCK_N}, {row['fused_config']}"
         row["fused_GB_per_s"] = moved_bytes(site) / row["fused_ms"] / 1e6
         rows.append(row)
@@ -176,8 +179,8 @@ def sweep_sites(sites: Counter[Site], kinds: Sequence[str]) -> list[Site]:
 def sweep(sites: Counter[Site], kinds: Sequence[str] = ("norm",)) -> list[dict]:
     """Every tile of the sweep grid at each shape of ``kinds``: milliseconds, best first."""
     from bench.tile_sweep import time_tiles
-    from engines import triton_head_gram as gram
-    from engines import triton_norm_matmul as fused
+    from engines.kernels import head_gram as gram
+    from engines.kernels import norm_matmul as fused
 
     grids = {"norm": NORM_SWEEP, "gram": GRAM_SWEEP}
     results = []
@@ -187,16 +190,16 @@ def sweep(sites: Counter[Site], kinds: Sequence[str] = ("norm",)) -> list[dict]:
         def launch(tile: tuple[int, ...], kind: str = site[0]) -> torch.Tensor:
             if kind == "gram":
                 block_n, warps, stages, squares = tile
-                return gram._launch_head_gram(gram._head_gram_kernel.fn, tensors["qk"], tensors["heads"],
-                                              BLOCK_N=block_n, SQUARES=squares, num_warps=warps, num_stages=stages)
+                return gram.launch_head_gram(gram.head_gram_kernel.fn, tensors["qk"], tensors["heads"],
+                                             BLOCK_N=block_n, SQUARES=squares, num_warps=warps, num_stages=stages)
             block_m, inner, warps, stages = tile
             if kind == "norm":
-                return fused._launch_norm_matmul(fused._norm_matmul_kernel.fn, tensors["x"], tensors["weight_t"],
-                                                 tensors["bias"], 1e-5, False, BLOCK_M=block_m, BLOCK_N=inner,
-                                                 num_warps=warps, num_stages=stages)
-            return fused._launch_matmul_residual(fused._matmul_residual_kernel.fn, tensors["a"], tensors["weight"],
-                                                 None, tensors["residual"], BLOCK_M=block_m, BLOCK_K=inner,
-                                                 num_warps=warps, num_stages=stages)
+                return fused.launch_norm_matmul(fused.norm_matmul_kernel.fn, tensors["x"], tensors["weight_t"],
+                                                tensors["bias"], 1e-5, False, BLOCK_M=block_m, BLOCK_N=inner,
+                                                num_warps=warps, num_stages=stages)
+            return fused.launch_matmul_residual(fused.matmul_residual_kernel.fn, tensors["a"], tensors["weight"],
+                                                None, tensors["residual"], BLOCK_M=block_m, BLOCK_K=inner,
+                                                num_warps=warps, num_stages=stages)
 
         timings = time_tiles(grids.get(site[0], RESIDUAL_SWEEP), launch, moved_bytes(site), str(site))
         entry = {"site": list(site), "best": timings[:8]}

@@ -187,21 +187,13 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
     if channels_last is None:
         channels_last = target.type == "cuda"
     # The options are checked before the model is copied and cast: a call that cannot work does no work.
-    if fuse_gates:
-        from engines import triton_gated_dwconv
+    if fuse_gates or fuse_norms:
+        from engines.kernels import unavailable_reason
 
-        if target.type != "cuda" or triton_gated_dwconv.triton is None:
-            raise ValueError(f"fuse_gates runs a Triton kernel: it needs a CUDA device and Triton (device {target}, "
-                             f"triton {'installed' if triton_gated_dwconv.triton is not None else 'missing'})")
-    if fuse_norms:
-        from engines import triton_norm_matmul
-
-        if target.type != "cuda" or triton_norm_matmul.triton is None or precision is not Precision.FP16 \
-                or not channels_last:
-            raise ValueError(f"fuse_norms runs float16 Triton kernels on channels-last tensors: it needs a CUDA device, "
-                             f"Triton, precision fp16 and channels_last (device {target}, precision {precision.value}, "
-                             f"channels_last {channels_last}, triton "
-                             f"{'installed' if triton_norm_matmul.triton is not None else 'missing'})")
+        reason = unavailable_reason(target, dtype, channels_last)
+        if reason is not None:
+            raise ValueError(f"fuse_gates and fuse_norms run Triton kernels: they need a CUDA device, Triton, precision "
+                             f"fp16 and channels_last, but {reason}")
     if cuda_graphs and target.type != "cuda":
         raise ValueError(f"cuda_graphs=True needs a CUDA device, got {target}")
     copied = copy.deepcopy(model).to(device=target, dtype=dtype).eval()
@@ -211,13 +203,11 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
         from hidiff.aligned_channels import align_channels as pad_channels
 
         pad_channels(copied.restormer)
-    if fuse_gates:
-        triton_gated_dwconv.fuse_gdfn_gates(copied.restormer)
-    if fuse_norms:
-        from engines.triton_prior_attention import fuse_prior_attention
+    if fuse_gates or fuse_norms:
+        from engines.kernels import fuse_restormer
 
-        triton_norm_matmul.fuse_block_norms(copied.restormer)
-        fuse_prior_attention(copied.restormer)
+        fuse_restormer(copied.restormer, gates=fuse_gates, norms=fuse_norms, prior_attention=fuse_norms,
+                       head_gram=fuse_norms)
     if channels_last:
         # nn.Module.to takes memory_format (documented); torch's overloads for type checkers omit it.
         copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -10,7 +10,7 @@ def call(args):
     triton_poi_fused_add_0.run(arg0_1, buf0, 6144, stream=stream0)
     extern_kernels.bmm(buf0, buf1, out=buf2)
     buf3 = torch.ops.aten.convolution.default(buf2, arg1_1, None)
-    _norm_matmul_kernel_0.run(buf3, arg1_1, grid=grid(10), stream=stream0)
+    norm_matmul_kernel_0.run(buf3, arg1_1, grid=grid(10), stream=stream0)
     triton_poi_fused_5.run(buf2, buf4, 10, stream=stream0)
     del buf0
 '''
@@ -18,4 +18,4 @@ def call(args):
 
 def test_launches_in_order_of_every_kind():
     assert launches(GENERATED) == ["triton_poi_fused_add_0", "extern_kernels.bmm", "torch.ops.aten.convolution",
-                                   "_norm_matmul_kernel_0", "triton_poi_fused_5"]
+                                   "norm_matmul_kernel_0", "triton_poi_fused_5"]

@@ -1,5 +1,5 @@
 """bench/kernel_sass.py: the loop finder on a known listing, and the fused GDFN kernel's machine code
-for an H100 compiled on the CPU (Triton's own ptxas), held to session 11's instruction count."""
+for an H100 compiled on the CPU (Triton's own ptxas), held to its instruction count."""
 from __future__ import annotations
 
 import importlib.util
@@ -31,8 +31,8 @@ def test_loops_are_the_spans_of_backward_branches_counted_by_opcode():
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 def test_gdfn_kernel_loop_stays_near_56_instructions_an_output():
     """The unmasked loop of the shipped tile: 24 unmasked loads (3 rows x 4 columns x 2 halves), 6
-    stores, and no libdevice erff, whose coefficient selects were nearly all of the 74 register
-    moves of session 10's loop (82 instructions an output element in all; now 56)."""
+    stores, and no libdevice erff, whose coefficient selects would add dozens of register moves
+    (the loop with it took 82 instructions an output element; without, 56)."""
     usage, counts = gated_dwconv_loop(256, 4, 64, 4, 34)
     assert usage["STACK"] == 0 and usage["LOCAL"] == 0
     assert counts["LDG"] == 24 and counts["STG"] == 6

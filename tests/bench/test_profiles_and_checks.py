@@ -120,6 +120,12 @@ def test_kinds_of_a_saved_table_add_up_per_run(capsys):
     ("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>",
      "PyTorch's elementwise kernels and copies"),
     ("some_vendor_kernel", "other"),
+    ("gated_dwconv3x3_kernel", "fused GDFN kernel (Triton)"),
+    ("_gated_dwconv3x3_kernel", "fused GDFN kernel (Triton)"),  # as tables saved before the kernels were public
+    ("norm_matmul_tma_kernel", "LayerNorm + projection kernel (Triton)"),
+    ("matmul_residual_kernel", "projection + residual kernel (Triton)"),
+    ("prior_attention_kernel", "HIM prior attention kernel (Triton)"),
+    ("head_gram_kernel", "MDTA q k^T per head (Triton)"),
 ])
 def test_kernel_kinds_by_name(name, kind):
     assert kernel_profile.kernel_kind(name) == kind

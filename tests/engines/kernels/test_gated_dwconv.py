@@ -1,6 +1,6 @@
-"""The fused GDFN gate (engines.triton_gated_dwconv): the Triton kernel against its PyTorch
+"""The fused GDFN gate (engines.kernels.gated_dwconv): the Triton kernel against its PyTorch
 reference, through Triton's interpreter on the CPU (where Triton is installed) and compiled on a
-GPU; the module swap and the CPU fallback everywhere."""
+GPU; the CPU fallback everywhere."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,20 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
 from triton_cpu import run_in_interpreter, sm90_resources
 
-from engines import triton_gated_dwconv as gated
-from engines.torch_backend import torch_engines
-from engines.triton_support import DISK_CACHE
-from hidiff.model import HIDiff
+from engines.kernels import gated_dwconv as gated
+from engines.kernels.support import DISK_CACHE
 from hidiff.restormer import GDFN
 
-ROOT = Path(__file__).resolve().parents[2]
-
-def tiny_model() -> HIDiff:
-    torch.manual_seed(0)
-    return HIDiff(tiny_config()).eval()
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_reference_is_gdfn_gate():
@@ -39,19 +32,6 @@ def test_reference_is_gdfn_gate():
     torch.testing.assert_close(got, expected)
 
 
-def test_fused_modules_compute_the_same_restormer_on_cpu():
-    """On the CPU the fused modules fall back to the reference: same output, every GDFN swapped."""
-    model = tiny_model()
-    feeds = (torch.rand(1, 3, 24, 40), torch.randn(1, *model.prior_shape))
-    with torch.no_grad():
-        expected = model.restormer(*feeds)
-        gdfns = sum(isinstance(m, GDFN) for m in model.restormer.modules())
-        assert gated.fuse_gdfn_gates(model.restormer) == gdfns > 0
-        assert not any(isinstance(m, GDFN) for m in model.restormer.modules())
-        got = model.restormer(*feeds)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-
-
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match=r"expects y \(B, 2C, H, W\) and weight \(2C, 1, 3, 3\)"):
         gated.gated_dwconv3x3(torch.zeros(1, 5, 4, 4), torch.zeros(5, 1, 3, 3))
@@ -59,17 +39,11 @@ def test_bad_shapes_are_refused():
         gated.gated_dwconv3x3(torch.zeros(1, 6, 4, 4), torch.zeros(6, 1, 5, 5))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
-def test_fuse_gates_on_the_cpu_is_refused():
-    with pytest.raises(ValueError, match="fuse_gates runs a Triton kernel: it needs a CUDA device"):
-        torch_engines(tiny_model(), "cpu", fuse_gates=True)
-
-
 INTERPRETED = textwrap.dedent("""
     import itertools, torch
-    from engines import triton_gated_dwconv as gated
+    from engines.kernels import gated_dwconv as gated
 
-    kernel = gated._gated_dwconv3x3_kernel.fn  # the kernel under the autotuner, run with explicit tiles
+    kernel = gated.gated_dwconv3x3_kernel.fn  # the kernel under the autotuner, run with explicit tiles
     torch.manual_seed(0)
     # Partial tiles in every direction (odd width: a pair whose odd column is outside; 11 channels:
     # a partial channel block), strips shorter and longer than the image, strips whose rows are not
@@ -82,7 +56,7 @@ INTERPRETED = textwrap.dedent("""
             y = y.to(memory_format=torch.channels_last)
         weight = torch.randn(2 * c, 1, 3, 3)
         bias_t = torch.randn(2 * c) if bias else None
-        out = gated._launch_gated_dwconv3x3(kernel, y, weight, bias_t, ROWS=rows, PAIRS=pairs, BLOCK_C=channels)
+        out = gated.launch_gated_dwconv3x3(kernel, y, weight, bias_t, ROWS=rows, PAIRS=pairs, BLOCK_C=channels)
         assert out.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(out, gated.gated_dwconv3x3_reference(y, weight, bias_t), rtol=1e-5, atol=1e-4)
         print("ok", bias, channels_last, c, pairs, channels, rows)
@@ -99,15 +73,14 @@ def test_kernel_in_tritons_interpreter_matches_reference():
 def _compile_for_h100(pairs: int, channels: int, rows: int, warps: int) -> dict[str, int]:
     """The float16 kernel's resources on sm_90, specialised as a launch on channels-last tensors
     specialises it (unit channel strides, multiples of 16)."""
-    return sm90_resources(gated._gated_dwconv3x3_kernel.fn, ("y_ptr", "w_ptr", "b_ptr", "out_ptr"),
+    return sm90_resources(gated.gated_dwconv3x3_kernel.fn, ("y_ptr", "w_ptr", "b_ptr", "out_ptr"),
                           {"C": 256, "HAS_BIAS": False, "ROWS": rows, "PAIRS": pairs, "BLOCK_C": channels}, warps,
                           unaligned=("H", "W"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 def test_no_tile_spills_registers_on_an_h100():
-    """Every tile the autotuner may pick fits sm_90's registers: no stack, no local memory. Session
-    8's tiles (8 channels of a pair per thread) needed 255 registers and spilled 352 bytes a thread."""
+    """Every tile the autotuner may pick fits sm_90's registers: no stack, no local memory."""
     for pairs, channels, warps in gated.TILES:
         usage = _compile_for_h100(pairs, channels, max(gated.STRIP_ROWS), warps)
         assert usage["REG"] <= 255, usage
@@ -176,7 +149,7 @@ def test_compile_sees_the_output_shape_and_layout():
 def test_autotuned_tiles_are_kept_on_disk(tmp_path):
     """A fresh process autotunes a new shape and leaves the choice in Triton's cache folder, for
     the next process on the machine to read instead of timing every tile again."""
-    script = ("import torch\nfrom engines import triton_gated_dwconv as gated\n"
+    script = ("import torch\nfrom engines.kernels import gated_dwconv as gated\n"
               "y = torch.randn(1, 64, 24, 40, device='cuda', dtype=torch.float16).to(memory_format=torch.channels_last)\n"
               "gated.gated_dwconv3x3(y, torch.randn(64, 1, 3, 3, device='cuda', dtype=torch.float16))\n"
               "torch.cuda.synchronize()\n")
@@ -185,15 +158,3 @@ def test_autotuned_tiles_are_kept_on_disk(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert list(tmp_path.rglob("*.autotune.json"))
-
-
-@pytest.mark.gpu
-def test_fused_fp16_restormer_matches_the_unfused_one():
-    fused = torch_engines(tiny_model(), "cuda:0", "fp16", fuse_gates=True)["restormer"]
-    plain = torch_engines(tiny_model(), "cuda:0", "fp16")["restormer"]
-    assert any(isinstance(m, gated.FusedGateGDFN) for m in fused.module.modules())
-    assert not any(isinstance(m, gated.FusedGateGDFN) for m in plain.module.modules())
-    feeds = {"blur": torch.rand(1, 3, 48, 80, device="cuda"), "prior": torch.randn(1, *tiny_model().prior_shape, device="cuda")}
-    got, expected = fused.infer(feeds)["sharp"], plain.infer(feeds)["sharp"]
-    assert torch.isfinite(got).all()
-    assert (got - expected).abs().max().item() < 1e-2  # two float16 computations, rounded differently

@@ -1,4 +1,4 @@
-"""MDTA's per-head cosines from one pass over q and k (engines.triton_head_gram): the split and the
+"""MDTA's per-head cosines from one pass over q and k (engines.kernels.head_gram): the split and the
 epilogue on the CPU, the kernel against hidiff.restormer's computation through Triton's interpreter
 on the CPU, compiled for sm_90 on the CPU (registers, spills, shared memory), and on a GPU."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 from triton_cpu import run_in_interpreter
 
-from engines import triton_head_gram as gram
-from engines.triton_support import next_power_of_2
+from engines.kernels import head_gram as gram
+from engines.kernels.support import dot_block, sm_count
 from hidiff.restormer import MDTA, channel_cosine, head_blocks
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
@@ -108,7 +108,7 @@ def test_split_fills_the_gpu_with_long_ranges():
 def test_compile_sees_the_partials_shape():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    sms = gram._sm_count(torch.device("cuda"))
+    sms = sm_count(torch.device("cuda"))
     with FakeTensorMode():
         qkv = torch.empty(2, 5000, 3 * 96, device="cuda", dtype=torch.float16).transpose(1, 2)
         qk = qkv.narrow(1, 0, 192)  # (indexing a fake CUDA tensor needs CUDA; narrow does not)
@@ -118,10 +118,10 @@ def test_compile_sees_the_partials_shape():
 
 
 INTERPRETED = "import torch\n" + inspect.getsource(_qk) + textwrap.dedent("""
-    from engines import triton_head_gram as gram
+    from engines.kernels import head_gram as gram
 
     torch.manual_seed(0)
-    kernel = gram._head_gram_kernel.fn  # the kernel under the autotuner, with explicit tiles
+    kernel = gram.head_gram_kernel.fn  # the kernel under the autotuner, with explicit tiles
     # (B, C, heads, N), BLOCK_N, layout: d 48, 16, 20 and 96 (D_PAD 64, 16, 32, 128); N not a multiple
     # of BLOCK_N; SPLIT > 1 with a partial last range; a channel slice of qkv and a contiguous qk; each
     # way of summing the squares.
@@ -130,10 +130,10 @@ INTERPRETED = "import torch\n" + inspect.getsource(_qk) + textwrap.dedent("""
                                               ((2, 20, 1, 1500), 256, "slice"), ((1, 96, 1, 1030), 64, "slice")):
         qk = _qk(b, c, n, layout, torch.float16)
         assert qk.stride() == ((3 * c * n, 1, 3 * c) if layout == "slice" else (2 * c * n, n, 1))
-        split, rows = gram._split_for(qk, heads)
+        split, rows = gram.head_gram_split_for(qk, heads)
         want = gram.head_cosine_reference(qk.float(), heads)
         for squares in (3, 4):
-            partials = gram._launch_head_gram(kernel, qk, heads, BLOCK_N=block_n, SQUARES=squares)
+            partials = gram.launch_head_gram(kernel, qk, heads, BLOCK_N=block_n, SQUARES=squares)
             assert partials.shape == (b, heads, split, c // heads + 2, c // heads)
             got = gram.head_gram_partials_to_cosine(partials)
             assert got.abs().max() > 0.3  # cosines of order one: the check is not of near-zeros
@@ -160,8 +160,8 @@ def _sm90(d: int, block_n: int, warps: int, stages: int, squares: int) -> dict[s
 
     types = {"qk_ptr": "*fp16", "out_ptr": "*fp32", "N": "i32", "ROWS": "i32", "HEADS": "i32", "stride_b": "i32",
              "stride_n": "i32"}
-    compiled = compile_sm90(gram._head_gram_kernel.fn, types,
-                            {"stride_c": 1, "D": d, "D_PAD": next_power_of_2(d), "BLOCK_N": block_n, "SQUARES": squares},
+    compiled = compile_sm90(gram.head_gram_kernel.fn, types,
+                            {"stride_c": 1, "D": d, "D_PAD": dot_block(d), "BLOCK_N": block_n, "SQUARES": squares},
                             warps, stages,
                             aligned=("qk_ptr", "out_ptr", "ROWS", "stride_b", "stride_n"))
     return {**resources(compiled), "shared": compiled.metadata.shared}
@@ -174,7 +174,7 @@ def test_no_tile_spills_registers_or_overflows_shared_memory_on_an_h100():
     of shared memory a block."""
     for d in (48, 96):
         for block_n, warps, stages, squares in gram.TILES:
-            if not gram.fits_registers(next_power_of_2(d), warps):
+            if not gram.fits_registers(dot_block(d), warps):
                 continue
             usage = _sm90(d, block_n, warps, stages, squares)
             assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (d, block_n, warps, stages, squares, usage)
@@ -207,8 +207,8 @@ def test_every_tile_matches_the_reference():
         qk = _qk(1, c, 180 * 320 + 5, "slice", torch.float16, "cuda")
         want = gram.head_cosine_reference(qk, 1)
         for block_n, warps, stages, squares in gram.TILES:
-            partials = gram._launch_head_gram(gram._head_gram_kernel.fn, qk, 1, BLOCK_N=block_n, SQUARES=squares,
-                                              num_warps=warps, num_stages=stages)
+            partials = gram.launch_head_gram(gram.head_gram_kernel.fn, qk, 1, BLOCK_N=block_n, SQUARES=squares,
+                                             num_warps=warps, num_stages=stages)
             torch.testing.assert_close(gram.head_gram_partials_to_cosine(partials), want, rtol=0, atol=1e-3)
 
 

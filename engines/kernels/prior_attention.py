@@ -1,4 +1,4 @@
-"""HIM, the Restormer's cross-attention to the prior tokens, as one Triton kernel per call (issue 8).
+"""HIM, the Restormer's cross-attention to the prior tokens, as one Triton kernel per call.
 
 HIM (hidiff.restormer.HIM, paper Sec. 3.3, Eq. 3-4) runs at every pixel of a level's input x
 
@@ -6,10 +6,10 @@ HIM (hidiff.restormer.HIM, paper Sec. 3.3, Eq. 3-4) runs at every pixel of a lev
     out_h = softmax(scale q_h k_h^T) v_h      for each head h   (k, v: T prior tokens, from z)
     x' = x + W_p out + b_p
 
-Compiled, that is five passes over the feature map (the norm, the q product, the attention, the
-output product and the residual addition: about 2.7 ms of a 1280x720 frame on an H100, session
-11's profile), each writing what the next reads back. But everything that involves the prior is
-tiny and the same for every pixel of an image, so it folds into two small per-image matrices:
+Unfused, that is five passes over the feature map (the norm, the q product, the attention, the
+output product and the residual addition), each writing what the next reads back. But
+everything that involves the prior is tiny and the same for every pixel of an image, so it folds
+into two small per-image matrices:
 
     scores_{h,t} = LN1(x) . A[:, (h,t)] + a[(h,t)]
                    A[i, (h,t)] = scale gamma_i sum_{c in h} W_q[c, i] k_t[c],
@@ -21,18 +21,14 @@ tiny and the same for every pixel of an image, so it folds into two small per-im
 (C x H*T) product, a softmax within each head's T columns and a (H*T x C) product: one kernel that
 reads x once and writes x' once. :func:`fold_prior_attention` makes A, a and B from the prior (a
 few small products per call); :func:`prior_attention` runs the kernel on float16/bfloat16 CUDA
-tensors and :func:`prior_attention_reference` elsewhere; :class:`FusedHIM` replaces a HIM module
-(:func:`fuse_prior_attention`, called by ``fuse_norms``).
+tensors and :func:`prior_attention_reference` elsewhere. ``fuse_restormer(prior_attention=True)``
+runs every HIM this way.
 
 The kernel's columns are heads x tokens, each padded to a power of two (and to at least 16
 columns, tl.dot's smallest side): padding tokens of a real head score -inf (weight 0), padding
 heads score 0 against zero rows of B (they add nothing). Statistics and the softmax in float32,
 products on the tensor cores in x's dtype with float32 accumulation, as the fp16 model's own
 float16 q and attention.
-
-Measured on an H100 (docs/benchmarks.md, session 12, profile of the compiled model with CUDA graphs):
-the seven HIM calls of a 1280x720 frame take 0.59 ms in this kernel (at full resolution 85 us for
-48 channels and 184 us for 96, 2.1 and 1.9 TB/s), where they took about 2.7 ms as five passes.
 """
 from __future__ import annotations
 
@@ -40,11 +36,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from engines.triton_norm_matmul import _load_rows, _normalize
-from engines.triton_support import DISK_CACHE, HALF_DTYPES, next_power_of_2, swap_modules, tl, triton
-from hidiff.restormer import HIM
+from engines.kernels.support import autotune, dot_block, kernel_runs, power_of_2, tile_configs, tl, triton
+
+if triton is not None:
+    from engines.kernels.layer_norm import load_rows, normalize
 
 # (BLOCK_M, warps, stages) the autotuner tries: a program holds BLOCK_M whole rows of x (up to
 # 256 channels) in registers through both products. Those with more than ROW_ELEMENTS_PER_THREAD
@@ -53,28 +49,19 @@ TILES = ((128, 4, 1), (64, 4, 1), (32, 4, 1), (128, 8, 1), (64, 8, 1), (32, 8, 1
 ROW_ELEMENTS_PER_THREAD = 64
 
 
-def _configs() -> list:
-    return [triton.Config({"BLOCK_M": m}, num_warps=w, num_stages=s) for m, w, s in TILES]
-
-
 def fits_registers(block_m: int, block_c: int, warps: int) -> bool:
+    """Whether BLOCK_M rows of BLOCK_C channels fit ``warps`` warps' registers (see :data:`TILES`)."""
     return block_m * block_c <= ROW_ELEMENTS_PER_THREAD * 32 * warps
 
 
-def _fitting_configs(configs: list, named_args: dict, **kwargs: Any) -> list:
-    block_c: int = kwargs.get("BLOCK_C") or named_args["BLOCK_C"]  # a launch argument
-    return [cfg for cfg in configs if fits_registers(cfg.kwargs["BLOCK_M"], block_c, cfg.num_warps)]
-
-
-def _power_of_2(n: int) -> int:
-    """The smallest power of two >= n."""
-    return 1 << max(0, (n - 1).bit_length())
+def _fits_launch(config: Any, arguments: dict[str, Any]) -> bool:
+    return fits_registers(config.kwargs["BLOCK_M"], arguments["BLOCK_C"], config.num_warps)
 
 
 def padded_columns(heads: int, tokens: int) -> tuple[int, int]:
     """(heads, tokens) of the kernel's score columns: each a power of two, at least 16 columns."""
-    t = _power_of_2(tokens)
-    return max(_power_of_2(heads), -(-16 // t)), t
+    t = power_of_2(tokens)
+    return max(power_of_2(heads), -(-16 // t)), t
 
 
 def fold_prior_attention(k: torch.Tensor, v: torch.Tensor, heads: int, scale: float, wq_gamma: torch.Tensor,
@@ -96,8 +83,8 @@ def fold_prior_attention(k: torch.Tensor, v: torch.Tensor, heads: int, scale: fl
 
     k_blocks, v_blocks = per_head(k), per_head(v)
     # Products written as broadcast sums, not einsums: compiled, each is one small fused kernel. As
-    # einsums they became cuBLAS float32 GEMMs, of which one per HIM below the first level took
-    # 53-56 us on an H100 (split 264 ways; session 12's profile) for a few hundred thousand products.
+    # einsums they became cuBLAS float32 GEMMs split hundreds of ways for a few hundred thousand
+    # products, slower than the fused kernels.
     a_matrix = scale * (wq_gamma.float()[None, :, :, None] * k_blocks[:, :, None, :]).sum(1)  # (B, C, J)
     a_offset = scale * (q0.float()[None, :, None] * k_blocks).sum(1)  # (B, J)
     # padding tokens of a real head weigh nothing; padding heads (zero rows of B) score 0
@@ -117,7 +104,7 @@ def prior_attention_reference(x: torch.Tensor, a_matrix: torch.Tensor, a_offset:
     var = rows.var(-1, keepdim=True, unbiased=False)
     centred = rows if bias_free else rows - rows.mean(-1, keepdim=True)
     scores = (centred * torch.rsqrt(var + eps)) @ a_matrix.float() + a_offset.float()[:, None, :]
-    t_pad = _power_of_2(tokens)
+    t_pad = power_of_2(tokens)
     weights = scores.unflatten(-1, (-1, t_pad)).softmax(-1).flatten(-2)
     out = rows + weights @ b_matrix.float()
     if bias is not None:
@@ -127,10 +114,10 @@ def prior_attention_reference(x: torch.Tensor, a_matrix: torch.Tensor, a_offset:
 
 if triton is not None:
 
-    @triton.autotune(configs=_configs(), key=["HW", "C", "GROUPS", "TOKENS"],
-                     prune_configs_by={"early_config_prune": _fitting_configs}, **DISK_CACHE)
+    @autotune(tile_configs(("BLOCK_M", "num_warps", "num_stages"), TILES), key=["HW", "C", "GROUPS", "TOKENS"],
+              fits=_fits_launch)
     @triton.jit
-    def _prior_attention_kernel(
+    def prior_attention_kernel(
         x_ptr, a_ptr, a0_ptr, bm_ptr, bias_ptr, y_ptr,
         HW, C, eps,
         BIAS_FREE: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, GROUPS: tl.constexpr,
@@ -144,8 +131,8 @@ if triton is not None:
         row_ok = rows < HW
         c_ok = cs < C
         x_image = x_ptr + image * HW * C
-        x = _load_rows(x_image, rows, row_ok, cs, c_ok, C)
-        x_hat = _normalize(x, c_ok, C, eps, BIAS_FREE).to(x_ptr.dtype.element_ty)
+        x = load_rows(x_image, rows, row_ok, cs, c_ok, C)
+        x_hat = normalize(x, c_ok, C, eps, BIAS_FREE).to(x_ptr.dtype.element_ty)
         # scores (BLOCK_M, heads x tokens) = LN(x) A + a, float32
         a = tl.load(a_ptr + image * C * GROUPS * TOKENS + cs[:, None] * (GROUPS * TOKENS) + js[None, :],
                     mask=c_ok[:, None], other=0.0)
@@ -163,12 +150,12 @@ if triton is not None:
         tl.store(y_ptr + image * HW * C + rows.to(tl.int64)[:, None] * C + cs[None, :],
                  out.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & c_ok[None, :])
 
-    # Opaque for torch.compile, as engines.triton_norm_matmul's ops.
+    # Opaque for torch.compile, as engines.kernels.norm_matmul's ops.
     @torch.library.custom_op("hidiff::prior_attention", mutates_args=())
     def _prior_attention_op(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor, b_matrix: torch.Tensor,
                             bias: torch.Tensor | None, tokens: int, eps: float, bias_free: bool) -> torch.Tensor:
-        return _launch_prior_attention(_prior_attention_kernel, x, a_matrix, a_offset, b_matrix, bias, tokens, eps,
-                                       bias_free)
+        return launch_prior_attention(prior_attention_kernel, x, a_matrix, a_offset, b_matrix, bias, tokens, eps,
+                                      bias_free)
 
     @_prior_attention_op.register_fake
     def _prior_attention_shape(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor,
@@ -177,14 +164,14 @@ if triton is not None:
         return torch.empty_like(x, memory_format=torch.channels_last)
 
 
-def _launch_prior_attention(kernel: Any, x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor,
-                            b_matrix: torch.Tensor, bias: torch.Tensor | None, tokens: int, eps: float,
-                            bias_free: bool, **tile: int) -> torch.Tensor:
+def launch_prior_attention(kernel: Any, x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor,
+                           b_matrix: torch.Tensor, bias: torch.Tensor | None, tokens: int, eps: float,
+                           bias_free: bool, **tile: int) -> torch.Tensor:
     """One launch of ``kernel`` (the autotuned kernel, or its ``.fn`` with an explicit ``tile``);
     A and B in x's dtype, a in float32, all contiguous."""
     b, c, h, w = x.shape
     columns = a_matrix.shape[-1]
-    t_pad = _power_of_2(tokens)
+    t_pad = power_of_2(tokens)
     x = x.contiguous(memory_format=torch.channels_last)
     out = torch.empty_like(x, memory_format=torch.channels_last)
     a_matrix = a_matrix.to(x.dtype).contiguous()
@@ -195,7 +182,7 @@ def _launch_prior_attention(kernel: Any, x: torch.Tensor, a_matrix: torch.Tensor
         return (triton.cdiv(h * w, meta["BLOCK_M"]), b)
 
     kernel[grid](x, a_matrix, a_offset, b_matrix, bias if bias is not None else x, out, h * w, c, eps,
-                 BIAS_FREE=bias_free, HAS_BIAS=bias is not None, BLOCK_C=next_power_of_2(c),
+                 BIAS_FREE=bias_free, HAS_BIAS=bias is not None, BLOCK_C=dot_block(c),
                  GROUPS=columns // t_pad, TOKENS=t_pad, **tile)
     return out
 
@@ -209,49 +196,10 @@ def prior_attention(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Ten
     b, c = x.shape[:2]
     j = a_matrix.shape[-1]
     if x.dim() != 4 or tuple(a_matrix.shape) != (b, c, j) or tuple(a_offset.shape) != (b, j) \
-            or tuple(b_matrix.shape) != (b, j, c) or j % _power_of_2(tokens):
+            or tuple(b_matrix.shape) != (b, j, c) or j % power_of_2(tokens):
         raise ValueError(f"prior_attention expects x (B, C, H, W), A (B, C, J), a (B, J) and B (B, J, C) with J a "
                          f"multiple of the padded token count, got {tuple(x.shape)}, {tuple(a_matrix.shape)}, "
                          f"{tuple(a_offset.shape)}, {tuple(b_matrix.shape)} and {tokens} tokens")
-    if triton is None or x.device.type != "cuda" or x.dtype not in HALF_DTYPES:
+    if not kernel_runs(x):
         return prior_attention_reference(x, a_matrix, a_offset, b_matrix, bias, tokens, eps, bias_free)
     return torch.ops.hidiff.prior_attention(x, a_matrix, a_offset, b_matrix, bias, tokens, float(eps), bool(bias_free))
-
-
-class FusedHIM(nn.Module):
-    """A :class:`~hidiff.restormer.HIM` run as :func:`prior_attention`: same weights, LN1's affine
-    and q's bias folded once (an inference form: later changes to the original module are not
-    seen); the prior's norm and key/value projection run as before, on its few tokens."""
-
-    wq_gamma: torch.Tensor  # (C, C): W_q diag(gamma)
-    q0: torch.Tensor  # (C,): W_q beta + b_q
-
-    def __init__(self, him: HIM):
-        super().__init__()
-        self.num_heads = him.num_heads
-        self.scale = him.scale
-        self.norm2 = him.norm2
-        self.kv = him.kv
-        self.proj = him.proj
-        self.eps = him.norm1.eps
-        self.bias_free = him.norm1.body.bias is None
-        with torch.no_grad():
-            w_q = him.q.weight.float()
-            q0 = him.q.bias.float() if him.q.bias is not None else torch.zeros(w_q.shape[0], device=w_q.device)
-            if him.norm1.body.bias is not None:
-                q0 = q0 + w_q @ him.norm1.body.bias.float()
-            self.register_buffer("wq_gamma", (w_q * him.norm1.body.weight.float()).to(him.q.weight.dtype))
-            self.register_buffer("q0", q0.to(him.q.weight.dtype))
-
-    def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        k, v = self.kv(self.norm2(prior)).chunk(2, dim=-1)  # (B, T, C) each
-        a_matrix, a_offset, b_matrix = fold_prior_attention(k, v, self.num_heads, self.scale, self.wq_gamma,
-                                                            self.q0, self.proj.weight)
-        return prior_attention(x, a_matrix.to(x.dtype), a_offset, b_matrix.to(x.dtype), self.proj.bias,
-                               prior.shape[1], self.eps, self.bias_free)
-
-
-def fuse_prior_attention(model: nn.Module) -> int:
-    """Replace every HIM inside ``model`` with a :class:`FusedHIM`, in place. Returns how many."""
-    return swap_modules(model, lambda m: isinstance(m, HIM), FusedHIM)
-

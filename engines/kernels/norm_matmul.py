@@ -1,5 +1,5 @@
 """The Restormer's LayerNorms and residual additions inside its 1x1 projections: two Triton
-kernels (issue 8).
+kernels.
 
 A Transformer block (hidiff.restormer.TransformerBlock) runs, at every pixel,
 
@@ -9,40 +9,25 @@ A Transformer block (hidiff.restormer.TransformerBlock) runs, at every pixel,
                             x = x + W_out gate
 
 In channels-last memory a pixel's C channels are contiguous, so a feature map is an (M, C)
-matrix (M = B*H*W) and every 1x1 projection a matrix product. Compiled, each LayerNorm is a
-kernel of its own (inductor fuses it with the residual addition before it) that writes LN(x)
-only for the projection to read it back, and each residual addition reads the projection's
-output back: those kernels move about 8C of a block's 40C values per pixel (the floor analysis
-of docs/benchmarks.md, session 9). Here they vanish into the products, and the block moves about
-34C:
+matrix (M = B*H*W) and every 1x1 projection a matrix product. Unfused, each LayerNorm writes
+LN(x) only for the projection to read it back, and each residual addition reads the
+projection's output back. Here they happen inside the products:
 
 - :func:`norm_conv1x1`: y = LN(x) W^T + b. A program loads BLOCK_M whole rows (all C channels),
   computes their moments in float32, normalises, and multiplies by W^T one BLOCK_N slice at a
   time. The LayerNorm's affine parameters are folded into W and b beforehand
-  (W diag(gamma), W beta + b; :class:`NormProjection`).
+  (W diag(gamma), W beta + b; ``engines.kernels.fuse.NormProjection``).
 - :func:`conv1x1_residual`: y = a W^T + b + r, the residual addition as the product's epilogue.
   W may differ per image, for MDTA's folded attention-and-projection matrix M.
 
-On Hopper GPUs the norm kernel's W^T slices and output tiles move through the tensor memory
-accelerator (:func:`norm_conv1x1` picks ``_norm_matmul_tma_kernel`` where the rows of W^T and of
-the output are a multiple of 16 bytes): Nsight Compute showed the plain kernel bound by the SM's
-load/store path (L1 83 % busy at 66 % of DRAM bandwidth), which carried W's reload for every row
-tile and the output's change of layout. Products in float16 on the tensor cores, accumulated in
-float32; LayerNorm statistics in float32 (as hidiff.restormer's LayerNorm). :func:`fuse_block_norms` swaps the blocks of a
-Restormer that do not use the prior (every level but the bottleneck, whose modulation sits
-between the norm and the projection) for :class:`FusedNormBlock`, which runs the kernels on CUDA
-tensors and the PyTorch references elsewhere. Its attention's cosines come from
-:func:`engines.triton_head_gram.head_cosine` (one kernel reading q and k once). The kernels are
-``torch.library.custom_op``s: ``torch.compile`` calls them as opaque operations, without graph breaks.
-
-Measured on an H100 (docs/benchmarks.md, sessions 10 and 11): the 128 calls of a 1280x720 frame
-take 18.9 ms in the kernel table (21.4 before the TMA form); the residual kernel moves 2.6-2.9 TB/s
-at full resolution, the norm kernel 2.2-2.7 TB/s there and about 1.1 TB/s at the 192-channel level.
-In the compiled model with the fused gate and CUDA graphs a 1280x720 frame took 45.6 ms against
-49.8 ms without these kernels, 1920x1080 99.2 against 107.8 ms (session 10); with session 11's
-kernels 42.95 ms (45.75 ms for session 10's code in the same run) and 93.3 ms; with session 12's
-(HIM as one kernel, the per-head cosines, 128-row TMA tiles) 39.43 ms and 86.8 ms, the norm kernel
-10.6 ms of a 1280x720 frame's 37.8 ms of kernels (profile).
+On Hopper GPUs the norm kernel moves W^T's slices and the output tiles through the tensor memory
+accelerator (:data:`norm_matmul_tma_kernel`, where the rows of W^T and of the output are a
+multiple of 16 bytes: :func:`tma_fits`), which takes W's reload for every row tile and the
+output's change of layout off the SM's load/store path. Products in float16 on the tensor cores,
+accumulated in float32; LayerNorm statistics in float32 (as hidiff.restormer's LayerNorm).
+``fuse_restormer(norms=True)`` runs every block without the prior's modulation this way. The
+kernels are ``torch.library.custom_op``s: ``torch.compile`` calls them as opaque operations,
+without graph breaks.
 """
 from __future__ import annotations
 
@@ -50,18 +35,20 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from engines.triton_gated_dwconv import FusedGateGDFN, gated_dwconv3x3
-from engines.triton_head_gram import head_cosine
-from engines.triton_support import DISK_CACHE, HALF_DTYPES, next_power_of_2, swap_modules, tl, triton
-from hidiff.restormer import LayerNorm, TransformerBlock
+from engines.kernels.support import (
+    TensorDescriptor,
+    autotune,
+    dot_block,
+    kernel_runs,
+    tile_configs,
+    tl,
+    tma_available,
+    triton,
+)
 
-try:  # Triton's host-side tensor descriptors (TMA), in Triton 3.4 and later
-    from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # pragma: no cover - depends on the install
-    TensorDescriptor = None
+if triton is not None:
+    from engines.kernels.layer_norm import load_rows, normalize
 
 # ------------------------------------------------------------------------------------ references
 
@@ -94,69 +81,35 @@ def conv1x1_residual_reference(a: torch.Tensor, weight: torch.Tensor, bias: torc
 # Tiles the autotuners try, (BLOCK_M, BLOCK_N or BLOCK_K, warps, stages). The products are skinny
 # (K = C is 48 to 192 channels, N up to a thousand), so both kernels are bound by memory: a
 # program keeps its rows in registers and walks the outputs (norm) or the inputs (residual) in
-# slices. The lists hold the best tiles of session 10's sweep on an H100 (bench/norm_matmul_kernels.py
-# --sweep) at a 1280x720 frame's largest shapes. None spills registers on sm_90 at the widest rows
-# the GoPro Restormer gives them (BLOCK_K 256 for the norm, BLOCK_N 256 for the residual; a CPU
-# test compiles them): (128, 64, 4) and (128, 32, 4) did, and were left out.
+# slices. None spills registers on sm_90 at the widest rows the GoPro Restormer gives them
+# (BLOCK_K 256 for the norm, BLOCK_N 256 for the residual; a CPU test compiles them): (128, 64, 4)
+# and (128, 32, 4) did, and are left out.
 NORM_TILES = ((64, 64, 4, 1), (64, 128, 4, 1), (128, 32, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3), (256, 64, 8, 2))
 RESIDUAL_TILES = ((64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (128, 64, 8, 3), (128, 32, 8, 3))
-# The norm kernel on Hopper (TMA): 64 output columns a slice (the sweep's best at six of the eight
-# norm shapes of a 1280x720 frame); the autotuner chooses (BLOCK_M, warps, stages). 128-row tiles
-# halve the reloads of W^T, which every program reads whole: in session 12's profile (CUDA graph
-# replay) the 192-channel level's 64-row launches took 74 and 124 us for 88 and 140 MB of feature
-# maps (1.1-1.2 TB/s), while the 354 and 199 MB of W^T they read from L2 matched that time. A
-# pre-launch hook sets the output descriptor's block to the tile (Triton then keeps the choice in
-# memory only: its disk cache refuses hooks). At BLOCK_K 256 (192 channels) 128-row tiles fit 8 warps
-# (130 registers, 147-180 KiB of shared memory) and spill on 4.
+# The norm kernel on Hopper (TMA): 64 output columns a slice; the autotuner chooses (BLOCK_M,
+# warps, stages). Every program reads W^T whole, so 128-row tiles halve its reloads. A pre-launch
+# hook sets the output descriptor's block to the tile (Triton then keeps the choice in memory
+# only: its disk cache refuses hooks). At BLOCK_K 256 (192 channels) 128-row tiles fit 8 warps
+# and spill on 4.
 TMA_BLOCK_N = 64
 TMA_LAUNCHES = ((64, 4, 1), (64, 4, 2), (64, 4, 3), (64, 8, 2), (128, 8, 2), (128, 8, 3))
-
-
-def _norm_configs() -> list:
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in NORM_TILES]
-
-
-def _residual_configs() -> list:
-    return [triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=s) for m, k, w, s in RESIDUAL_TILES]
 
 
 def _tma_output_block(nargs: dict[str, Any]) -> None:
     nargs["y_desc"].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_N"]]
 
 
-def _tma_configs() -> list:
-    return [triton.Config({"BLOCK_M": m}, num_warps=w, num_stages=s, pre_hook=_tma_output_block)
-            for m, w, s in TMA_LAUNCHES]
-
-
 if triton is not None:
-
-    @triton.jit
-    def _load_rows(x_ptr, rows, row_ok, ks, k_ok, stride_xm):
-        """The ``rows`` of x (M, K), all K channels (``ks``, padded to a power of two with zeros), in float32."""
-        return tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_xm + ks[None, :],
-                       mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
-
-    @triton.jit
-    def _normalize(x, k_ok, K, eps, BIAS_FREE: tl.constexpr):
-        """LN of rows ``x`` (float32, zeros past K) without the affine (folded into the product
-        after it): moments in float32, the result in float32."""
-        mean = tl.sum(x, axis=1) / K  # the padding columns are zeros
-        centred = tl.where(k_ok[None, :], x - mean[:, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / K + eps)
-        if BIAS_FREE:
-            return x * rstd[:, None]  # Restormer's BiasFree norm divides without centring
-        return centred * rstd[:, None]
 
     @triton.jit
     def _normalized_rows(x_ptr, rows, row_ok, ks, k_ok, K, eps, stride_xm, BIAS_FREE: tl.constexpr):
         """LN(x) of the ``rows`` of x (M, K), all K channels, without the affine: the result in x's dtype."""
-        x = _load_rows(x_ptr, rows, row_ok, ks, k_ok, stride_xm)
-        return _normalize(x, k_ok, K, eps, BIAS_FREE).to(x_ptr.dtype.element_ty)
+        x = load_rows(x_ptr, rows, row_ok, ks, k_ok, stride_xm)
+        return normalize(x, k_ok, K, eps, BIAS_FREE).to(x_ptr.dtype.element_ty)
 
-    @triton.autotune(configs=_norm_configs(), key=["M", "N", "K"], **DISK_CACHE)
+    @autotune(tile_configs(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), NORM_TILES), key=["M", "N", "K"])
     @triton.jit
-    def _norm_matmul_kernel(
+    def norm_matmul_kernel(
         x_ptr, w_ptr, b_ptr, y_ptr,
         M, N, K, eps,
         stride_xm, stride_ym,
@@ -177,15 +130,16 @@ if triton is not None:
             acc += tl.load(b_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
             tl.store(out_rows + ns[None, :], acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
 
-    @triton.autotune(configs=_tma_configs(), key=["M", "N", "K"])
+    @autotune(tile_configs(("BLOCK_M", "num_warps", "num_stages"), TMA_LAUNCHES, pre_hook=_tma_output_block),
+              key=["M", "N", "K"], disk_cache=False)
     @triton.jit
-    def _norm_matmul_tma_kernel(
+    def norm_matmul_tma_kernel(
         x_ptr, w_desc, b_ptr, y_desc,
         M, N, K, eps,
         stride_xm,
         BIAS_FREE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        # _norm_matmul_kernel's program, with W^T's slices and the output's tiles moved by the
+        # norm_matmul_kernel's program, with W^T's slices and the output's tiles moved by the
         # tensor memory accelerator (Hopper): W^T straight into shared memory for the product
         # (rows past K and columns past N filled with zeros), the output from shared memory to
         # global (rows past M and columns past N left out). The SM's load/store path, which the
@@ -200,9 +154,9 @@ if triton is not None:
             acc += tl.load(b_ptr + ns, mask=ns < N, other=0.0).to(tl.float32)[None, :]
             y_desc.store([m0, n0], acc.to(x_ptr.dtype.element_ty))
 
-    @triton.autotune(configs=_residual_configs(), key=["M", "N", "K"], **DISK_CACHE)
+    @autotune(tile_configs(("BLOCK_M", "BLOCK_K", "num_warps", "num_stages"), RESIDUAL_TILES), key=["M", "N", "K"])
     @triton.jit
-    def _matmul_residual_kernel(
+    def matmul_residual_kernel(
         a_ptr, w_ptr, b_ptr, r_ptr, y_ptr,
         M, N, K,
         stride_ab, stride_am, stride_wb, stride_wk, stride_wn,
@@ -233,14 +187,14 @@ if triton is not None:
         tl.store(y_ptr + batch * stride_yb + offsets * stride_ym + ns[None, :], acc.to(y_ptr.dtype.element_ty),
                  mask=mask)
 
-    # Opaque ops for torch.compile (custom_op, not triton_op: see engines.triton_gated_dwconv on the
+    # Opaque ops for torch.compile (custom_op, not triton_op: see engines.kernels.gated_dwconv on the
     # NaN fill inductor put before a traced kernel's output).
     @torch.library.custom_op("hidiff::norm_conv1x1", mutates_args=())
     def _norm_conv1x1_op(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                          bias_free: bool) -> torch.Tensor:
-        if _tma_fits(x, weight_t):
-            return _launch_norm_matmul_tma(_norm_matmul_tma_kernel, x, weight_t, bias, eps, bias_free)
-        return _launch_norm_matmul(_norm_matmul_kernel, x, weight_t, bias, eps, bias_free)
+        if tma_fits(x, weight_t):
+            return launch_norm_matmul_tma(norm_matmul_tma_kernel, x, weight_t, bias, eps, bias_free)
+        return launch_norm_matmul(norm_matmul_kernel, x, weight_t, bias, eps, bias_free)
 
     @_norm_conv1x1_op.register_fake
     def _norm_conv1x1_shape(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
@@ -252,7 +206,7 @@ if triton is not None:
     @torch.library.custom_op("hidiff::conv1x1_residual", mutates_args=())
     def _conv1x1_residual_op(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                              residual: torch.Tensor) -> torch.Tensor:
-        return _launch_matmul_residual(_matmul_residual_kernel, a, weight, bias, residual)
+        return launch_matmul_residual(matmul_residual_kernel, a, weight, bias, residual)
 
     @_conv1x1_residual_op.register_fake
     def _conv1x1_residual_shape(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -260,8 +214,8 @@ if triton is not None:
         return torch.empty_like(residual, memory_format=torch.channels_last)
 
 
-def _launch_norm_matmul(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
-                        bias_free: bool, **tile: int) -> torch.Tensor:
+def launch_norm_matmul(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
+                       bias_free: bool, **tile: int) -> torch.Tensor:
     """One launch of ``kernel`` (the autotuned kernel, or its ``.fn`` with an explicit ``tile``)."""
     b, k, h, w = x.shape
     n = weight_t.shape[1]
@@ -272,19 +226,19 @@ def _launch_norm_matmul(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bi
     def grid(meta: dict[str, int]) -> tuple[int]:
         return (triton.cdiv(m, meta["BLOCK_M"]),)
 
-    kernel[grid](x, weight_t, bias, out, m, n, k, eps, k, n, BIAS_FREE=bias_free, BLOCK_K=next_power_of_2(k), **tile)
+    kernel[grid](x, weight_t, bias, out, m, n, k, eps, k, n, BIAS_FREE=bias_free, BLOCK_K=dot_block(k), **tile)
     return out
 
 
-def _tma_fits(x: torch.Tensor, weight_t: torch.Tensor) -> bool:
-    """The tensor memory accelerator serves this launch: a Hopper or later GPU, and rows of W^T and
-    of the output (N channels) a multiple of 16 bytes."""
-    return (TensorDescriptor is not None and x.device.type == "cuda"
-            and torch.cuda.get_device_capability(x.device)[0] >= 9 and weight_t.shape[1] * x.element_size() % 16 == 0)
+def tma_fits(x: torch.Tensor, weight_t: torch.Tensor) -> bool:
+    """Whether the norm kernel's TMA form serves this launch: the tensor memory accelerator is
+    available (:func:`~engines.kernels.support.tma_available`) and the rows of W^T and of the
+    output (N channels) are a multiple of 16 bytes."""
+    return tma_available(x.device) and weight_t.shape[1] * x.element_size() % 16 == 0
 
 
-def _launch_norm_matmul_tma(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
-                            bias_free: bool, **launch: int) -> torch.Tensor:
+def launch_norm_matmul_tma(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
+                           bias_free: bool, **launch: int) -> torch.Tensor:
     """One launch of the TMA kernel (autotuned, or its ``.fn`` with an explicit ``BLOCK_M`` and
     optionally ``num_warps`` / ``num_stages``): W^T and the output as tensor descriptors of
     BLOCK_K x TMA_BLOCK_N and BLOCK_M x TMA_BLOCK_N tiles (the autotuner's hook sets the latter)."""
@@ -294,7 +248,7 @@ def _launch_norm_matmul_tma(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor
     weight_t = weight_t.contiguous()
     out = torch.empty((b, n, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = b * h * w
-    block_k = next_power_of_2(k)
+    block_k = dot_block(k)
     block_m = launch.get("BLOCK_M", TMA_LAUNCHES[0][0])
     w_desc = TensorDescriptor(weight_t, [k, n], [n, 1], [block_k, TMA_BLOCK_N])
     y_desc = TensorDescriptor(out.permute(0, 2, 3, 1).reshape(m, n), [m, n], [n, 1], [block_m, TMA_BLOCK_N])
@@ -307,8 +261,8 @@ def _launch_norm_matmul_tma(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor
     return out
 
 
-def _launch_matmul_residual(kernel: Any, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                            residual: torch.Tensor, **tile: int) -> torch.Tensor:
+def launch_matmul_residual(kernel: Any, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                           residual: torch.Tensor, **tile: int) -> torch.Tensor:
     """One launch of ``kernel`` (the autotuned kernel, or its ``.fn`` with an explicit ``tile``)."""
     b, n, h, w = residual.shape
     k, m = a.shape[1], h * w
@@ -319,7 +273,7 @@ def _launch_matmul_residual(kernel: Any, a: torch.Tensor, weight: torch.Tensor, 
     out = torch.empty_like(residual, memory_format=torch.channels_last)
     # W^T's element (k, n): shared weights (N, K), or one (N, K) matrix per image.
     stride_wb, stride_wn, stride_wk = (0, *weight.stride()) if weight.dim() == 2 else weight.stride()
-    block_n = min(next_power_of_2(n), 256)
+    block_n = min(dot_block(n), 256)
 
     def grid(meta: dict[str, int]) -> tuple[int, int, int]:
         return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, block_n), b)
@@ -332,20 +286,16 @@ def _launch_matmul_residual(kernel: Any, a: torch.Tensor, weight: torch.Tensor, 
     return out
 
 
-def _uses_kernels(*tensors: torch.Tensor) -> bool:
-    return triton is not None and all(t.device.type == "cuda" and t.dtype in HALF_DTYPES for t in tensors)
-
-
 def norm_conv1x1(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                  bias_free: bool = False) -> torch.Tensor:
     """LN(x) W^T + b over the channels of x (B, K, H, W), LN's affine folded into ``weight_t``
-    (K, N) and ``bias`` (N,) (see :class:`NormProjection`). Returns (B, N, H, W) in x's dtype,
+    (K, N) and ``bias`` (N,) (``engines.kernels.fuse.NormProjection`` folds them). Returns (B, N, H, W) in x's dtype,
     channels-last on CUDA: one Triton kernel for float16/bfloat16 CUDA tensors (channels-last x
     is read in place, other layouts are copied first), the PyTorch reference elsewhere."""
     if x.dim() != 4 or weight_t.dim() != 2 or weight_t.shape[0] != x.shape[1] or tuple(bias.shape) != (weight_t.shape[1],):
         raise ValueError(f"norm_conv1x1 expects x (B, K, H, W), weight_t (K, N) and bias (N,), got "
                          f"{tuple(x.shape)}, {tuple(weight_t.shape)} and {tuple(bias.shape)}")
-    if not _uses_kernels(x, weight_t):
+    if not kernel_runs(x, weight_t):
         return norm_conv1x1_reference(x, weight_t, bias, eps, bias_free)
     return torch.ops.hidiff.norm_conv1x1(x, weight_t.contiguous(), bias.contiguous(), float(eps), bool(bias_free))
 
@@ -363,83 +313,6 @@ def conv1x1_residual(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if residual.dim() != 4 or a.shape[0] != b or math.prod(a.shape[2:]) != math.prod(residual.shape[2:]) or not (shared or per_image):
         raise ValueError(f"conv1x1_residual expects a (B, K, H, W), weight (N, K) or (B, N, K) and residual "
                          f"(B, N, H, W), got {tuple(a.shape)}, {tuple(weight.shape)} and {tuple(residual.shape)}")
-    if not _uses_kernels(a, weight, residual):
+    if not kernel_runs(a, weight, residual):
         return conv1x1_residual_reference(a, weight, bias, residual)
     return torch.ops.hidiff.conv1x1_residual(a, weight, bias, residual)
-
-
-# ------------------------------------------------------------------------------------ modules
-
-
-class NormProjection(nn.Module):
-    """A channels LayerNorm followed by a 1x1 convolution, folded into one (K, N) matrix:
-    conv(LN(x)) = W (gamma * x_hat + beta) + b = (W diag(gamma)) x_hat + (W beta + b).
-
-    Made from the modules' weights when fused (an inference form: later changes to the original
-    modules are not seen)."""
-
-    weight_t: torch.Tensor  # (K, N): (W diag(gamma))^T
-    bias: torch.Tensor  # (N,): W beta + b
-
-    def __init__(self, norm: LayerNorm, conv: nn.Conv2d):
-        super().__init__()
-        if tuple(conv.kernel_size) != (1, 1) or conv.groups != 1 or conv.in_channels != norm.body.weight.numel():
-            raise ValueError(f"{type(self).__name__} needs a 1x1 convolution over the norm's "
-                             f"{norm.body.weight.numel()} channels, got {conv}")
-        with torch.no_grad():
-            w = conv.weight.float().flatten(1)  # (N, K)
-            gamma = norm.body.weight.float()
-            bias = conv.bias.float() if conv.bias is not None else torch.zeros(w.shape[0], device=w.device)
-            if norm.body.bias is not None:
-                bias = bias + w @ norm.body.bias.float()
-            self.register_buffer("weight_t", (w * gamma).t().contiguous().to(conv.weight.dtype))
-            self.register_buffer("bias", bias.to(conv.weight.dtype))
-        self.eps = norm.eps
-        self.bias_free = norm.body.bias is None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return norm_conv1x1(x, self.weight_t, self.bias, self.eps, self.bias_free)
-
-
-class FusedNormBlock(nn.Module):
-    """A Transformer block whose LayerNorms run inside the projections after them and whose
-    residual additions run inside the projections before them (same weights, folded).
-
-    For blocks without the prior's modulation (``attn.modulated`` false). The GDFN may be a
-    :class:`~engines.triton_gated_dwconv.FusedGateGDFN`; its convolution and gate are kept."""
-
-    def __init__(self, block: TransformerBlock):
-        super().__init__()
-        attn, ffn = block.attn, block.ffn
-        if attn.modulated or ffn.modulated:
-            raise ValueError(f"{type(self).__name__} needs a block without the prior's modulation: it sits "
-                             "between the norm and the projection")
-        self.attn = attn
-        self.ffn = ffn
-        self.qkv = NormProjection(block.norm1, attn.qkv)
-        self.project_in = NormProjection(block.norm2, ffn.project_in)
-
-    def _gate(self, hidden: torch.Tensor) -> torch.Tensor:
-        conv = self.ffn.dwconv
-        if isinstance(self.ffn, FusedGateGDFN):
-            return gated_dwconv3x3(hidden, conv.weight, conv.bias)
-        y1, y2 = conv(hidden).chunk(2, dim=1)
-        return F.gelu(y1) * y2
-
-    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
-        c = x.shape[1]
-        # x = x + MDTA(LN1(x)): LN1 inside the qkv projection, the residual inside M v
-        qkv = self.attn.qkv_dwconv(self.qkv(x)).flatten(2)  # (B, 3C, H*W)
-        qk, v = qkv[:, : 2 * c], qkv[:, 2 * c :]
-        mixing = self.attn.mixing_from_cosine(head_cosine(qk, self.attn.num_heads), qk.dtype)
-        x = conv1x1_residual(v, mixing, self.attn.project_out.bias, x)
-        # x = x + GDFN(LN2(x)): LN2 inside project_in, the residual inside project_out
-        out = self.ffn.project_out
-        return conv1x1_residual(self._gate(self.project_in(x)), out.weight.flatten(1), out.bias, x)
-
-
-def fuse_block_norms(model: nn.Module) -> int:
-    """Replace every Transformer block inside ``model`` that does not use the prior with a
-    :class:`FusedNormBlock`, in place. Returns how many."""
-    return swap_modules(model, lambda m: isinstance(m, TransformerBlock) and not m.attn.modulated, FusedNormBlock)
-

@@ -6,51 +6,32 @@ MDTA (hidiff.restormer.MDTA, Restormer Sec. 3.1) needs, per image and head h, th
     cos(q_i, k_j) = <q_i, k_j> / (|q_i| |k_j|)      over the N = H*W pixels,  d = C / heads,
 
 of q_h = channels [h d, h d + d) and k_h = channels [C + h d, C + h d + d) of qk (B, 2C, N).
-``MDTA.mixing`` computes it as ``head_blocks(channel_cosine(qk), heads)``: one cuBLAS bmm of the
-whole Gram matrix [q; k] [q; k]^T, (2C x 2C) float32, of which it keeps the q k^T blocks of the
-heads and the diagonal. Two costs come with it:
-
-- cuBLAS runs the product (2C x 2C, contracted over up to a million pixels) as a split-K GEMM
-  (``nvjet_..._splitK`` and ``splitKreduce_kernel`` in the profiles of docs/results/session11-*),
-  which moves about 1.5 TB/s on an H100: about 2.9 ms per 1280x720 frame in all, the figure this
-  kernel was written against (the floor below is about 1.5 ms);
-- it computes products nobody reads: the q q^T and k k^T blocks beyond their diagonals, and at
-  heads 2, 4 and 8 the q k^T blocks across heads, 2, 4 and 8 times the products needed.
+``MDTA.mixing`` computes it as ``head_blocks(channel_cosine(qk), heads)``: one cuBLAS product of
+the whole Gram matrix [q; k] [q; k]^T, (2C x 2C) float32, of which it keeps the q k^T blocks of
+the heads and the diagonal. cuBLAS runs that product, contracted over up to a million pixels, as
+a split-K GEMM, and computes products nobody reads: the q q^T and k k^T blocks beyond their
+diagonals, and with several heads the q k^T blocks across heads.
 
 :func:`head_cosine` reads q and k once and computes only the heads' blocks and the norms. One
-program of ``_head_gram_kernel`` owns one (image, head) and a contiguous range of pixels (rows n
-of the (N, 2C) matrix that qk is in channels-last memory), loads q_h and k_h in tiles of BLOCK_N
-rows, and accumulates q_h^T k_h on the tensor cores (float16/bfloat16 products, float32 sums)
-and, on the tensor cores too, the sums of squares of q's and k's channels (``SQUARES`` below). The
-ranges split the contraction
-(split-K) so that enough programs run: each program writes its partial sums, without atomics
-(deterministic), into ``partials`` (B, heads, SPLIT, d + 2, d) float32, and
+program of :data:`head_gram_kernel` owns one (image, head) and a contiguous range of pixels (rows
+n of the (N, 2C) matrix that qk is in channels-last memory), loads q_h and k_h in tiles of
+BLOCK_N rows, and accumulates q_h^T k_h and the sums of squares of q's and k's channels on the
+tensor cores (float16/bfloat16 products, float32 sums; ``SQUARES`` below). The ranges split the
+contraction (split-K) so that enough programs run: each program writes its partial sums, without
+atomics (deterministic), into ``partials`` (B, heads, SPLIT, d + 2, d) float32, and
 :func:`head_gram_partials_to_cosine` adds them and normalises in plain PyTorch, so that
 ``torch.compile`` can fuse that into the small kernels after it (MDTA's softmax). The kernel is a
 ``torch.library.custom_op`` (``hidiff::head_gram_partials``): compiled graphs call it as one opaque
-operation, without graph breaks.
-
-Floor: the kernel reads q and k once, 2C * N * 2 bytes per image (float16). A 1280x720 frame of the
-GoPro model runs MDTA in 38 blocks (the 6 at the bottleneck, modulated by the prior, keep cuBLAS's
-product): 3 + 5 at levels 1-2 of the encoder (C = 48 and 96), 6 + 6 + 6 at
-the 192- and 384-channel levels, 5 at the decoder's level 2, and 3 + 4 (decoder level 1 and the
-refinement, C = 96 with one head: d = 96) at full resolution. That is 4.56 GB per frame: 1.36 ms at
-the H100's 3.35 TB/s, 1.52 ms at the 3 TB/s a streaming kernel reaches. The partials add 1.2-13.5 MB
-a call at 1280x720 (at most 4 % of what the call reads; written once, read once by the epilogue).
-Measured on an H100 (docs/benchmarks.md, session 12): the kernel alone moves 2.34 TB/s at d 96 and
-2.02 TB/s at d 48 at full resolution (0.151 and 0.088 ms a call; cuBLAS's Gram product 0.224 and
-0.115 ms); in the compiled model the 32 calls of a 1280x720 frame take 1.95 ms of kernel time
-(profile), where the first form of the kernel (its squares summed across warps every iteration)
-took 3.45 ms and cuBLAS about 2.9.
+operation, without graph breaks. ``fuse_restormer(head_gram=True)`` computes the cosines of the
+blocks it fuses this way.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 
-from engines.triton_support import DISK_CACHE, HALF_DTYPES, next_power_of_2, tl, triton
+from engines.kernels.support import autotune, cdiv, dot_block, kernel_runs, sm_count, tile_configs, tl, triton
 from hidiff.restormer import channel_cosine, head_blocks
 
 # The widest head the kernel takes (D_PAD 128): its [D_PAD, D_PAD] float32 accumulator fills 64
@@ -90,77 +71,51 @@ def head_gram_partials_to_cosine(partials: torch.Tensor, eps: float = 1e-12) -> 
 PROGRAMS_PER_SM = 3
 MIN_ROWS = 1024
 ROW_MULTIPLE = 256
-FALLBACK_SMS = 132  # an H100 SXM's, where no CUDA device is present (the interpreter, fake tensors on a CPU)
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def head_gram_split(n: int, programs: int, sms: int) -> tuple[int, int]:
     """(SPLIT, ROWS): how many ranges of how many pixels each of the ``programs`` (image, head)
     pairs is cut into, for N = ``n`` pixels on ``sms`` SMs."""
-    wanted = max(1, _cdiv(PROGRAMS_PER_SM * sms, programs))
-    rows = max(MIN_ROWS, _cdiv(_cdiv(n, wanted), ROW_MULTIPLE) * ROW_MULTIPLE)
-    return max(1, _cdiv(n, rows)), rows
+    wanted = max(1, cdiv(PROGRAMS_PER_SM * sms, programs))
+    rows = max(MIN_ROWS, cdiv(cdiv(n, wanted), ROW_MULTIPLE) * ROW_MULTIPLE)
+    return max(1, cdiv(n, rows)), rows
 
 
-@functools.lru_cache(maxsize=None)
-def _cuda_sms(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda" and torch.cuda.is_available():
-        return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
-    return FALLBACK_SMS
-
-
-def _split_for(qk: torch.Tensor, heads: int) -> tuple[int, int]:
-    return head_gram_split(qk.shape[2], qk.shape[0] * heads, _sm_count(qk.device))
+def head_gram_split_for(qk: torch.Tensor, heads: int) -> tuple[int, int]:
+    """(SPLIT, ROWS) of :func:`head_gram_split` for a launch on qk (B, 2C, N) with ``heads`` heads."""
+    return head_gram_split(qk.shape[2], qk.shape[0] * heads, sm_count(qk.device))
 
 
 # ------------------------------------------------------------------------------------ kernel
 
 # How a program sums the squares of q's and k's channels (the norms), SQUARES:
 #   3  on the tensor cores: (q * q)^T times a [BLOCK_N, 16] block of ones, TF32 (10-bit mantissa)
-#      squares summed in float32; sm_90 machine code of the loop (BLOCK_N 64, 8 warps, D_PAD 64):
-#      294 instructions a thread and iteration, no shuffles, 5 barriers;
+#      squares summed in float32;
 #   4  on the tensor cores: q^T q and k^T k beside q^T k, from the same shared-memory tiles, their
-#      diagonals kept after the loop (exact float16 products, float32 sums): 121 instructions, no
-#      conversions; two more [D_PAD, D_PAD] accumulators, so at D_PAD 128 only 8 warps fit (244-255
-#      registers, no spills).
-# The first form summed each tile's squares with tl.sum across the warps every iteration: 363
-# instructions, 80 shuffles and 17 barriers; at 1280x720 on an H100 it took 3.45 ms a frame in the
-# compiled model (session 12's profile), slower than cuBLAS's 2.9 ms. Session 12's sweep at the
-# full-resolution shapes (bench/norm_matmul_kernels.py --sweep gram, H100, kernel alone): d 96 at
-# 2.34 TB/s with (64, 8, 4, 4), d 48 at 2.02 TB/s with (64, 4, 2, 4); the best SQUARES 3 tiles
-# 8-14 % slower.
-# Tiles the autotuner tries, (BLOCK_N, warps, stages, SQUARES); at D_PAD 128 (one-head levels at 96
-# channels) 4-warp tiles are left out at a launch (they spill registers on sm_90: a CPU test checks
-# every kept tile at D_PAD 64 and 128).
+#      diagonals kept after the loop (exact float16 products, float32 sums, fewer instructions than
+#      3); two more [D_PAD, D_PAD] accumulators, so at D_PAD 128 only 8 warps fit.
+# Summing each tile's squares with tl.sum across the warps instead costs shuffles and barriers
+# every iteration. Tiles the autotuner tries, (BLOCK_N, warps, stages, SQUARES); at D_PAD 128
+# (one-head levels at 96 channels) 4-warp tiles are left out at a launch (they spill registers on
+# sm_90: a CPU test checks every kept tile at D_PAD 64 and 128).
 TILES = ((64, 4, 2, 4), (64, 4, 3, 4), (64, 8, 3, 4), (64, 8, 4, 4), (128, 8, 3, 4), (64, 8, 3, 3))
 
 
-def _configs() -> list:
-    return [triton.Config({"BLOCK_N": n, "SQUARES": q}, num_warps=w, num_stages=s) for n, w, s, q in TILES]
-
-
 def fits_registers(d_pad: int, warps: int) -> bool:
+    """Whether a tile of ``warps`` warps holds the accumulators of heads padded to ``d_pad`` channels."""
     return d_pad <= 64 or warps >= 8
 
 
-def _fitting_configs(configs: list, named_args: dict, **kwargs: Any) -> list:
-    d_pad: int = kwargs.get("D_PAD") or named_args["D_PAD"]  # a launch argument
-    return [cfg for cfg in configs if fits_registers(d_pad, cfg.num_warps)]
+def _fits_launch(config: Any, arguments: dict[str, Any]) -> bool:
+    return fits_registers(arguments["D_PAD"], config.num_warps)
 
 
 if triton is not None:
 
-    @triton.autotune(configs=_configs(), key=["N", "ROWS", "HEADS", "D"],
-                     prune_configs_by={"early_config_prune": _fitting_configs}, **DISK_CACHE)
+    @autotune(tile_configs(("BLOCK_N", "num_warps", "num_stages", "SQUARES"), TILES), key=["N", "ROWS", "HEADS", "D"],
+              fits=_fits_launch)
     @triton.jit
-    def _head_gram_kernel(
+    def head_gram_kernel(
         qk_ptr, out_ptr,
         N, ROWS, HEADS,
         stride_b, stride_c, stride_n,
@@ -216,34 +171,30 @@ if triton is not None:
         tl.store(out + D * D + cols, q_sq, mask=col_ok)
         tl.store(out + (D + 1) * D + cols, k_sq, mask=col_ok)
 
-    # An opaque op for torch.compile (custom_op, not triton_op: see engines.triton_gated_dwconv on the
+    # An opaque op for torch.compile (custom_op, not triton_op: see engines.kernels.gated_dwconv on the
     # NaN fill inductor put before a traced kernel's output).
     @torch.library.custom_op("hidiff::head_gram_partials", mutates_args=())
     def _head_gram_partials_op(qk: torch.Tensor, heads: int) -> torch.Tensor:
-        return _launch_head_gram(_head_gram_kernel, qk, heads)
+        return launch_head_gram(head_gram_kernel, qk, heads)
 
     @_head_gram_partials_op.register_fake
     def _head_gram_partials_shape(qk: torch.Tensor, heads: int) -> torch.Tensor:
         b, two_c, _ = qk.shape
         d = two_c // 2 // heads
-        split, _ = _split_for(qk, heads)
+        split, _ = head_gram_split_for(qk, heads)
         return torch.empty((b, heads, split, d + 2, d), device=qk.device, dtype=torch.float32)
 
 
-def _launch_head_gram(kernel: Any, qk: torch.Tensor, heads: int, **tile: int) -> torch.Tensor:
+def launch_head_gram(kernel: Any, qk: torch.Tensor, heads: int, **tile: int) -> torch.Tensor:
     """One launch of ``kernel`` (the autotuned kernel, or its ``.fn`` with an explicit ``tile``:
     BLOCK_N, SQUARES and optionally num_warps / num_stages) on qk (B, 2C, N) of any strides: the partials
     (B, heads, SPLIT, d + 2, d) float32."""
     b, two_c, n = qk.shape
     d = two_c // 2 // heads
-    split, rows = _split_for(qk, heads)
+    split, rows = head_gram_split_for(qk, heads)
     partials = torch.empty((b, heads, split, d + 2, d), device=qk.device, dtype=torch.float32)
-    kernel[(b * heads, split)](qk, partials, n, rows, heads, *qk.stride(), D=d, D_PAD=next_power_of_2(d), **tile)
+    kernel[(b * heads, split)](qk, partials, n, rows, heads, *qk.stride(), D=d, D_PAD=dot_block(d), **tile)
     return partials
-
-
-def _uses_kernel(qk: torch.Tensor, d: int) -> bool:
-    return triton is not None and qk.device.type == "cuda" and qk.dtype in HALF_DTYPES and d <= MAX_HEAD_DIM
 
 
 def head_cosine(qk: torch.Tensor, heads: int, eps: float = 1e-12) -> torch.Tensor:
@@ -255,6 +206,6 @@ def head_cosine(qk: torch.Tensor, heads: int, eps: float = 1e-12) -> torch.Tenso
     if qk.dim() != 3 or qk.shape[1] % 2 or heads < 1 or (qk.shape[1] // 2) % heads:
         raise ValueError(f"head_cosine expects qk (B, 2C, N), q and k stacked on the channel axis, and a head "
                          f"count dividing C, got qk {tuple(qk.shape)} and heads={heads}")
-    if not _uses_kernel(qk, qk.shape[1] // 2 // heads):
+    if not kernel_runs(qk) or qk.shape[1] // 2 // heads > MAX_HEAD_DIM:
         return head_cosine_reference(qk, heads, eps)
     return head_gram_partials_to_cosine(torch.ops.hidiff.head_gram_partials(qk, int(heads)), eps)

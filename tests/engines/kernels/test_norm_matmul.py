@@ -1,60 +1,17 @@
-"""The LayerNorm and residual folded into the 1x1 projections (engines.triton_norm_matmul): the
-folding against the Restormer's own blocks on the CPU, the two Triton kernels against their
-PyTorch references through Triton's interpreter on the CPU and compiled on a GPU, and the fused
-FP16 Restormer against the unfused one."""
+"""The LayerNorm and residual inside the 1x1 projections (engines.kernels.norm_matmul): the
+Triton kernels against their PyTorch references through Triton's interpreter on the CPU and
+compiled on a GPU, and their registers on sm_90 compiled on the CPU."""
 from __future__ import annotations
 
-import copy
 import importlib.util
 import re
 import textwrap
 
 import pytest
 import torch
-from conftest import tiny_config
 from triton_cpu import run_in_interpreter, sm90_resources
 
-from engines import triton_norm_matmul as fused
-from engines.torch_backend import torch_engines
-from hidiff.config import RestormerConfig
-from hidiff.model import HIDiff
-from hidiff.restormer import LayerNorm, PriorGuidedRestormer, TransformerBlock
-
-
-def _restormer(norm_kind: str, bias: bool) -> PriorGuidedRestormer:
-    """A small Restormer whose norms have non-trivial affine parameters (fresh ones are 1 and 0)."""
-    torch.manual_seed(0)
-    model = PriorGuidedRestormer(RestormerConfig(dim=16, num_blocks=(1, 1, 1, 2), num_refinement_blocks=1,
-                                                 LayerNorm_type=norm_kind, bias=bias)).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, LayerNorm):
-                module.body.weight.normal_(1.0, 0.3)
-                if module.body.bias is not None:
-                    module.body.bias.normal_(0.0, 0.3)
-    return model
-
-
-@pytest.mark.parametrize("norm_kind, bias", [("WithBias", False), ("WithBias", True), ("BiasFree", True)])
-def test_folded_blocks_compute_the_same_restormer_on_cpu(norm_kind, bias):
-    """The folding (LN's affine into W, the residuals into the products) is the blocks' own
-    computation: float32 on the CPU (the references), every block but the bottleneck's swapped."""
-    model = _restormer(norm_kind, bias)
-    blocks = [m for m in model.modules() if isinstance(m, TransformerBlock)]
-    unmodulated = sum(not b.attn.modulated for b in blocks)
-    assert 0 < unmodulated < len(blocks)
-    folded = copy.deepcopy(model)
-    assert fused.fuse_block_norms(folded) == unmodulated
-    assert sum(isinstance(m, fused.FusedNormBlock) for m in folded.modules()) == unmodulated
-    blur, prior = torch.rand(2, 3, 24, 40), torch.randn(2, model.cfg.group ** 2, 4 * model.cfg.embed_dim)
-    with torch.no_grad():
-        torch.testing.assert_close(folded(blur, prior), model(blur, prior), rtol=1e-5, atol=1e-5)
-
-
-def test_a_modulated_block_is_refused():
-    model = _restormer("WithBias", False)
-    with pytest.raises(ValueError, match="needs a block without the prior's modulation"):
-        fused.FusedNormBlock(model.latent.blocks[0])
+from engines.kernels import norm_matmul as fused
 
 
 def test_bad_shapes_are_refused():
@@ -68,25 +25,19 @@ def test_bad_shapes_are_refused():
         fused.conv1x1_residual(x, torch.zeros(1, 4, 8), None, torch.zeros(1, 4, 4, 5))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
-def test_fuse_norms_on_the_cpu_is_refused():
-    with pytest.raises(ValueError, match="fuse_norms runs float16 Triton kernels on channels-last tensors"):
-        torch_engines(HIDiff(tiny_config()).eval(), "cpu", fuse_norms=True)
-
-
 INTERPRETED = textwrap.dedent("""
     import itertools, torch
-    from engines import triton_norm_matmul as fused
+    from engines.kernels import norm_matmul as fused
 
     torch.manual_seed(0)
-    norm_kernel = fused._norm_matmul_kernel.fn  # the kernels under the autotuners, with explicit tiles
-    residual_kernel = fused._matmul_residual_kernel.fn
+    norm_kernel = fused.norm_matmul_kernel.fn  # the kernels under the autotuners, with explicit tiles
+    residual_kernel = fused.matmul_residual_kernel.fn
     # Partial row tiles; K below, at and above a power of two; N over several slices.
     for bias_free, (b, k, h, w, n), (block_m, block_n) in itertools.product(
             (False, True), ((2, 48, 5, 7, 144), (1, 20, 3, 11, 40)), ((16, 32), (32, 64))):
         x = torch.randn(b, k, h, w).half().to(memory_format=torch.channels_last)
         weight_t, bias = (torch.randn(k, n) * 0.2).half(), torch.randn(n).half()
-        got = fused._launch_norm_matmul(norm_kernel, x, weight_t, bias, 1e-5, bias_free, BLOCK_M=block_m, BLOCK_N=block_n)
+        got = fused.launch_norm_matmul(norm_kernel, x, weight_t, bias, 1e-5, bias_free, BLOCK_M=block_m, BLOCK_N=block_n)
         want = fused.norm_conv1x1_reference(x.float(), weight_t.float(), bias.float(), 1e-5, bias_free)
         assert got.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
@@ -103,7 +54,7 @@ INTERPRETED = textwrap.dedent("""
             weight = (torch.randn(n, k) * 0.2).half()
         bias = torch.randn(n).half() if with_bias else None
         residual = torch.randn(b, n, h, w).half().to(memory_format=torch.channels_last)
-        got = fused._launch_matmul_residual(residual_kernel, a, weight, bias, residual, BLOCK_M=block_m, BLOCK_K=block_k)
+        got = fused.launch_matmul_residual(residual_kernel, a, weight, bias, residual, BLOCK_M=block_m, BLOCK_K=block_k)
         want = fused.conv1x1_residual_reference(a.float(), weight.float(), None if bias is None else bias.float(),
                                                 residual.float())
         torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
@@ -116,8 +67,8 @@ INTERPRETED = textwrap.dedent("""
         weight_t, bias = (torch.randn(k, n) * 0.2).half(), torch.randn(n).half()
         want = fused.norm_conv1x1_reference(x.float(), weight_t.float(), bias.float(), 1e-5, bias_free)
         for block_m in (64, 128):
-            got = fused._launch_norm_matmul_tma(fused._norm_matmul_tma_kernel.fn, x, weight_t, bias, 1e-5, bias_free,
-                                                BLOCK_M=block_m)
+            got = fused.launch_norm_matmul_tma(fused.norm_matmul_tma_kernel.fn, x, weight_t, bias, 1e-5, bias_free,
+                                               BLOCK_M=block_m)
             assert got.is_contiguous(memory_format=torch.channels_last)
             torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
         print("ok tma", bias_free, k, n)
@@ -133,13 +84,13 @@ def test_kernels_in_tritons_interpreter_match_the_references():
 
 
 def _norm_resources(block_k: int, block_m: int, block_n: int, warps: int, stages: int = 2) -> dict[str, int]:
-    return sm90_resources(fused._norm_matmul_kernel.fn, ("x_ptr", "w_ptr", "b_ptr", "y_ptr"),
+    return sm90_resources(fused.norm_matmul_kernel.fn, ("x_ptr", "w_ptr", "b_ptr", "y_ptr"),
                           {"BIAS_FREE": False, "BLOCK_K": block_k, "BLOCK_M": block_m, "BLOCK_N": block_n}, warps,
                           unaligned=("M",), scalars={"eps": "fp32"}, stages=stages)
 
 
 def _residual_resources(block_n: int, block_m: int, block_k: int, warps: int, stages: int = 3) -> dict[str, int]:
-    return sm90_resources(fused._matmul_residual_kernel.fn, ("a_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"),
+    return sm90_resources(fused.matmul_residual_kernel.fn, ("a_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"),
                           {"HAS_BIAS": False, "BLOCK_N": block_n, "BLOCK_M": block_m, "BLOCK_K": block_k,
                            "stride_wk": 1}, warps, unaligned=("M",), stages=stages)
 
@@ -152,7 +103,7 @@ def _tma_resources(block_k: int, block_m: int, warps: int, stages: int) -> dict[
     types = {"x_ptr": "*fp16", "b_ptr": "*fp16", "eps": "fp32", "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32",
              "w_desc": f"tensordesc<fp16[{block_k}, {fused.TMA_BLOCK_N}]>",
              "y_desc": f"tensordesc<fp16[{block_m}, {fused.TMA_BLOCK_N}]>"}
-    compiled = compile_sm90(fused._norm_matmul_tma_kernel.fn, types,
+    compiled = compile_sm90(fused.norm_matmul_tma_kernel.fn, types,
                             {"BIAS_FREE": False, "BLOCK_K": block_k, "BLOCK_M": block_m,
                              "BLOCK_N": fused.TMA_BLOCK_N}, warps, stages, aligned=("x_ptr", "b_ptr", "N", "K", "stride_xm"))
     found = resources(compiled)
@@ -210,10 +161,10 @@ def test_plain_and_tma_norm_kernels_agree():
         weight_t = (torch.randn(k, n, device="cuda") * k ** -0.5).half()
         bias = torch.randn(n, device="cuda").half()
         want = fused.norm_conv1x1_reference(x, weight_t, bias, 1e-5, False).float()
-        plain = fused._launch_norm_matmul(fused._norm_matmul_kernel, x, weight_t, bias, 1e-5, False)
+        plain = fused.launch_norm_matmul(fused.norm_matmul_kernel, x, weight_t, bias, 1e-5, False)
         torch.testing.assert_close(plain.float(), want, rtol=1e-2, atol=1e-2)
-        if fused._tma_fits(x, weight_t):
-            tma = fused._launch_norm_matmul_tma(fused._norm_matmul_tma_kernel, x, weight_t, bias, 1e-5, False)
+        if fused.tma_fits(x, weight_t):
+            tma = fused.launch_norm_matmul_tma(fused.norm_matmul_tma_kernel, x, weight_t, bias, 1e-5, False)
             torch.testing.assert_close(tma.float(), want, rtol=1e-2, atol=1e-2)
 
 
@@ -268,20 +219,3 @@ def test_compile_sees_the_output_shapes_and_layouts():
         assert normed.shape == (2, 144, 8, 12) and normed.is_contiguous(memory_format=torch.channels_last)
         out = torch.ops.hidiff.conv1x1_residual(torch.empty(2, 96, 8, 12, **half), torch.empty(48, 96, **half), None, x)
         assert out.shape == (2, 48, 8, 12) and out.is_contiguous(memory_format=torch.channels_last)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("fuse_gates", [False, True])
-def test_fused_fp16_restormer_matches_the_unfused_one(fuse_gates):
-    model = HIDiff(tiny_config()).eval()
-    with torch.no_grad():  # non-trivial norms
-        for module in model.restormer.modules():
-            if isinstance(module, LayerNorm):
-                module.body.weight.normal_(1.0, 0.3)
-    plain = torch_engines(model, "cuda:0", "fp16")["restormer"]
-    folded = torch_engines(model, "cuda:0", "fp16", fuse_gates=fuse_gates, fuse_norms=True)["restormer"]
-    assert any(isinstance(m, fused.FusedNormBlock) for m in folded.module.modules())
-    feeds = {"blur": torch.rand(1, 3, 48, 80, device="cuda"), "prior": torch.randn(1, *model.prior_shape, device="cuda")}
-    got, expected = folded.infer(feeds)["sharp"], plain.infer(feeds)["sharp"]
-    assert torch.isfinite(got).all()
-    assert (got - expected).abs().max().item() < 1e-2  # two float16 computations, rounded differently

@@ -1,4 +1,4 @@
-"""GDFN's depthwise convolution and gate as one row-streaming Triton kernel (issue 8).
+"""GDFN's depthwise convolution and gate as one row-streaming Triton kernel.
 
 The Restormer's feed-forward network (hidiff.restormer.GDFN) runs, at every pixel,
 
@@ -6,9 +6,9 @@ The Restormer's feed-forward network (hidiff.restormer.GDFN) runs, at every pixe
     z = gelu(y[:C]) * y[C:]               (C channels)
     out = project_out(z)
 
-Eagerly and under ``torch.compile`` the depthwise convolution is a cuDNN kernel that writes all
-2C channels, and a second kernel reads them back for the gate. :func:`gated_dwconv3x3` reads the
-2C channels once and writes only the C gated ones.
+Unfused, the depthwise convolution writes all 2C channels and a second kernel reads them back
+for the gate. :func:`gated_dwconv3x3` reads the 2C channels once and writes only the C gated
+ones; ``fuse_restormer(gates=True)`` runs every GDFN this way.
 
 One program owns a strip of ``ROWS`` rows x ``2 * PAIRS`` columns x ``BLOCK_C`` channels of each
 half (channels-last, so a pixel's channels are contiguous) and walks down it one input row at a
@@ -17,33 +17,16 @@ outputs share two of their three input columns) and added, with the three rows o
 into the three output rows it touches: the one it completes is gated and stored, the two others
 stay in registers. The roles of the three sums turn with every row, so the loop takes three input
 rows at a time (all 24 of their loads issued first) and never copies a sum. Each loaded element is
-widened to float32 once; taps, products and sums are float32, each sum grown by a chain of
-multiply-adds. GELU is exact: erf by Abramowitz and Stegun 7.1.26 (absolute error at most 1.5e-7),
-one polynomial and one exponential per element. The channel count is a compile-time constant, so
-that the eight loads of a row are one pointer per element plus constant offsets; strips away from
-the image's edges (most of them) load and store without masks.
+widened to float32 once; taps, products and sums are float32. GELU is exact, with erf by
+Abramowitz and Stegun 7.1.26 (absolute error at most 1.5e-7): one polynomial and one exponential
+per element, where libdevice's erff selects between two polynomials per element. The channel
+count is a compile-time constant, so that the eight loads of a row are one pointer per element
+plus constant offsets; strips away from the image's edges (most of them) load and store without
+masks.
 
-Measured (docs/benchmarks.md, session 11): at the shapes of a 1280x720 frame of the GoPro model on
-an H100 the kernel takes 8.62 ms per frame where cuDNN's convolution and inductor's gate take 20.3
-ms (on an H200 in one run: 7.96 ms against 10.90 ms for session 9's form of the kernel). Session 9's
-form moved 1.5-1.8 TB/s and was bound by its instruction issue (Nsight Compute: 80 % of the issue
-slots, 54 % of DRAM bandwidth): 82 instructions per output element (sm_90 machine code compiled
-on the CPU, ``python bench/kernel_sass.py``). libdevice's erff, which chooses between two
-polynomials per element with a select for each coefficient (nearly all of the loop's 74 register
-moves), cost 15.5 of them more than the erf above; the three-row loop, the constant offsets and the
-unmasked strips 11 more. This form needs 56. Earlier: session 8's version spilled registers (14.1 ms); halving
-its arithmetic, and later keeping two rows of loads in flight, changed nothing measurable. The
-same row-streaming kernel without the gate, for the attention's depthwise convolutions, was slower
-than cuDNN's in session 8 (8.5 against 6.9 ms per frame), so those stay cuDNN's.
-
-:func:`fuse_gdfn_gates` swaps every GDFN of a Restormer for :class:`FusedGateGDFN`, which calls
-the kernel on CUDA tensors and the PyTorch reference (:func:`gated_dwconv3x3_reference`)
-elsewhere, with the GDFN's own weights. The op is a ``torch.library.custom_op``: ``torch.compile``
-calls it as one opaque operation, without a graph break. Until session 10 it was a
-``triton_op``, which inductor traces into: torch 2.11's inductor then filled every output with
-NaN before the kernel wrote it (a whole extra write of the gated map, found in the generated code
-by bench/block_code.py), because it cloned the op's freshly allocated output and could not
-reinplace the clone.
+The op is a ``torch.library.custom_op``: ``torch.compile`` calls it as one opaque operation,
+without a graph break. (As a ``triton_op``, which inductor traces into, inductor filled the
+output with NaN before the kernel wrote it: a whole extra write of the gated map.)
 """
 from __future__ import annotations
 
@@ -51,10 +34,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from engines.triton_support import DISK_CACHE, swap_modules, tl, triton
-from hidiff.restormer import GDFN, modulate
+from engines.kernels.support import autotune, kernel_runs, tile_configs, tl, triton
 
 
 def gated_dwconv3x3_reference(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -64,22 +45,11 @@ def gated_dwconv3x3_reference(y: torch.Tensor, weight: torch.Tensor, bias: torch
     return F.gelu(z1) * z2
 
 
-# The tiles the autotuner tries, as (pairs, channels, warps), each holding 2 channels of a pixel
-# pair per thread (about 120 registers on sm_90, no spills; 4 per thread need 234, 8 spill: a CPU
-# test compiles every tile for sm_90 and checks). Session 11's sweep of 24 such tiles in strips of
-# 16, 34 and 64 rows (bench/dwconv_kernels.py --sweep, on an H200) put (4, 64, 4) first at both
-# large shapes of a 1280x720 frame, the next seven within 4 % and the slowest, (16, 32, 8) in strips
-# of 16, a third slower;
-# on the H100 the autotuner chose (4, 64, 4) at every shape of a frame from this list: nine
-# configurations for the first call of each new shape.
+# The tiles the autotuner tries, (PAIRS, BLOCK_C, warps), each holding 2 channels of a pixel pair
+# per thread (about 120 registers on sm_90, no spills; 4 a thread need 234, 8 spill: a CPU test
+# compiles every tile for sm_90 and checks), in strips of STRIP_ROWS rows.
 TILES = ((4, 64, 4), (2, 64, 2), (2, 128, 4))
 STRIP_ROWS = (16, 34, 64)  # the loop takes three input rows at a time: ROWS + 2 a multiple of three wastes none
-
-
-def _configs() -> list:
-    """Every tile of :data:`TILES` in strips of :data:`STRIP_ROWS` rows."""
-    return [triton.Config({"PAIRS": pairs, "BLOCK_C": c, "ROWS": rows}, num_warps=warps)
-            for pairs, c, warps in TILES for rows in STRIP_ROWS]
 
 
 if triton is not None:
@@ -204,9 +174,10 @@ if triton is not None:
             _store_row(o_image, o_offsets, r + 1, row0, end, W, at_even, at_odd,
                        C_e + bias1, C_o + bias1, C_e2 + bias2, C_o2 + bias2, C, MASKED)
 
-    @triton.autotune(configs=_configs(), key=["H", "W", "C"], **DISK_CACHE)
+    @autotune(tile_configs(("PAIRS", "BLOCK_C", "num_warps", "ROWS"),
+                           [(*tile, rows) for tile in TILES for rows in STRIP_ROWS]), key=["H", "W", "C"])
     @triton.jit
-    def _gated_dwconv3x3_kernel(
+    def gated_dwconv3x3_kernel(
         y_ptr, w_ptr, b_ptr, out_ptr,
         H, W,
         C: tl.constexpr, HAS_BIAS: tl.constexpr, ROWS: tl.constexpr, PAIRS: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -261,7 +232,7 @@ if triton is not None:
 
     @torch.library.custom_op("hidiff::gated_dwconv3x3", mutates_args=())
     def _gated_dwconv3x3_op(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return _launch_gated_dwconv3x3(_gated_dwconv3x3_kernel, y, weight, bias)
+        return launch_gated_dwconv3x3(gated_dwconv3x3_kernel, y, weight, bias)
 
     @_gated_dwconv3x3_op.register_fake
     def _gated_dwconv3x3_shape(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -269,8 +240,8 @@ if triton is not None:
         return torch.empty((b, c2 // 2, h, w), device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
 
 
-def _launch_gated_dwconv3x3(kernel: Any, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                            **tile: int) -> torch.Tensor:
+def launch_gated_dwconv3x3(kernel: Any, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                           **tile: int) -> torch.Tensor:
     """One launch of ``kernel`` (the autotuned kernel, or its ``.fn`` with an explicit ``tile``):
     y is read channels-last (copied first if it is not), the output is written channels-last."""
     b, c2, h, w = y.shape
@@ -295,33 +266,6 @@ def gated_dwconv3x3(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     if y.dim() != 4 or y.shape[1] % 2 or tuple(weight.shape) != (y.shape[1], 1, 3, 3):
         raise ValueError(f"gated_dwconv3x3 expects y (B, 2C, H, W) and weight (2C, 1, 3, 3), got "
                          f"{tuple(y.shape)} and {tuple(weight.shape)}")
-    if triton is None or y.device.type != "cuda":
+    if not kernel_runs(y, any_dtype=True):
         return gated_dwconv3x3_reference(y, weight, bias)
     return torch.ops.hidiff.gated_dwconv3x3(y, weight, bias)
-
-
-class FusedGateGDFN(nn.Module):
-    """A GDFN whose depthwise convolution and gate run as :func:`gated_dwconv3x3` (same modules, same weights)."""
-
-    def __init__(self, ffn: GDFN):
-        super().__init__()
-        conv = ffn.dwconv
-        if tuple(conv.kernel_size) != (3, 3) or conv.groups != conv.in_channels or tuple(conv.padding) != (1, 1) \
-                or tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1):
-            raise ValueError(f"{type(self).__name__} needs a 3x3 depthwise convolution with padding 1, got {conv}")
-        self.project_in = ffn.project_in
-        self.dwconv = conv
-        self.project_out = ffn.project_out
-        self.modulated = ffn.modulated
-        if ffn.modulated:
-            self.ln1, self.ln2 = ffn.ln1, ffn.ln2
-
-    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
-        if self.modulated and prior is not None:
-            x = modulate(x, self.ln1, self.ln2, prior)
-        return self.project_out(gated_dwconv3x3(self.project_in(x), self.dwconv.weight, self.dwconv.bias))
-
-
-def fuse_gdfn_gates(model: nn.Module) -> int:
-    """Replace every GDFN inside ``model`` with a :class:`FusedGateGDFN`, in place. Returns how many."""
-    return swap_modules(model, lambda m: isinstance(m, GDFN), FusedGateGDFN)

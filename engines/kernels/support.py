@@ -1,0 +1,120 @@
+"""What the Triton kernels share: the optional Triton import, when a kernel runs (and why it
+cannot), block sizes, the GPU's SM count and tensor memory accelerator, and the autotuners'
+common setup (the on-disk cache of chosen tiles, pruning of tiles that do not fit a launch)."""
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+try:  # Triton comes with PyTorch's CUDA wheels; the CPU wheels have none.
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+    tl = None
+
+try:  # Triton's host-side tensor descriptors (TMA), in Triton 3.4 and later
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - depends on the install
+    TensorDescriptor = None
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)  # the dtypes the tensor-core kernels take
+
+# Where this Triton's autotuner has ``cache_results``, the tile chosen for a shape is kept in
+# Triton's cache folder (keyed by GPU, kernel source, shape and tiles), so that only a machine's
+# first process pays the autotuning of each new shape.
+DISK_CACHE = {"cache_results": True} if triton is not None and "cache_results" in inspect.signature(
+    triton.autotune).parameters else {}
+
+FALLBACK_SMS = 132  # an H100 SXM's, where no CUDA device is present (the interpreter, fake tensors on a CPU)
+
+
+def unavailable_reason(device: torch.device | str, dtype: torch.dtype, channels_last: bool) -> str | None:
+    """Why the fused kernels cannot run a model on ``device`` in ``dtype`` with feature maps in
+    channels-last memory (``channels_last``) or not: None when they can. They need a CUDA device,
+    Triton (it comes with PyTorch's CUDA wheels), float16 or bfloat16, and channels-last maps."""
+    device = torch.device(device)
+    reasons = []
+    if device.type != "cuda":
+        reasons.append(f"device {device} is not a CUDA device")
+    if triton is None:
+        reasons.append("Triton is not installed")
+    if dtype not in HALF_DTYPES:
+        reasons.append(f"dtype {dtype} is not float16 or bfloat16")
+    if not channels_last:
+        reasons.append("the feature maps are not channels-last")
+    return "; ".join(reasons) or None
+
+
+def kernel_runs(*tensors: torch.Tensor, any_dtype: bool = False) -> bool:
+    """Whether a kernel runs on ``tensors`` (else its PyTorch reference does): Triton is installed
+    and they are CUDA tensors, float16 or bfloat16 unless ``any_dtype``."""
+    return triton is not None and all(t.device.type == "cuda" and (any_dtype or t.dtype in HALF_DTYPES)
+                                      for t in tensors)
+
+
+def cdiv(a: int, b: int) -> int:
+    """a / b rounded up."""
+    return -(-a // b)
+
+
+def power_of_2(n: int) -> int:
+    """The smallest power of two >= n."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def dot_block(n: int) -> int:
+    """The block that holds n elements along one side of a ``tl.dot``: a power of two, at least 16
+    (tl.dot's smallest side)."""
+    return max(16, power_of_2(n))
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    """The streaming multiprocessors of ``device``; :data:`FALLBACK_SMS` where it is no CUDA device."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
+    return FALLBACK_SMS
+
+
+def tma_available(device: torch.device) -> bool:
+    """Whether kernels on ``device`` can move tiles with the tensor memory accelerator: a Hopper
+    (sm_90) or later GPU, and a Triton with host-side tensor descriptors."""
+    return (TensorDescriptor is not None and device.type == "cuda"
+            and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def tile_configs(names: Sequence[str], tiles: Iterable[Sequence[int]], **options: Any) -> list:
+    """One ``triton.Config`` per tile, the tile's values named by ``names``: ``num_warps`` and
+    ``num_stages`` are the launch's, the others the kernel's meta-parameters. ``options`` (e.g. a
+    ``pre_hook``) go to every config."""
+    configs = []
+    for tile in tiles:
+        meta = dict(zip(names, tile, strict=True))
+        launch = {name: meta.pop(name) for name in ("num_warps", "num_stages") if name in meta}
+        configs.append(triton.Config(meta, **launch, **options))
+    return configs
+
+
+def autotune(configs: list, key: list[str], fits: Callable[[Any, dict[str, Any]], bool] | None = None,
+             disk_cache: bool = True) -> Any:
+    """``triton.autotune`` over ``configs``, keyed by the launch arguments named in ``key``, with
+    the tiles kept on disk (:data:`DISK_CACHE`; ``disk_cache=False`` for configs with hooks, which
+    Triton's disk cache refuses). ``fits(config, arguments)``, where given, leaves out at each
+    launch the configs that do not fit its arguments (e.g. that would spill registers)."""
+    options: dict[str, Any] = dict(DISK_CACHE) if disk_cache else {}
+    if fits is not None:
+        def early_config_prune(configs: list, named_args: dict, **kwargs: Any) -> list:
+            arguments = {**named_args, **kwargs}  # positional launch arguments, then keyword ones
+            return [config for config in configs if fits(config, arguments)]
+
+        options["prune_configs_by"] = {"early_config_prune": early_config_prune}
+    return triton.autotune(configs=configs, key=key, **options)
