@@ -24,7 +24,8 @@ from onnx import TensorProto, helper
 
 from engines.base import BackendUnavailable, EngineError
 from engines.contracts import DENOISE_STEP, LE_DM, ShapeProfile, graph_contracts
-from engines.plan import CorruptPlan, plan_path_for, sha256_file
+from engines.artifacts import sha256_file
+from engines.plan import CorruptPlan, plan_path_for
 from engines.tensorrt_backend import TensorRTEngine, dtype_name, import_tensorrt, select_profile
 
 TRT_MODULES = ("tensorrt", "tensorrt_bindings", "tensorrt_rtx", "tensorrt_rtx_bindings")
@@ -174,7 +175,8 @@ def write_tiny_export(onnx_dir: Path) -> Path:
         onnx.save(model, onnx_dir / f"{name}.onnx")
         entries[name] = {"file": f"{name}.onnx", "sha256": sha256_file(onnx_dir / f"{name}.onnx"),
                          "contract": CONTRACTS[name].as_dict()}
-    (onnx_dir / "manifest.json").write_text(json.dumps({"graphs": entries, "precision": "fp32"}))
+    model = {"prior_tokens": N, "prior_channels": C}
+    (onnx_dir / "manifest.json").write_text(json.dumps({"graphs": entries, "precision": "fp32", "model": model}))
     return onnx_dir
 
 
