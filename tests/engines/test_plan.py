@@ -6,7 +6,6 @@ which is the point (they must run before TensorRT sees a file).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 

@@ -21,8 +21,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from engines.contracts import DENOISE_STEP, GRAPH_NAMES, LE_DM, RESTORMER, ShapeProfile, graph_contracts
 from engines.artifacts import ExportManifest, sha256_file
+from engines.contracts import DENOISE_STEP, GRAPH_NAMES, LE_DM, RESTORMER, ShapeProfile, graph_contracts
 from engines.plan import PlanManifest, PlanRequirements, check_plan, manifest_path
 from export.trt_build import (
     DEFAULT_PROFILE,
