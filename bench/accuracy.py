@@ -37,6 +37,7 @@ from tqdm import tqdm
 from bench.backends import BENCH_BACKENDS, BenchBackend, artifact_precision, unavailable_reason
 from bench.inputs import ModelChoice, add_model_arguments, load_model, model_choice_from_args
 from bench.report import describe_environment, write_atomic
+from engines.artifacts import ExportManifest
 from engines.base import EngineError
 from hidiff.data.paired import pair_by_name, read_rgb
 from hidiff.evaluate import PAPER_RESULTS, PROTOCOLS, SSIM_MODES, EvaluationResult, evaluate_pairs
@@ -111,9 +112,8 @@ def _artifact_steps(folder: Path | None) -> int | None:
     if folder is None:
         return None
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        return int(manifest["model"]["config"]["diffusion_schedule"]["timesteps"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return ExportManifest.read(folder).num_timesteps
+    except (OSError, ValueError):  # TensorRT plans without an export manifest; the runtime names what is wrong
         return None
 
 
