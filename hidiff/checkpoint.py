@@ -20,6 +20,9 @@ from hidiff.files import atomic_path
 FORMAT = "hidiff-deploy/1"
 # First bytes of the files torch.save writes: a zip archive (PyTorch >= 1.6) or a bare pickle.
 _TORCH_SAVE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+_FROM_OFFICIAL = ("For the official release files use HIDiff.from_official(net_g, net_le_dm, net_d, "
+                  "options=OPTION_FILE) (the CLI's --net-g/--net-le-dm/--net-d/--options), then "
+                  "model.save('hidiff.safetensors') once")
 
 
 class CheckpointMismatch(ValueError):
@@ -98,11 +101,9 @@ def _check_safetensors(path: Path) -> None:
         raise FileNotFoundError(f"weights file {path} does not exist")
     with open(path, "rb") as f:
         head = f.read(8)
-    if head.startswith(_TORCH_SAVE_MAGIC) or path.suffix.lower() in (".pth", ".pt", ".ckpt"):
-        raise ValueError(
-            f"{path} is a PyTorch checkpoint (torch.save), not a weights file written by HIDiff.save. For the "
-            "official release files use HIDiff.from_official(net_g, net_le_dm, net_d, options=OPTION_FILE) "
-            "(the CLI's --net-g/--net-le-dm/--net-d/--options), then model.save('hidiff.safetensors') once")
+    if head.startswith(_TORCH_SAVE_MAGIC):
+        raise ValueError(f"{path} is a PyTorch checkpoint (torch.save), not a weights file written by HIDiff.save. "
+                         + _FROM_OFFICIAL)
 
 
 def read_safetensors_header(path: str | Path) -> tuple[dict[str, tuple[int, ...]], dict[str, object]]:
@@ -117,7 +118,8 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, tuple[int, ...]
             raw = f.metadata() or {}
             shapes = {k: tuple(int(d) for d in f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
+        hint = f". {_FROM_OFFICIAL}" if path.suffix.lower() in (".pth", ".pt", ".ckpt") else ""
+        raise ValueError(f"{path} is not a readable safetensors file: {exc}{hint}") from exc
     if raw.get("format") != FORMAT:
         raise ValueError(f"{path}: format {raw.get('format')!r}, expected {FORMAT!r} (a file written by HIDiff.save)")
     try:

@@ -160,7 +160,7 @@ def test_configuration_values_beyond_the_bounds_are_refused_by_name(tmp_path, ti
     path = write_crafted(tmp_path / "crafted.safetensors", tiny_model, dim=4096, num_blocks=[40, 40, 40, 40])
     with pytest.raises(ValueError, match=r"crafted.safetensors: the embedded configuration is refused: .*"
                                          r"network_g.dim 4096 is outside 1..512; network_g.num_blocks "
-                                         r"\(40, 40, 40, 40\) is outside 1..32"):
+                                         r"\(40, 40, 40, 40\) is outside 0..32"):
         HIDiff.load(path)
 
 
@@ -205,7 +205,11 @@ def test_a_pytorch_checkpoint_points_to_from_official(tmp_path, tiny_model, name
 def test_a_damaged_header_is_refused(tmp_path):
     path = tmp_path / "model.safetensors"
     path.write_bytes((64).to_bytes(8, "little") + b"{not json")
-    with pytest.raises(ValueError, match="is not a readable safetensors file"):
+    with pytest.raises(ValueError, match="is not a readable safetensors file") as info:
+        HIDiff.load(path)
+    assert "from_official" not in str(info.value)
+    path = path.rename(tmp_path / "model.pth")  # not torch.save's bytes, but named like a checkpoint
+    with pytest.raises(ValueError, match=r"is not a readable safetensors file: .*use HIDiff.from_official\("):
         HIDiff.load(path)
 
 
