@@ -16,36 +16,32 @@ Exit codes: 0 done, 2 bad input (one line on stderr).
 """
 from __future__ import annotations
 
+import argparse
+import csv
+import io
+import json
+import shlex
 import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-if __package__ in (None, ""):
-    # Run as ``python bench/accuracy.py`` from a checkout that is not pip-installed.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import shlex  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
-from typing import Any  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from bench.backends import BENCH_BACKENDS, BenchBackend, artifact_precision, unavailable_reason  # noqa: E402
-from bench.inputs import ModelChoice, add_model_arguments, load_model, model_choice_from_args  # noqa: E402
-from bench.report import describe_environment, write_atomic  # noqa: E402
-from engines.base import EngineError  # noqa: E402
-from hidiff.data.paired import pair_by_name, read_rgb  # noqa: E402
-from hidiff.evaluate import PAPER_RESULTS, PROTOCOLS, SSIM_MODES, EvaluationResult, evaluate_pairs  # noqa: E402
-from hidiff.model import HIDiff  # noqa: E402
+from bench.backends import BENCH_BACKENDS, BenchBackend, artifact_precision, unavailable_reason
+from bench.inputs import ModelChoice, add_model_arguments, load_model, model_choice_from_args
+from bench.report import describe_environment, write_atomic
+from engines.artifacts import ExportManifest
+from engines.base import EngineError
+from hidiff.data.paired import pair_by_name, read_rgb
+from hidiff.evaluate import PAPER_RESULTS, PROTOCOLS, SSIM_MODES, EvaluationResult, evaluate_pairs
+from hidiff.model import HIDiff
 
 # A BGR uint8 frame (H, W, 3) in, the deblurred BGR uint8 frame out.
 DeblurFunction = Callable[[np.ndarray], np.ndarray]
@@ -116,9 +112,8 @@ def _artifact_steps(folder: Path | None) -> int | None:
     if folder is None:
         return None
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        return int(manifest["model"]["config"]["diffusion_schedule"]["timesteps"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return ExportManifest.read(folder).num_timesteps
+    except (OSError, ValueError):  # TensorRT plans without an export manifest; the runtime names what is wrong
         return None
 
 

@@ -15,16 +15,13 @@ from __future__ import annotations
 import argparse
 import copy
 import re
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.inputs import ImageSize, engine_restormer  # noqa: E402
-from hidiff.config import preset  # noqa: E402
+from bench.inputs import ImageSize, engine_restormer
+from hidiff.config import preset
 
 LAUNCH = re.compile(r"^\s*(?:\w+\s*=\s*)?(?:(\w+)\.run\(|(extern_kernels\.\w+|torch\.ops\.\w+\.\w+)|(\w+_kernel\w*)\[)")
 

@@ -9,19 +9,14 @@ number of graphs, the breaks and their reasons. Exits 1 if there is a break.
 """
 from __future__ import annotations
 
+import argparse
 import sys
-from pathlib import Path
+from collections.abc import Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import argparse  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-
-import torch  # noqa: E402
-
-from bench.inputs import ImageSize, add_model_arguments, load_model, model_choice_from_args  # noqa: E402
-from hidiff.graphs import graph_modules  # noqa: E402
+from bench.inputs import ImageSize, add_model_arguments, load_model, model_choice_from_args
+from hidiff.graphs import graph_modules
 
 
 def main(argv: Sequence[str] | None = None) -> int:

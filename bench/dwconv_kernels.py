@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,11 +22,9 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.inputs import ImageSize, engine_restormer  # noqa: E402
-from hidiff.config import HIDiffConfig, preset  # noqa: E402
-from hidiff.restormer import GDFN  # noqa: E402
+from bench.inputs import ImageSize, engine_restormer
+from hidiff.config import HIDiffConfig, preset
+from hidiff.restormer import GDFN
 
 Shape = tuple[int, int, int]  # input channels (2 x hidden), height, width
 

@@ -11,20 +11,14 @@ exactly those launches, named in the order printed. Without ncu the script only 
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import functools
+from collections.abc import Callable, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.nn.functional as F
 
-import argparse  # noqa: E402
-import functools  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench.inputs import ImageSize  # noqa: E402
+from bench.inputs import ImageSize
 
 
 def _map(c: int, h: int, w: int) -> torch.Tensor:

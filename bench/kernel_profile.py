@@ -12,22 +12,18 @@ summary and a Chrome trace. ``--summarize TABLE`` prints the summary of a saved 
 """
 from __future__ import annotations
 
+import argparse
+import re
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import argparse  # noqa: E402
-import re  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import torch  # noqa: E402
-
-from bench.backends import BENCH_BACKENDS, open_bench_backend  # noqa: E402
-from bench.inputs import ImageSize, add_model_arguments, load_model, model_choice_from_args, natural_frames  # noqa: E402
-from hidiff.files import write_atomic  # noqa: E402
+from bench.backends import BENCH_BACKENDS, open_bench_backend
+from bench.inputs import ImageSize, add_model_arguments, load_model, model_choice_from_args, natural_frames
+from hidiff.files import write_atomic
 
 # Kinds of CUDA kernel, by name (first match wins): library kernels keep recognisable names.
 # engines.kernels' kernels are named after their functions (tables saved before they were public

@@ -11,19 +11,14 @@ that none spills registers.
 """
 from __future__ import annotations
 
-import sys
+import argparse
+import re
+import subprocess
+import tempfile
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import re  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Collection, Mapping, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any
 
 _INSTRUCTION = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", re.M)
 

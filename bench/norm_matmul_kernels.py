@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,10 +31,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.inputs import ImageSize, engine_restormer  # noqa: E402
-from hidiff.config import HIDiffConfig, preset  # noqa: E402
+from bench.inputs import ImageSize, engine_restormer
+from hidiff.config import HIDiffConfig, preset
 
 # (kind, images, rows per image M, input channels K, output channels N); kind is "norm",
 # "residual" (shared weights), "mixing" (MDTA's per-image matrix) or "gram" (MDTA's q k^T and norms

@@ -9,24 +9,20 @@ ONNX Runtime's raw trace (Chrome trace format, viewable in chrome://tracing or P
 """
 from __future__ import annotations
 
+import argparse
+import json
+import shutil
 import sys
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-from collections import Counter, defaultdict  # noqa: E402
-from collections.abc import Mapping, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from bench.inputs import ImageSize, natural_frames  # noqa: E402
-from hidiff.files import write_atomic  # noqa: E402
+from bench.inputs import ImageSize, natural_frames
+from hidiff.files import write_atomic
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 

@@ -14,28 +14,23 @@ Exit codes: 0 done, 1 some frames failed, 2 bad arguments (one line on stderr).
 """
 from __future__ import annotations
 
+import argparse
+import json
+import shlex
 import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-if __package__ in (None, ""):
-    # Run as ``python bench/ray_throughput.py`` from a checkout that is not pip-installed.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cv2
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shlex  # noqa: E402
-import tempfile  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
-from typing import Any  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bench.report import describe_environment  # noqa: E402
-from hidiff.files import write_atomic  # noqa: E402
-from runtime.cli import Parser, add_deblurrer_arguments, check_deblurrer_arguments, deblurrer_options  # noqa: E402
-from runtime.corpus_report import CorpusReport  # noqa: E402
+from bench.report import describe_environment
+from hidiff.files import write_atomic
+from runtime.cli import Parser, add_deblurrer_arguments, check_deblurrer_arguments, deblurrer_options
+from runtime.corpus_report import CorpusReport
 
 PROG = "python bench/ray_throughput.py"
 

@@ -19,25 +19,21 @@ stdout. Exit status 0 when every check ran (pass or fail is in the report), 1 ot
 """
 from __future__ import annotations
 
+import argparse
+import json
+import statistics
 import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench.inputs import ImageSize, add_model_arguments, load_model, model_choice_from_args, natural_frames  # noqa: E402
-from hidiff.files import write_atomic  # noqa: E402
-from hidiff.metrics import psnr  # noqa: E402
+from bench.inputs import ImageSize, add_model_arguments, load_model, model_choice_from_args, natural_frames
+from hidiff.files import write_atomic
+from hidiff.metrics import psnr
 
 OVERHEAD_LIMIT = 0.05  # the runtime may add 5 % to its engines' GPU time
 LOOP_LIMIT_MS = 1.0

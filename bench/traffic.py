@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,12 +37,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.inputs import ImageSize, engine_restormer  # noqa: E402
-from hidiff.config import HIDiffConfig, preset  # noqa: E402
-from hidiff.files import write_atomic  # noqa: E402
+from bench.inputs import ImageSize, engine_restormer
+from hidiff.config import HIDiffConfig, preset
+from hidiff.files import write_atomic
 
 H100_BANDWIDTH = 3.35e12  # bytes/s, HBM3 of the H100 SXM
 H100_FP16_FLOPS = 989e12  # dense FP16 tensor-core FLOP/s of the H100 SXM

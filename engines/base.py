@@ -85,30 +85,44 @@ def _check_one(contract: GraphContract, spec: TensorSpec, tensor: torch.Tensor, 
         dims[dim] = int(size)
 
 
-def parse_device(device: str | int | torch.device) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``N`` or a torch.device -> a torch.device with an explicit
-    CUDA index (engines compare devices, and ``cuda`` != ``cuda:0`` for torch)."""
-    if isinstance(device, bool):
-        raise ValueError(f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N', an index or a torch.device")
+def parse_device(device: str | int | torch.device, *, must_exist: bool = True) -> torch.device:
+    """The one reading of a device argument: ``N`` or ``"N"`` (CUDA index), ``"cuda"``, ``"cuda:N"``,
+    ``"cpu"`` or a ``torch.device`` -> a torch.device with an explicit CUDA index (engines compare
+    devices, and ``cuda`` != ``cuda:0`` for torch; ``"cuda"`` means the current CUDA device, 0 where
+    there is none). Anything else raises ValueError naming the value.
+
+    ``must_exist``: a CUDA device must be visible (BackendUnavailable says why not). Pass False to
+    only parse, where a missing device is reported rather than raised (backend availability).
+    """
+    expected = "expected a CUDA index, 'cuda', 'cuda:N', 'cpu' or a torch.device"
+    if isinstance(device, bool) or (isinstance(device, int) and device < 0):
+        raise ValueError(f"device {device!r}: {expected}")
     if isinstance(device, int):
-        device = torch.device("cuda", device)
+        parsed = torch.device("cuda", device)
     elif isinstance(device, str):
+        text = device.strip().lower()
         try:
-            device = torch.device(device.strip().lower())
+            parsed = torch.device("cuda", int(text)) if text.isdigit() else torch.device(text)
         except RuntimeError as exc:
-            raise ValueError(f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or an index") from exc
-    if not isinstance(device, torch.device) or device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device {device!r}: {expected}") from exc
+    elif isinstance(device, torch.device):
+        parsed = device
+    else:
+        raise ValueError(f"device {device!r} ({type(device).__name__}): {expected}")
+    if parsed.type not in ("cpu", "cuda"):
         raise ValueError(f"device {device!r}: only 'cpu' and CUDA devices are supported")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BackendUnavailable(f"device {device} requested, but torch {torch.__version__} sees no CUDA GPU; "
-                                     "use device='cpu' or install a CUDA build of torch")
-        index = torch.cuda.current_device() if device.index is None else device.index
-        if index >= torch.cuda.device_count():
-            raise BackendUnavailable(f"device cuda:{index} requested, but only {torch.cuda.device_count()} "
-                                     "CUDA device(s) are visible")
-        return torch.device("cuda", index)
-    return torch.device("cpu")
+    if parsed.type == "cpu":
+        return torch.device("cpu")
+    if must_exist and not torch.cuda.is_available():
+        raise BackendUnavailable(f"device {device} requested, but torch {torch.__version__} sees no CUDA GPU; "
+                                 "use device='cpu' or install a CUDA build of torch")
+    index = parsed.index
+    if index is None:
+        index = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    if must_exist and index >= torch.cuda.device_count():
+        raise BackendUnavailable(f"device cuda:{index} requested, but only {torch.cuda.device_count()} "
+                                 "CUDA device(s) are visible")
+    return torch.device("cuda", index)
 
 
 def caller_stream(stream: Any, device: torch.device) -> torch.cuda.Stream | None:

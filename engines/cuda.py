@@ -1,10 +1,10 @@
-"""The CUDA runtime through cuda-python (``cuda.bindings.runtime``, cuda-bindings >= 12.6).
+"""The CUDA runtime through cuda-python (``cuda.bindings.runtime``, cuda-bindings >= 12.6): what
+the TensorRT backend and its build need besides torch. Device properties (the GPU a plan is built
+for) and :class:`CudaGraph`, which captures TensorRT's enqueue on a torch stream.
 
-Streams, events, device and pinned host buffers and async copies: what the TensorRT backend and
-the benchmarks need besides torch. Not pycuda: ``pycuda.autoinit`` creates its own context, which
-breaks torch tensors in the same process (NVIDIA/TensorRT#4335); the runtime API used here works
-on the primary context that torch uses too. Not the ``cuda.cudart`` module either: cuda-bindings
-13 removed it.
+Not pycuda: ``pycuda.autoinit`` creates its own context, which breaks torch tensors in the same
+process (NVIDIA/TensorRT#4335); the runtime API used here works on the primary context that torch
+uses too. Not the ``cuda.cudart`` module either: cuda-bindings 13 removed it.
 
 ``cuda.bindings`` is imported on first use, so ``import engines.cuda`` works on a machine without
 the package, a driver or a GPU; calls there raise :class:`~engines.base.BackendUnavailable`.
@@ -12,13 +12,10 @@ Every failing runtime call raises :class:`CudaError` naming the call and CUDA's 
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
-
-import numpy as np
 
 from engines.base import BackendUnavailable
 
@@ -127,230 +124,12 @@ def device_properties(index: int = 0) -> DeviceInfo:
 
 
 def stream_handle(stream: Any) -> int:
-    """The raw ``cudaStream_t`` of a :class:`Stream`, a torch stream, a cuda-bindings stream or an int."""
-    if isinstance(stream, Stream):
-        return stream.handle
+    """The raw ``cudaStream_t`` of a torch stream, a cuda-bindings stream or an int (None: 0)."""
     if hasattr(stream, "cuda_stream"):  # torch.cuda.Stream / ExternalStream
         return int(stream.cuda_stream)
     if stream is None:
         return 0
     return int(stream)
-
-
-class Stream:
-    """A CUDA stream. ``Stream()`` creates a non-blocking stream that this object destroys;
-    :meth:`wrap` borrows someone else's (a torch stream, a raw handle) and never destroys it."""
-
-    def __init__(self, non_blocking: bool = True):
-        flags = cudart().cudaStreamNonBlocking if non_blocking else cudart().cudaStreamDefault
-        self._handle: int | None = int(call("cudaStreamCreateWithFlags", flags))
-        self._owned = True
-
-    @classmethod
-    def wrap(cls, stream: Any) -> "Stream":
-        """Borrow ``stream`` (``torch.cuda.Stream``, an int handle, ...) without owning it."""
-        obj = cls.__new__(cls)
-        obj._handle = stream_handle(stream)
-        obj._owned = False
-        return obj
-
-    @property
-    def handle(self) -> int:
-        if self._handle is None:
-            raise ValueError("this stream was destroyed")
-        return self._handle
-
-    def synchronize(self) -> None:
-        call("cudaStreamSynchronize", self.handle)
-
-    def destroy(self) -> None:
-        """Destroy an owned stream (no-op for a wrapped one). Safe to call twice."""
-        if self._owned and self._handle is not None:
-            call("cudaStreamDestroy", self._handle)
-        self._handle = None
-
-    def __enter__(self) -> "Stream":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
-
-    def __repr__(self) -> str:
-        return f"Stream(handle={self._handle:#x}, owned={self._owned})" if self._handle is not None else "Stream(destroyed)"
-
-
-class Event:
-    """A CUDA event for ordering and timing: ``start.record(s); ...; end.record(s);
-    end.synchronize(); start.elapsed_ms(end)``."""
-
-    def __init__(self, timing: bool = True):
-        flags = cudart().cudaEventDefault if timing else cudart().cudaEventDisableTiming
-        self._handle: Any = call("cudaEventCreateWithFlags", flags)
-
-    @property
-    def handle(self) -> Any:
-        if self._handle is None:
-            raise ValueError("this event was destroyed")
-        return self._handle
-
-    def record(self, stream: Any = None) -> "Event":
-        call("cudaEventRecord", self.handle, stream_handle(stream))
-        return self
-
-    def synchronize(self) -> None:
-        call("cudaEventSynchronize", self.handle)
-
-    def elapsed_ms(self, end: "Event") -> float:
-        """Milliseconds from this event to ``end`` (both recorded and complete)."""
-        return float(call("cudaEventElapsedTime", self.handle, end.handle))
-
-    def destroy(self) -> None:
-        if self._handle is not None:
-            call("cudaEventDestroy", self._handle)
-        self._handle = None
-
-    def __enter__(self) -> "Event":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
-
-
-def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-
-
-class DeviceBuffer:
-    """Device memory from ``cudaMalloc``, typed by ``shape``/``dtype`` (default: bytes).
-
-    ``__cuda_array_interface__`` lets torch, CuPy or Numba view it without a copy:
-    ``torch.as_tensor(buf, device="cuda")``. Such a view keeps the buffer object alive, but
-    :meth:`free` releases the memory at once, so free only when no view is in use.
-    """
-
-    def __init__(self, shape: int | tuple[int, ...], dtype: Any = np.uint8):
-        self.shape = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
-        self.dtype = np.dtype(dtype)
-        self.size = _nbytes(self.shape, self.dtype)
-        if self.size <= 0:
-            raise ValueError(f"DeviceBuffer needs a positive size, got shape {self.shape} of {self.dtype}")
-        self._ptr: int | None = int(call("cudaMalloc", self.size))
-
-    @property
-    def ptr(self) -> int:
-        if self._ptr is None:
-            raise ValueError("this device buffer was freed")
-        return self._ptr
-
-    @property
-    def __cuda_array_interface__(self) -> dict[str, Any]:
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3,
-                "strides": None}
-
-    def free(self) -> None:
-        """Release the memory now. Safe to call twice."""
-        if self._ptr is not None:
-            call("cudaFree", self._ptr)
-        self._ptr = None
-
-    def __del__(self) -> None:
-        # At interpreter exit the runtime may already be gone; a failure here must not raise.
-        try:
-            self.free()
-        except Exception:
-            pass
-
-    def __enter__(self) -> "DeviceBuffer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.free()
-
-    def __repr__(self) -> str:
-        return f"DeviceBuffer(shape={self.shape}, dtype={self.dtype}, bytes={self.size})"
-
-
-class PinnedBuffer:
-    """Page-locked host memory from ``cudaMallocHost``; :attr:`array` is a numpy view of it.
-    Only pinned memory lets ``memcpy_*_async`` overlap with compute."""
-
-    def __init__(self, shape: int | tuple[int, ...], dtype: Any = np.uint8):
-        self.shape = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
-        self.dtype = np.dtype(dtype)
-        self.size = _nbytes(self.shape, self.dtype)
-        if self.size <= 0:
-            raise ValueError(f"PinnedBuffer needs a positive size, got shape {self.shape} of {self.dtype}")
-        self._ptr: int | None = int(call("cudaMallocHost", self.size))
-        raw = (ctypes.c_uint8 * self.size).from_address(self._ptr)
-        self.array: np.ndarray = np.frombuffer(memoryview(raw), dtype=self.dtype).reshape(self.shape)
-
-    @property
-    def ptr(self) -> int:
-        if self._ptr is None:
-            raise ValueError("this pinned buffer was freed")
-        return self._ptr
-
-    def free(self) -> None:
-        """Release the memory now; :attr:`array` must not be used afterwards. Safe to call twice."""
-        if self._ptr is not None:
-            call("cudaFreeHost", self._ptr)
-        self._ptr = None
-
-    def __del__(self) -> None:
-        try:
-            self.free()
-        except Exception:
-            pass
-
-    def __enter__(self) -> "PinnedBuffer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.free()
-
-
-def _host_pointer(host: np.ndarray | PinnedBuffer, nbytes: int | None, what: str) -> tuple[int, int]:
-    if isinstance(host, PinnedBuffer):
-        return host.ptr, host.size
-    if not isinstance(host, np.ndarray):
-        raise TypeError(f"{what}: expected a numpy array or PinnedBuffer, got {type(host).__name__}")
-    if not host.flags.c_contiguous:
-        raise ValueError(f"{what}: the host array must be C-contiguous (use np.ascontiguousarray)")
-    return int(host.ctypes.data), int(host.nbytes)
-
-
-def _device_pointer(device: DeviceBuffer | int) -> tuple[int, int | None]:
-    if isinstance(device, DeviceBuffer):
-        return device.ptr, device.size
-    return int(device), None  # a raw pointer: the caller vouches for its size
-
-
-def _copy_size(what: str, nbytes: int | None, host_size: int, device_size: int | None) -> int:
-    count = host_size if nbytes is None else nbytes
-    if count > host_size or (device_size is not None and count > device_size):
-        raise ValueError(f"{what}: {count} bytes requested, host side holds {host_size}, "
-                         f"device side {device_size if device_size is not None else 'unknown'}")
-    return count
-
-
-def memcpy_htod_async(dst: DeviceBuffer | int, src: np.ndarray | PinnedBuffer, stream: Any,
-                      nbytes: int | None = None) -> None:
-    """Copy ``nbytes`` (default: all of ``src``) host -> device on ``stream``."""
-    src_ptr, src_size = _host_pointer(src, nbytes, "memcpy_htod_async source")
-    dst_ptr, dst_size = _device_pointer(dst)
-    count = _copy_size("memcpy_htod_async", nbytes, src_size, dst_size)
-    call("cudaMemcpyAsync", dst_ptr, src_ptr, count, cudart().cudaMemcpyKind.cudaMemcpyHostToDevice,
-         stream_handle(stream))
-
-
-def memcpy_dtoh_async(dst: np.ndarray | PinnedBuffer, src: DeviceBuffer | int, stream: Any,
-                      nbytes: int | None = None) -> None:
-    """Copy ``nbytes`` (default: all of ``dst``) device -> host on ``stream``; sync before reading."""
-    dst_ptr, dst_size = _host_pointer(dst, nbytes, "memcpy_dtoh_async destination")
-    src_ptr, src_size = _device_pointer(src)
-    count = _copy_size("memcpy_dtoh_async", nbytes, dst_size, src_size)
-    call("cudaMemcpyAsync", dst_ptr, src_ptr, count, cudart().cudaMemcpyKind.cudaMemcpyDeviceToHost,
-         stream_handle(stream))
 
 
 class CudaGraph:

@@ -44,8 +44,6 @@ when a CUDA provider is requested.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +53,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from engines.artifacts import ExportManifest
 from engines.base import TORCH_DTYPES, BackendUnavailable, Engine, EngineError, caller_stream, parse_device
 from engines.contracts import DENOISE_STEP, GraphContract, Precision, graph_contracts
 
 log = logging.getLogger("engines")
 
-MANIFEST_NAME = "manifest.json"
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider", "cpu": "CPUExecutionProvider"}
 # ONNX Runtime's tensor type strings -> the contracts' numpy dtype names.
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -118,14 +116,6 @@ def ort_errors(ort: ModuleType) -> tuple[type[BaseException], ...]:
     state = getattr(getattr(ort, "capi", None), "onnxruntime_pybind11_state", None)
     found = [v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception)] if state else []
     return (RuntimeError, *found)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class OnnxRuntimeEngine(Engine):
@@ -447,62 +437,6 @@ class OnnxRuntimeEngine(Engine):
 # --------------------------------------------------------------------------------------------- export folders
 
 
-@dataclass(frozen=True)
-class OnnxManifest:
-    """``onnx_dir/manifest.json`` as written by the export: precision, model, graph files."""
-
-    path: Path
-    precision: Precision
-    model: dict[str, Any]  # {"config": HIDiffConfig.to_dict(), "prior_tokens": N, "prior_channels": C'}
-    graphs: dict[str, dict[str, Any]]  # name -> {"file", "sha256", "contract"}
-
-    @property
-    def prior_shape(self) -> tuple[int, int]:
-        return int(self.model["prior_tokens"]), int(self.model["prior_channels"])
-
-    @property
-    def num_timesteps(self) -> int | None:
-        schedule = (self.model.get("config") or {}).get("diffusion_schedule") or {}
-        return int(schedule["timesteps"]) if "timesteps" in schedule else None
-
-    @classmethod
-    def read(cls, onnx_dir: str | Path) -> "OnnxManifest":
-        path = Path(onnx_dir) / MANIFEST_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: export the ONNX graphs first (export/onnx_export.py), "
-                                    "or point to the folder that holds the .onnx files and their manifest.json")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            model = dict(data["model"])
-            model["prior_tokens"], model["prior_channels"] = int(model["prior_tokens"]), int(model["prior_channels"])
-            graphs = {str(name): {**entry, "file": str(entry["file"]), "sha256": str(entry["sha256"])}
-                      for name, entry in data["graphs"].items()}
-            manifest = cls(path, Precision.parse(data["precision"]), model, graphs)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{path} is not a valid export manifest ({type(exc).__name__}: {exc}); "
-                             "export the ONNX graphs again") from exc
-        return manifest
-
-    def verified_file(self, name: str, contract: GraphContract) -> Path:
-        """The graph's file, after its sha256 and contract were checked against the manifest."""
-        if name not in self.graphs:
-            raise EngineError(f"{self.path} lists graphs {sorted(self.graphs)}; {name!r} is missing — export again")
-        entry = self.graphs[name]
-        file = self.path.parent / str(entry["file"])
-        if not file.is_file():
-            raise FileNotFoundError(f"{file} (graph {name!r}, listed in {self.path}) does not exist; export again")
-        digest = sha256_file(file)
-        if digest != entry["sha256"]:
-            raise EngineError(f"{file} (graph {name!r}) has sha256 {digest}, but {self.path} records "
-                              f"{entry['sha256']}: the file changed after the export; export again")
-        recorded = entry.get("contract")
-        expected = json.loads(json.dumps(contract.as_dict()))
-        if recorded is not None and recorded != expected:
-            raise EngineError(f"{self.path}: the contract recorded for graph {name!r} ({recorded}) differs from "
-                              f"this code's ({expected}); export the graphs again with this version")
-        return file
-
-
 def onnxruntime_engines(onnx_dir: str | Path, device: str | int | torch.device = "cpu", provider: str = "auto",
                         strict: bool = False, precision: Precision | str | None = None, cuda_graph: bool = True,
                         **options: Any) -> dict[str, Engine]:
@@ -514,7 +448,7 @@ def onnxruntime_engines(onnx_dir: str | Path, device: str | int | torch.device =
     image; the other two graphs run plainly). ``options`` go to :class:`OnnxRuntimeEngine`
     (``cache_dir``, ``provider_options``, ``session_options``).
     """
-    manifest = OnnxManifest.read(onnx_dir)
+    manifest = ExportManifest.read(onnx_dir)
     if precision is not None and Precision.parse(precision) is not manifest.precision:
         raise ValueError(f"{manifest.path} holds {manifest.precision.value} graphs, {Precision.parse(precision).value} "
                          f"was asked for; export that precision or pass precision={manifest.precision.value!r}")

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from engines.artifacts import ArtifactPathError, resolve_inside, write_atomic
 from engines.base import EngineError
-from engines.contracts import GraphContract, ShapeProfile, TensorSpec
+from engines.contracts import ShapeProfile
 
 Flavour = Literal["tensorrt", "tensorrt_rtx"]
 FLAVOURS: tuple[str, ...] = get_args(Flavour)
@@ -34,7 +33,8 @@ HEADER_BYTES = 16  # the plan's first bytes, kept in the manifest to tell a fore
 RTX_COMPUTE_CAPABILITIES: tuple[tuple[int, int], ...] = ((7, 5), (8, 0), (8, 6), (8, 9))
 RTX_COMPUTE_MAJORS: tuple[int, ...] = (12,)
 
-CorruptReason = Literal["missing plan", "missing manifest", "unreadable manifest", "truncated", "corrupt", "foreign"]
+CorruptReason = Literal["missing plan", "missing manifest", "unreadable manifest", "truncated", "corrupt", "foreign",
+                        "outside its folder"]
 MismatchReason = Literal["another graph", "another GPU", "another TensorRT version", "source graph changed",
                          "profiles changed", "precision changed"]
 
@@ -55,49 +55,6 @@ def manifest_path(plan_path: str | Path) -> Path:
     """``NAME.plan`` -> ``NAME.plan.json``."""
     plan_path = Path(plan_path)
     return plan_path.with_name(plan_path.name + ".json")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_atomic(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``: a reader
-    never sees half a file, and a crash leaves the old file (or none) in place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def contract_from_dict(d: dict[str, Any]) -> GraphContract:
-    """The inverse of ``GraphContract.as_dict()`` (what ONNX and plan manifests store)."""
-    def spec(t: dict[str, Any]) -> TensorSpec:
-        return TensorSpec(str(t["name"]), str(t["dtype"]), tuple(t["shape"]))
-
-    try:
-        return GraphContract(
-            name=str(d["name"]),
-            inputs=tuple(spec(t) for t in d["inputs"]),
-            outputs=tuple(spec(t) for t in d["outputs"]),
-            description=str(d.get("description", "")),  # GraphContract.as_dict() leaves it out
-            fixed_dims={str(k): int(v) for k, v in d.get("fixed_dims", {}).items()},
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"graph contract field missing or malformed: {exc!r}") from exc
 
 
 class PlanError(EngineError):
@@ -314,6 +271,11 @@ def _mismatches(manifest: PlanManifest, expected: PlanRequirements) -> list[tupl
 def read_verified_plan(plan_path: str | Path, expected: PlanRequirements) -> tuple[PlanManifest, bytes]:
     """The manifest and bytes of a plan that passed :func:`check_plan` (one read of the file)."""
     plan_path = Path(plan_path)
+    try:  # a plan or manifest that is a link out of the folder is refused before either is read
+        for path in (plan_path, manifest_path(plan_path)):
+            resolve_inside(plan_path.parent, path.name, f"engine plan {plan_path}")
+    except ArtifactPathError as exc:
+        raise CorruptPlan(plan_path, "outside its folder", str(exc)) from exc
     if not plan_path.is_file():
         raise CorruptPlan(plan_path, "missing plan",
                           f"engine plan {plan_path} does not exist; build it with python export/build_engines.py")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,9 @@ from typing import Any
 
 import torch
 
+from engines.artifacts import MANIFEST_NAME, ExportManifest
 from engines.base import BackendUnavailable, Engine, EngineError, parse_device
 from engines.contracts import GRAPH_NAMES, GraphContract, Precision
-
-MANIFEST_NAME = "manifest.json"  # the export's manifest (ONNX graphs); also read beside TensorRT plans
 
 
 @dataclass
@@ -120,19 +118,14 @@ def _need_artifacts(backend: str, artifacts: str | Path | None, what: str) -> Pa
     return folder
 
 
-def _read_manifest(folder: Path) -> dict[str, Any] | None:
-    path = folder / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); export the graphs again") from exc
-
-
-def _timesteps(manifest: Mapping[str, Any] | None) -> int | None:
-    schedule = (((manifest or {}).get("model") or {}).get("config") or {}).get("diffusion_schedule") or {}
-    return int(schedule["timesteps"]) if "timesteps" in schedule else None
+def _engine_set(engines: dict[str, Engine], backend: str, device: torch.device, precision: Precision,
+                folder: Path) -> EngineSet:
+    """The set of engines read from ``folder``, with T and the manifest from the export manifest
+    when the folder has one (TensorRT plans may sit in a folder of their own)."""
+    manifest = ExportManifest.read(folder) if (folder / MANIFEST_NAME).is_file() else None
+    if manifest is None:
+        return EngineSet(engines, backend, device, precision, None, str(folder))
+    return EngineSet(engines, backend, device, precision, manifest.num_timesteps, str(folder), manifest.data)
 
 
 def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool, cuda_graph: bool,
@@ -167,9 +160,8 @@ def _onnxruntime_loader(provider: str) -> Callable[..., EngineSet]:
         target = parse_device(device)
         engines = onnxruntime_engines(folder, target, provider=provider, strict=strict, precision=precision,
                                       cuda_graph=cuda_graph, **options)
-        manifest = _read_manifest(folder)
         name = "onnxruntime" if provider == "auto" else f"onnxruntime-{'trt' if provider == 'tensorrt' else provider}"
-        return EngineSet(engines, name, target, precision, _timesteps(manifest), str(folder), manifest)
+        return _engine_set(engines, name, target, precision, folder)
 
     return open_onnxruntime
 
@@ -201,8 +193,7 @@ def _open_tensorrt(*, model: Any, artifacts: Any, device: str, precision: Precis
     if target.type != "cuda":
         raise ValueError(f"backend 'tensorrt' runs on CUDA devices, device={device!r} was given")
     engines = tensorrt_engines(folder, None, target.index or 0, precision=precision.value, **options)
-    manifest = _read_manifest(folder)  # the export manifest, where plans sit beside their ONNX graphs
-    return EngineSet(engines, "tensorrt", target, precision, _timesteps(manifest), str(folder), manifest)
+    return _engine_set(engines, "tensorrt", target, precision, folder)
 
 
 # ------------------------------------------------------------------------------------------ availability
@@ -277,26 +268,13 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
-def _parse_any_device(device: str | int | torch.device) -> torch.device:
-    """Parse without requiring the device to exist (availability reports that; it does not raise)."""
-    if isinstance(device, int) and not isinstance(device, bool):
-        return torch.device("cuda", device)
-    try:
-        parsed = torch.device(device.strip().lower() if isinstance(device, str) else device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or an index") from exc
-    if parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r}: only 'cpu' and CUDA devices are supported")
-    return parsed
-
-
 def available_backends(device: str | int | torch.device = "cpu",
                        artifacts: str | Path | None = None) -> dict[str, str | None]:
     """``{backend: None}`` for each backend that can run on ``device``, else ``{backend: why not}``
     (no onnxruntime, no CUDA provider, no tensorrt module, no GPU). With ``artifacts``, a backend
     that reads files also needs them there (``*.onnx`` + manifest, ``*.plan``). ValueError for a
     string that is no device at all."""
-    parsed = _parse_any_device(device)
+    parsed = parse_device(device, must_exist=False)  # availability reports a missing device, it does not raise
     folder = Path(artifacts) if artifacts is not None else None
     reasons: dict[str, str | None] = {}
     for name, row in BACKENDS.items():

@@ -30,16 +30,11 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
+from engines.artifacts import contract_from_dict
 from engines.base import TORCH_DTYPES, BackendUnavailable, Engine, EngineError, caller_stream, check_feeds
 from engines.contracts import GraphContract
 from engines.cuda import CudaError, CudaGraph, device_properties
-from engines.plan import (
-    FLAVOURS,
-    PlanRequirements,
-    contract_from_dict,
-    read_verified_plan,
-    supports_compute_capability,
-)
+from engines.plan import FLAVOURS, PlanRequirements, read_verified_plan, supports_compute_capability
 
 if TYPE_CHECKING:  # the 10.x stubs (tools/mypy-trt) type the objects; at run time the module is imported lazily
     import tensorrt as trt_types

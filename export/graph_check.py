@@ -1,6 +1,6 @@
 """Structural checks of an exported ONNX graph: float32 islands, fused LayerNorms, a node report.
 
-The float32-island rule (DESIGN.md): in a float16 graph every statistic over many elements must
+The float32-island rule: in a float16 graph every statistic over many elements must
 be computed in float32, because TensorRT's strongly typed builder computes a node in its input's
 type. Concretely, these must have float32 inputs:
 

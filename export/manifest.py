@@ -19,14 +19,11 @@ Layout (keys other parts rely on are marked *)::
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engines.artifacts import sha256_file
 from engines.contracts import IMAGE_MULTIPLE, Precision, graph_contracts
 
 if TYPE_CHECKING:
@@ -35,39 +32,9 @@ if TYPE_CHECKING:
     from hidiff.model import HIDiff
 
 FORMAT = "hidiff-deploy/onnx-export/1"
-MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "export_report.json"
 SCHEDULE_TABLES = ("betas", "alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
                    "posterior_mean_coef1", "posterior_mean_coef2")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """JSON written to a temporary name in the same folder, then renamed over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def schedule_entry(model: "HIDiff") -> dict[str, Any]:

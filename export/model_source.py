@@ -78,7 +78,7 @@ class ModelSource:
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records: the kind and each file with its sha256."""
-        from export.manifest import sha256_file
+        from engines.artifacts import sha256_file
 
         files = {role: {"path": str(path), "sha256": sha256_file(path)} for role, path in self.files().items()}
         if self.kind == "default":

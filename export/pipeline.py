@@ -11,7 +11,7 @@ the folder holds either the previous export (untouched) or the complete new one.
 """
 from __future__ import annotations
 
-import os
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engines.artifacts import MANIFEST_NAME, replace_durably, write_atomic
 from engines.contracts import GRAPH_NAMES, IMAGE_MULTIPLE, Precision
-from export.manifest import MANIFEST_NAME, REPORT_NAME, build_manifest, write_json_atomic
+from export.manifest import REPORT_NAME, build_manifest
 
 if TYPE_CHECKING:
     from export.graph_check import GraphReport
@@ -81,13 +82,14 @@ def _remove_created(created: list[Path]) -> None:
 
 
 def _commit(stage: Path, out_dir: Path, names: list[str]) -> None:
-    """Move the staged files into ``out_dir``. The old manifest goes first and the new one comes
-    last, so a manifest on disk always describes the graphs beside it."""
+    """Move the staged files into ``out_dir``, each on disk before its rename. The old manifest
+    goes first and the new one comes last, so a manifest on disk always describes the graphs
+    beside it."""
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
     for name in names:
         if name != MANIFEST_NAME:
-            os.replace(stage / name, out_dir / name)
-    os.replace(stage / MANIFEST_NAME, out_dir / MANIFEST_NAME)
+            replace_durably(stage / name, out_dir / name)
+    replace_durably(stage / MANIFEST_NAME, out_dir / MANIFEST_NAME)
 
 
 def export_onnx_dir(model: "HIDiff", out_dir: str | Path, precision: Precision | str, *, force: bool = False,
@@ -147,13 +149,14 @@ def export_onnx_dir(model: "HIDiff", out_dir: str | Path, precision: Precision |
         dynamic_ranges = {"batch": [1, MAX_BATCH], "height": [IMAGE_MULTIPLE, MAX_SIDE], "width": [IMAGE_MULTIPLE, MAX_SIDE]}
         manifest = build_manifest(model, precision, files, reports, verification, source or {"kind": "in-memory"},
                                   OPSET, dynamic_ranges)
-        write_json_atomic(stage / REPORT_NAME, {
+        export_report = {
             "precision": precision.value,
             "graphs": {name: report.as_dict() for name, report in reports.items()},
             "export_seconds": {name: round(graph.seconds, 2) for name, graph in graphs.items()},
             "verification": manifest["verification"],
-        })
-        write_json_atomic(stage / MANIFEST_NAME, manifest)
+        }
+        write_atomic(stage / REPORT_NAME, json.dumps(export_report, indent=2) + "\n")
+        write_atomic(stage / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
         _commit(stage, out_dir, [f"{name}.onnx" for name in files] + [REPORT_NAME, MANIFEST_NAME])
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)

@@ -20,7 +20,6 @@ CPU, so its plans are portable across the GPUs it supports (not Hopper, see engi
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 import re
 import shlex
@@ -34,19 +33,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
-from engines.base import BackendUnavailable
+from engines.artifacts import ExportManifest, GraphEntry, write_atomic
+from engines.base import BackendUnavailable, EngineError
 from engines.contracts import GRAPH_NAMES, GraphContract, ShapeProfile
 from engines.cuda import DeviceInfo, device_properties
-from engines.plan import (
-    PlanManifest,
-    PlanRequirements,
-    contract_from_dict,
-    manifest_path,
-    needs_rebuild,
-    plan_path_for,
-    sha256_file,
-    write_atomic,
-)
+from engines.plan import PlanManifest, PlanRequirements, manifest_path, needs_rebuild, plan_path_for
 from engines.tensorrt_backend import import_tensorrt, trt_version
 
 if TYPE_CHECKING:
@@ -55,7 +46,6 @@ if TYPE_CHECKING:
 DEFAULT_PROFILE = ShapeProfile()  # batch 1..4, 256x256 .. 1080x1920, tuned for 720x1280
 TIMING_CACHE_NAME = "timing.cache"
 BUILD_LOG_NAME = "build.log"
-ONNX_MANIFEST_NAME = "manifest.json"
 TRTEXEC_NOTE = ("--stronglyTyped is required on TensorRT 10.x (precision comes from the ONNX types) "
                 "and a documented no-op on 11.x, where every network is strongly typed")
 
@@ -104,54 +94,6 @@ def input_profiles(contract: GraphContract, profiles: Sequence[ShapeProfile]) ->
     return result
 
 
-# ----------------------------------------------------------------------------- the ONNX export
-
-
-@dataclass(frozen=True)
-class OnnxGraph:
-    name: str
-    path: Path
-    sha256: str
-    contract: GraphContract
-
-
-@dataclass(frozen=True)
-class OnnxExport:
-    """What ``onnx_dir/manifest.json`` says about the exported graphs."""
-
-    onnx_dir: Path
-    precision: str
-    graphs: dict[str, OnnxGraph]
-
-    @classmethod
-    def read(cls, onnx_dir: str | Path) -> "OnnxExport":
-        onnx_dir = Path(onnx_dir)
-        path = onnx_dir / ONNX_MANIFEST_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: run the ONNX export first, "
-                                    "or point to the folder that holds the .onnx files and their manifest")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            graphs = {
-                name: OnnxGraph(name, onnx_dir / entry["file"], str(entry["sha256"]),
-                                contract_from_dict(entry["contract"]))
-                for name, entry in data["graphs"].items()
-            }
-            precision = str(data["precision"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{path} is not a valid export manifest ({exc!r}); export the ONNX graphs again") from exc
-        for name, graph in graphs.items():
-            if graph.contract.name != name:
-                raise ValueError(f"{path}: graph {name!r} carries the contract of {graph.contract.name!r}")
-        return cls(onnx_dir, precision, graphs)
-
-    def select(self, names: Sequence[str]) -> list[OnnxGraph]:
-        unknown = [n for n in names if n not in self.graphs]
-        if unknown:
-            raise ValueError(f"graphs {unknown} are not in the export at {self.onnx_dir}; it has {sorted(self.graphs)}")
-        return [self.graphs[n] for n in names]
-
-
 # ----------------------------------------------------------------------------- trtexec equivalent
 
 
@@ -169,7 +111,7 @@ def trtexec_commands(onnx_dir: str | Path, out_dir: str | Path, profiles: Sequen
     no manifest this way, so the runtime refuses it until ``build_engines`` has described it;
     use these lines to build on a machine where the Python bindings are missing.
     """
-    export = OnnxExport.read(onnx_dir)
+    export = ExportManifest.read(onnx_dir)
     cache = Path(timing_cache) if timing_cache is not None else Path(out_dir) / TIMING_CACHE_NAME
     lines = []
     for graph in export.select(graphs):
@@ -340,7 +282,7 @@ def _network_flags(trt: ModuleType) -> int:
     return 0 if flag is None else 1 << int(flag)
 
 
-def _build_plan(trt: ModuleType, logger: Any, graph: OnnxGraph, profiles: Sequence[ShapeProfile], *,
+def _build_plan(trt: ModuleType, logger: Any, graph: GraphEntry, profiles: Sequence[ShapeProfile], *,
                 opt_level: int, workspace_gib: float | None, timing: _TimingCache | None) -> bytes:
     """Parse one ONNX file and build its serialized plan; BuildFailed says why it could not."""
     builder: trt_types.Builder = trt.Builder(logger)
@@ -411,7 +353,7 @@ def build_engines(onnx_dir: str | Path, out_dir: str | Path, profiles: Sequence[
     graphs instead, with nothing written.
     """
     onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
-    export = OnnxExport.read(onnx_dir)
+    export = ExportManifest.read(onnx_dir)
     selected = export.select(graphs)
     profiles = tuple(profiles)
     if not profiles:
@@ -449,7 +391,7 @@ def build_engines(onnx_dir: str | Path, out_dir: str | Path, profiles: Sequence[
                        f"{gpu.name if gpu else 'no GPU'} ===\n")
         logger = _make_logger(trt, log_file, log)
         for graph in selected:
-            result = _build_one(trt, flavour_name, logger, graph, export.precision, padded, out_dir, gpu,
+            result = _build_one(trt, flavour_name, logger, export, graph, padded, out_dir, gpu,
                                 opt_level=opt_level, workspace_gib=workspace_gib, timing=timing, force=force, log=log)
             log(str(result))
             log_file.write(f"--- {result}\n")
@@ -457,16 +399,15 @@ def build_engines(onnx_dir: str | Path, out_dir: str | Path, profiles: Sequence[
     return BuildReport(out_dir, flavour_name, version, tuple(results))
 
 
-def _build_one(trt: ModuleType, flavour: str, logger: Any, graph: OnnxGraph, precision: str,
+def _build_one(trt: ModuleType, flavour: str, logger: Any, export: ExportManifest, graph: GraphEntry,
                profiles: tuple[ShapeProfile, ...], out_dir: Path, gpu: DeviceInfo | None, *, opt_level: int,
                workspace_gib: float | None, timing: _TimingCache | None, force: bool, log: Log) -> GraphResult:
     plan_path = plan_path_for(out_dir, graph.name)
-    if not graph.path.is_file():
-        return GraphResult(graph.name, "failed", f"{graph.path} does not exist; export the graphs again")
-    onnx_sha = sha256_file(graph.path)
-    if onnx_sha != graph.sha256:
-        return GraphResult(graph.name, "failed", f"{graph.path} changed after the export manifest was written "
-                                                 f"(sha256 {onnx_sha}, manifest {graph.sha256}); export again")
+    try:
+        export.verified_file(graph.name)
+    except (FileNotFoundError, EngineError) as exc:
+        return GraphResult(graph.name, "failed", str(exc))
+    onnx_sha, precision = graph.sha256, export.precision.value
     # A TensorRT plan belongs to the GPU it was tuned on; a TensorRT-RTX plan is compiled ahead of
     # time for all the GPUs it supports, whatever GPU (if any) the build machine has.
     build_gpu = gpu if flavour == "tensorrt" else None

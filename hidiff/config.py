@@ -76,6 +76,39 @@ class ScheduleConfig:
     apply_ldm: bool = False
 
 
+# Bounds of every size, far beyond any HI-Diff release (the GoPro model has dim 48 and at most 6
+# blocks per level) and small enough that the numbers alone cannot ask for an absurd network: a
+# configuration read from a file is checked against them before a module is built.
+Bounds = dict[str, tuple[float, float]]
+_RESTORMER_BOUNDS: Bounds = {
+    "inp_channels": (1, 16), "out_channels": (1, 16), "dim": (1, 512), "num_blocks": (0, 32),
+    "num_refinement_blocks": (0, 32), "heads": (1, 64), "ffn_expansion_factor": (0.01, 8), "embed_dim": (1, 1024),
+    "group": (2, 16),
+}
+_ENCODER_BOUNDS: Bounds = {
+    "in_chans": (1, 16), "embed_dim": (1, 1024), "block_num": (0, 32), "group": (2, 16),
+    "patch_expansion": (0.01, 8), "channel_expansion": (0.01, 16),
+}
+_DENOISER_BOUNDS: Bounds = {
+    "in_channel": (1, 4096), "out_channel": (1, 4096), "inner_channel": (1, 8192), "block_num": (0, 32),
+    "group": (2, 16), "patch_expansion": (0.01, 8), "channel_expansion": (0.01, 16), "n_feats": (1, 1024),
+    "n_denoise_res": (0, 32), "timesteps": (1, 10_000),
+}
+_SCHEDULE_BOUNDS: Bounds = {"timesteps": (1, 1000)}
+
+
+def _out_of_bounds(section: str, config: Any, bounds: Bounds) -> list[str]:
+    """``"network_g.dim 4096 is outside 1..512"`` for each value of ``config`` outside ``bounds``."""
+    found = []
+    for key, (lo, hi) in bounds.items():
+        value = getattr(config, key)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                found.append(f"{section}.{key} {value!r} is outside {lo:g}..{hi:g}")
+                break
+    return found
+
+
 @dataclass(frozen=True)
 class HIDiffConfig:
     network_g: RestormerConfig = field(default_factory=RestormerConfig)
@@ -94,6 +127,15 @@ class HIDiffConfig:
 
     def __post_init__(self) -> None:
         g = self.network_g
+        too_large = (_out_of_bounds("network_g", g, _RESTORMER_BOUNDS)
+                     + _out_of_bounds("network_le", self.network_le, _ENCODER_BOUNDS)
+                     + _out_of_bounds("network_le_dm", self.network_le_dm, _ENCODER_BOUNDS)
+                     + _out_of_bounds("network_d", self.network_d, _DENOISER_BOUNDS)
+                     + _out_of_bounds("diffusion_schedule", self.diffusion_schedule, _SCHEDULE_BOUNDS))
+        if too_large:
+            raise ValueError("invalid HI-Diff configuration: " + "; ".join(too_large)
+                             + " (bounds far beyond any HI-Diff release: the values are damaged or not a HI-Diff "
+                             "configuration)")
         checks = [
             (g.LayerNorm_type in ("WithBias", "BiasFree"), f"LayerNorm_type {g.LayerNorm_type!r}: WithBias or BiasFree"),
             (g.group >= 2 and g.group % 2 == 0, f"group {g.group}: an even number >= 2 (the multi-scale prior halves it)"),

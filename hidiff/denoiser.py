@@ -27,7 +27,9 @@ class Denoiser(nn.Module):
     def __init__(self, cfg: DenoiserConfig = DenoiserConfig()):
         super().__init__()
         self.cfg = cfg
-        self.time_mlp = nn.Parameter(cfg.layerscale_value * torch.ones(1))
+        # torch.full, not a product: HIDiff.load builds the network on the meta device to check a
+        # file's shapes, where arithmetic would import torch._dynamo (seconds).
+        self.time_mlp = nn.Parameter(torch.full((1,), float(cfg.layerscale_value)))
         self.first_layer = nn.Sequential(
             nn.Linear(cfg.in_channel * 3, cfg.inner_channel), nn.LeakyReLU(negative_slope=0.2, inplace=True)
         )

@@ -16,7 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hidiff.checkpoint import load_safetensors, load_strict, read_official, save_safetensors
+from hidiff.checkpoint import (
+    load_safetensors,
+    load_strict,
+    read_official,
+    read_safetensors_header,
+    save_safetensors,
+    shape_mismatches,
+    state_shapes,
+)
 from hidiff.config import HIDiffConfig, from_official_options
 from hidiff.denoiser import build_denoiser
 from hidiff.latent_encoder import LatentEncoder
@@ -169,12 +177,28 @@ class HIDiff(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "HIDiff":
-        """A model saved by :meth:`save`; weights stored in float16 come back as float32."""
-        tensors, meta = load_safetensors(path)
-        if "config" not in meta:
-            raise ValueError(f"{path} has no embedded configuration")
-        config = HIDiffConfig.from_dict(meta["config"])  # type: ignore[arg-type]
-        model = cls(config, with_stage1_encoder=any(k.startswith("le.") for k in tensors))
+        """A model saved by :meth:`save`; weights stored in float16 come back as float32.
+
+        The file's header is checked before anything is allocated: its embedded configuration
+        must lie within :mod:`hidiff.config`'s bounds, and its tensors must have exactly the
+        shapes of the network that configuration describes (built on the ``meta`` device, which
+        allocates nothing). A PyTorch ``.pth`` gets a pointer to :meth:`from_official`.
+        """
+        shapes, meta = read_safetensors_header(path)
+        if not isinstance(meta.get("config"), Mapping):
+            raise ValueError(f"{path} has no embedded configuration (a file written by HIDiff.save has one)")
+        try:
+            config = HIDiffConfig.from_dict(meta["config"])  # type: ignore[arg-type]
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: the embedded configuration is refused: {exc}") from exc
+        with_stage1_encoder = any(k.startswith("le.") for k in shapes)
+        with torch.device("meta"):
+            skeleton = cls(config, with_stage1_encoder=with_stage1_encoder)
+        mismatch = shape_mismatches(state_shapes(skeleton), shapes, str(path))
+        if mismatch is not None:
+            raise mismatch
+        tensors, _ = load_safetensors(path)
+        model = cls(config, with_stage1_encoder=with_stage1_encoder)
         state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
         load_strict(model, state, str(path))
         return model.eval()

@@ -2,9 +2,9 @@
 
 The loop itself is one function (:meth:`DenoiseLoop._steps`): the same code runs eagerly and is
 what a CUDA graph captures, and nothing in it depends on the backend. Capturing pays off
-because the steps are tiny ((B, N, C') tensors): eagerly the 8 steps cost 6.4 ms of launch
-overhead at 1280x720 on an H100, replayed as a graph 0.7 ms (DESIGN.md). Their shapes do not
-depend on the image size, so one graph per batch size serves every frame.
+because the steps are tiny ((B, N, C') tensors): run eagerly, their time is mostly kernel
+launches, which one graph replay replaces. Their shapes do not depend on the image size, so one
+graph per batch size serves every frame.
 
 The capture rules are :class:`engines.cuda_graphs.ShapeGraphs`': the second call of a batch size
 is captured (the first runs plainly), ``cond`` is copied into a static buffer, z_T is constant,

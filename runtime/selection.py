@@ -29,40 +29,24 @@ from typing import Any
 
 import torch
 
+import engines.base
+from engines import registry
 from runtime.errors import BackendError
 
 log = logging.getLogger("runtime")
 
-# "auto" and the names of engines.registry.BACKENDS (kept here so that the CLI can list them
-# without importing the registry; choose() checks them against it).
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "onnxruntime-cpu", "torch")
+# "auto" and the names of engines.registry.BACKENDS, the one table of backends (importing the
+# registry imports no backend library).
+BACKENDS = ("auto", *registry.BACKENDS)
 PRECISION_AUTO = "auto"
 # Exceptions that mean "this backend cannot run here", as opposed to a bug in our code.
 OPEN_ERRORS = (RuntimeError, ImportError, OSError, ValueError, KeyError)
 
 
-def parse_device(device: int | str | torch.device | None) -> torch.device:
-    """0 / "cuda" / "cuda:1" / "cpu" / torch.device -> torch.device; ValueError otherwise."""
-    if device is None:
-        return torch.device("cuda", 0)
-    if isinstance(device, torch.device):
-        return device if device.type != "cuda" or device.index is not None else torch.device("cuda", 0)
-    if isinstance(device, int) and not isinstance(device, bool):
-        if device < 0:
-            raise ValueError(f"device {device}: expected a CUDA index >= 0, 'cpu' or 'cuda:N'")
-        return torch.device("cuda", device)
-    if isinstance(device, str):
-        text = device.strip().lower()
-        if text.isdigit():
-            return torch.device("cuda", int(text))
-        try:
-            parsed = torch.device(text)
-        except RuntimeError as exc:
-            raise ValueError(f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or an index") from exc
-        if parsed.type not in ("cpu", "cuda"):
-            raise ValueError(f"device {device!r}: only 'cpu' and CUDA devices are supported")
-        return parsed if parsed.type == "cpu" or parsed.index is not None else torch.device("cuda", 0)
-    raise ValueError(f"device {device!r}: expected a CUDA index, 'cpu', 'cuda:N' or a torch.device")
+def parse_device(device: int | str | torch.device) -> torch.device:
+    """:func:`engines.base.parse_device` without requiring the device to exist: a CUDA device that
+    is missing is a reason to fall back, which :func:`choose` reports."""
+    return engines.base.parse_device(device, must_exist=False)
 
 
 @dataclass(frozen=True)
@@ -134,9 +118,9 @@ def artifact_precision(backend: str, artifacts: str | Path | None) -> str:
             from engines.plan import PlanManifest, manifest_path, plan_path_for
 
             return PlanManifest.read(manifest_path(plan_path_for(artifacts, "restormer"))).precision
-        from engines.onnxruntime_backend import OnnxManifest
+        from engines.artifacts import ExportManifest
 
-        return OnnxManifest.read(artifacts).precision.value
+        return ExportManifest.read(artifacts).precision.value
     except (OSError, ValueError, KeyError, RuntimeError):
         return "fp32"  # the backend's own check then names what is wrong with the artifacts
 
@@ -155,8 +139,6 @@ def choose(backend: str, device: torch.device, artifacts: str | Path | None, mod
 
     Raises BackendError when nothing opens, or (``strict``) when auto would fall back.
     """
-    from engines import registry  # backend libraries stay unimported until a backend is opened
-
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: expected one of {list(BACKENDS)}")
     usable_cache: dict[str, dict[str, str | None]] = {}
@@ -175,8 +157,6 @@ def choose(backend: str, device: torch.device, artifacts: str | Path | None, mod
             device=str(c.device), precision=wanted, strict=strict_open, **options)
 
     if backend != "auto":
-        if backend not in registry.BACKENDS:
-            raise ValueError(f"backend {backend!r}: expected 'auto' or one of {sorted(registry.BACKENDS)}")
         c = Candidate(backend, device, True)
         reason = unusable(c)
         if reason is not None:

@@ -1,7 +1,7 @@
 """Overlapping tiles for frames larger than the Restormer engine takes whole.
 
 HI-Diff's prior is pooled over the whole frame and the Restormer's channel attention is global
-over H*W, so tiling changes the result (DESIGN.md). We therefore tile only the Restormer: the
+over H*W, so tiling changes the result. We therefore tile only the Restormer: the
 prior z_0 is computed ONCE from the whole frame and shared by every tile, and tiles overlap
 (``overlap`` pixels, default 32) and are blended with raised-cosine ramps, so that no seam is a
 hard edge between two independently normalised tiles.

@@ -12,15 +12,15 @@ Written under a temporary name in the same folder and renamed, so a crash never 
 """
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from hidiff.files import atomic_path
 
 FORMAT = "hidiff-train/1"
 CHECKPOINT_DIR = "checkpoints"
@@ -94,17 +94,9 @@ def find_latest(out_dir: str | Path) -> Path | None:
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through :func:`hidiff.files.atomic_path` (temporary name, fsync, rename)."""
+    with atomic_path(path) as temporary:
+        torch.save(obj, temporary)
 
 
 def prune(out_dir: str | Path, keep: int) -> None:

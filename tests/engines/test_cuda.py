@@ -1,10 +1,9 @@
-"""engines.cuda: error translation and argument checks everywhere; allocation, copies, events,
-graphs and torch views on a GPU (marked ``gpu``)."""
+"""engines.cuda: error translation and argument checks everywhere; device properties and graph
+capture on a GPU (marked ``gpu``)."""
 from __future__ import annotations
 
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -46,16 +45,9 @@ def test_errors_meaning_no_driver_or_gpu_are_backend_unavailable(code):
 
 
 @no_gpu
-@pytest.mark.parametrize("make", [
-    lambda: cuda.device_properties(0),
-    lambda: cuda.Stream(),
-    lambda: cuda.Event(),
-    lambda: cuda.DeviceBuffer(16),
-    lambda: cuda.PinnedBuffer(16),
-], ids=["device_properties", "Stream", "Event", "DeviceBuffer", "PinnedBuffer"])
-def test_calls_without_a_driver_raise_backend_unavailable(make):
+def test_calls_without_a_driver_raise_backend_unavailable():
     with pytest.raises(BackendUnavailable, match="no usable CUDA driver or GPU"):
-        make()
+        cuda.device_properties(0)
 
 
 def test_missing_cuda_bindings_is_backend_unavailable(monkeypatch):
@@ -76,20 +68,6 @@ def test_stream_handles_of_every_kind():
     assert cuda.stream_handle(None) == 0
     assert cuda.stream_handle(42) == 42
     assert cuda.stream_handle(TorchLike()) == 0x1234
-    borrowed = cuda.Stream.wrap(TorchLike())
-    assert cuda.stream_handle(borrowed) == 0x1234
-    borrowed.destroy()  # not owned: no CUDA call, works without a driver
-    with pytest.raises(ValueError, match="destroyed"):
-        borrowed.handle
-
-
-def test_copies_check_sizes_and_layout_before_calling_cuda():
-    with pytest.raises(ValueError, match="C-contiguous"):
-        cuda.memcpy_htod_async(0x1000, np.zeros(8, np.float32)[::2], stream=0)
-    with pytest.raises(ValueError, match="64 bytes requested, host side holds 32"):
-        cuda.memcpy_dtoh_async(np.zeros(8, np.float32), 0x1000, stream=0, nbytes=64)
-    with pytest.raises(TypeError, match="numpy array or PinnedBuffer"):
-        cuda.memcpy_htod_async(0x1000, [1, 2, 3], stream=0)  # type: ignore[arg-type]
 
 
 def test_graphs_refuse_the_legacy_default_stream():
@@ -115,75 +93,26 @@ def test_device_properties_agree_with_torch():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not has_gpu, reason="needs a CUDA GPU")
-def test_pinned_round_trip_through_the_device():
-    data = np.random.default_rng(0).standard_normal((64, 33)).astype(np.float32)
-    with cuda.Stream() as stream, cuda.PinnedBuffer(data.shape, np.float32) as src, \
-            cuda.PinnedBuffer(data.shape, np.float32) as dst, cuda.DeviceBuffer(data.shape, np.float32) as dev:
-        src.array[...] = data
-        cuda.memcpy_htod_async(dev, src, stream)
-        cuda.memcpy_dtoh_async(dst, dev, stream)
-        stream.synchronize()
-        np.testing.assert_array_equal(dst.array, data)
-        # Pageable numpy arrays work too (the copy is then effectively synchronous).
-        out = np.empty_like(data)
-        cuda.memcpy_dtoh_async(out, dev, stream)
-        stream.synchronize()
-        np.testing.assert_array_equal(out, data)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not has_gpu, reason="needs a CUDA GPU")
-def test_torch_views_a_device_buffer_without_a_copy():
-    buf = cuda.DeviceBuffer((4, 5), np.float32)
-    view = torch.as_tensor(buf, device="cuda")
-    assert view.data_ptr() == buf.ptr and view.shape == (4, 5) and view.dtype == torch.float32
-    view.fill_(3.0)
-    torch.cuda.synchronize()
-    host = np.zeros((4, 5), np.float32)
-    with cuda.Stream() as stream:
-        cuda.memcpy_dtoh_async(host, buf, stream)
-        stream.synchronize()
-    assert (host == 3.0).all()
-    del view
-    buf.free()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not has_gpu, reason="needs a CUDA GPU")
-def test_events_time_work_on_a_wrapped_torch_stream():
-    torch_stream = torch.cuda.Stream()
-    stream = cuda.Stream.wrap(torch_stream)
-    assert stream.handle == torch_stream.cuda_stream
-    a = torch.randn(2048, 2048, device="cuda")
-    with cuda.Event() as start, cuda.Event() as end:
-        start.record(stream)
-        with torch.cuda.stream(torch_stream):
-            for _ in range(10):
-                a = a @ a.T / 2048
-        end.record(stream)
-        end.synchronize()
-        elapsed = start.elapsed_ms(end)
-    assert 0.0 < elapsed < 10_000.0
-    stream.destroy()  # borrowed: torch's stream stays usable
-    torch_stream.synchronize()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not has_gpu, reason="needs a CUDA GPU")
 def test_a_captured_graph_replays_its_copy():
-    with cuda.Stream() as stream, cuda.PinnedBuffer(256, np.float32) as src, \
-            cuda.PinnedBuffer(256, np.float32) as dst, cuda.DeviceBuffer(256, np.float32) as dev:
-        graph = cuda.CudaGraph()
-        graph.begin(stream)
-        cuda.memcpy_htod_async(dev, src, stream)
-        cuda.memcpy_dtoh_async(dst, dev, stream)
-        graph.end()
-        for value in (1.0, 2.0):  # a replay reads the pinned source as it is at launch time
-            src.array[...] = value
-            graph.launch(stream)
-            stream.synchronize()
-            assert (dst.array == value).all()
-        graph.destroy()
+    stream = torch.cuda.Stream()
+    src = torch.zeros(256, pin_memory=True)
+    dst = torch.zeros(256, pin_memory=True)
+    dev = torch.empty(256, device="cuda")
+    nbytes = src.numel() * src.element_size()
+    kinds = rt.cudaMemcpyKind
+    graph = cuda.CudaGraph()
+    graph.begin(stream)
+    cuda.call("cudaMemcpyAsync", dev.data_ptr(), src.data_ptr(), nbytes, kinds.cudaMemcpyHostToDevice,
+              stream.cuda_stream)
+    cuda.call("cudaMemcpyAsync", dst.data_ptr(), dev.data_ptr(), nbytes, kinds.cudaMemcpyDeviceToHost,
+              stream.cuda_stream)
+    graph.end()
+    for value in (1.0, 2.0):  # a replay reads the pinned source as it is at launch time
+        src.fill_(value)
+        graph.launch(stream)
+        stream.synchronize()
+        assert (dst == value).all()
+    graph.destroy()
 
 
 @pytest.mark.gpu

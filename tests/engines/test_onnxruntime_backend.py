@@ -13,9 +13,10 @@ import torch
 from engine_artifacts import SHAPE, TOLERANCE, exported_folder, sample_feeds, tiny_model, write_manifest
 from onnx import TensorProto, helper
 
+from engines.artifacts import ExportManifest
 from engines.base import BackendUnavailable, EngineError
 from engines.contracts import GraphContract, TensorSpec, graph_contracts
-from engines.onnxruntime_backend import OnnxManifest, OnnxRuntimeEngine, onnxruntime_engines
+from engines.onnxruntime_backend import OnnxRuntimeEngine, onnxruntime_engines
 from engines.torch_backend import torch_engines
 
 
@@ -40,7 +41,7 @@ def contracts():
 
 
 def test_manifest_is_read(onnx_dir):
-    manifest = OnnxManifest.read(onnx_dir)
+    manifest = ExportManifest.read(onnx_dir)
     assert manifest.prior_shape == tiny_model().prior_shape
     assert manifest.num_timesteps == 8
     assert sorted(manifest.graphs) == sorted(contracts())

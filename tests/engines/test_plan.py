@@ -6,7 +6,6 @@ which is the point (they must run before TensorRT sees a file).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from engines.artifacts import contract_from_dict
 from engines.base import EngineError
 from engines.contracts import RESTORMER, ShapeProfile, graph_contracts
 from engines.plan import (
@@ -23,13 +23,11 @@ from engines.plan import (
     PlanMismatch,
     PlanRequirements,
     check_plan,
-    contract_from_dict,
     manifest_path,
     needs_rebuild,
     plan_path_for,
     read_verified_plan,
     supports_compute_capability,
-    write_atomic,
 )
 
 PLAN = b"ftrt" + bytes(range(256)) * 40  # stands in for a serialized engine
@@ -89,22 +87,6 @@ def test_manifest_reading_is_strict(damage):
     damage(d)
     with pytest.raises(ValueError):
         PlanManifest.from_dict(d)
-
-
-def test_write_atomic_replaces_whole_files_and_leaves_no_temporaries(tmp_path, monkeypatch):
-    target = tmp_path / "sub" / "x.bin"
-    write_atomic(target, b"old")
-    write_atomic(target, b"new contents")
-    assert target.read_bytes() == b"new contents"
-
-    def broken_replace(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
-        write_atomic(target, b"half")
-    assert target.read_bytes() == b"new contents"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["x.bin"]
 
 
 # ----------------------------------------------------------------------------- a good plan

@@ -44,7 +44,7 @@ def test_availability_checks_artifacts(tmp_path, onnx_dir):
 
 
 def test_not_a_device_is_refused():
-    with pytest.raises(ValueError, match=r"device 'gpu0': expected 'cpu', 'cuda', 'cuda:N' or an index"):
+    with pytest.raises(ValueError, match=r"device 'gpu0': expected a CUDA index, 'cuda', 'cuda:N', 'cpu' or a torch.device"):
         available_backends("gpu0")
 
 

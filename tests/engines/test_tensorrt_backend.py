@@ -22,9 +22,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from engines.artifacts import sha256_file
 from engines.base import BackendUnavailable, EngineError
 from engines.contracts import DENOISE_STEP, LE_DM, ShapeProfile, graph_contracts
-from engines.plan import CorruptPlan, plan_path_for, sha256_file
+from engines.plan import CorruptPlan, plan_path_for
 from engines.tensorrt_backend import TensorRTEngine, dtype_name, import_tensorrt, select_profile
 
 TRT_MODULES = ("tensorrt", "tensorrt_bindings", "tensorrt_rtx", "tensorrt_rtx_bindings")
@@ -174,7 +175,8 @@ def write_tiny_export(onnx_dir: Path) -> Path:
         onnx.save(model, onnx_dir / f"{name}.onnx")
         entries[name] = {"file": f"{name}.onnx", "sha256": sha256_file(onnx_dir / f"{name}.onnx"),
                          "contract": CONTRACTS[name].as_dict()}
-    (onnx_dir / "manifest.json").write_text(json.dumps({"graphs": entries, "precision": "fp32"}))
+    model = {"prior_tokens": N, "prior_channels": C}
+    (onnx_dir / "manifest.json").write_text(json.dumps({"graphs": entries, "precision": "fp32", "model": model}))
     return onnx_dir
 
 
@@ -244,6 +246,20 @@ def test_le_dm_runs_in_both_profiles_and_refuses_other_shapes(tiny_plans):
         np.testing.assert_allclose(host["cond"], le_dm_reference(np.ones((1, 3, 64, 64), np.float32)), rtol=1e-5)
 
 
+class CountingContext:
+    """TensorRT's execution context with its enqueues counted; everything else passes through."""
+
+    def __init__(self, context):
+        self._context, self.enqueues = context, 0
+
+    def execute_async_v3(self, stream_handle):
+        self.enqueues += 1
+        return self._context.execute_async_v3(stream_handle)
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+
 @pytest.mark.gpu
 def test_the_denoising_loop_reuses_buffers_and_replays_a_cuda_graph(tiny_plans):
     flavour, plans = tiny_plans
@@ -254,8 +270,10 @@ def test_the_denoising_loop_reuses_buffers_and_replays_a_cuda_graph(tiny_plans):
         expected = 0.5 * expected + t * cond
 
     with TensorRTEngine(plan_path_for(plans, DENOISE_STEP), flavour=flavour, cuda_graphs=True) as engine:
+        engine._context = context = CountingContext(engine._context)
+        enqueued = []
         for _ in range(2):  # the second loop replays the graph captured during the first
-            z, pointers = z0, set()
+            z, pointers, before = z0, set(), context.enqueues
             for t in range(7, -1, -1):
                 out = engine.infer({"z": z, "cond": cond, "t": torch.tensor([t], device="cuda")})
                 pointers.add(out["z_prev"].data_ptr())
@@ -263,8 +281,15 @@ def test_the_denoising_loop_reuses_buffers_and_replays_a_cuda_graph(tiny_plans):
             torch.cuda.synchronize()
             torch.testing.assert_close(z, expected, rtol=1e-5, atol=1e-5)
             assert len(pointers) == 1  # one output buffer for the repeated shape: no allocation per step
+            enqueued.append(context.enqueues - before)
         state = next(iter(engine._states.values()))
-        assert state.graph is not None or state.graph_error is not None
+        if state.graph is None:  # only a context that says it cannot be captured may refuse
+            assert flavour == "tensorrt_rtx", state.graph_error
+            assert state.graph_error == "TensorRT reports the execution context is not stream-capturable"
+            assert enqueued == [8, 8]
+        else:
+            # First loop: one plain enqueue, one under capture, then replays; second loop: replays only.
+            assert enqueued == [2, 0]
 
 
 # ----------------------------------------------------------------------------- the engine's own logic on a GPU
@@ -458,6 +483,20 @@ def test_engine_logic_captures_and_replays_a_cuda_graph(tmp_path, fake_trt):
         # Another shape in between, then the graph again.
         denoise(engine, torch.ones(1, N, C, device="cuda"), torch.ones(1, N, C, device="cuda"), steps=1)
         torch.testing.assert_close(denoise(engine, z0, cond), reference(z0, cond))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_engine_logic_with_cuda_graphs_captures_on_the_first_loop_and_only_replays_after(tmp_path, fake_trt):
+    path = write_fake_plan(tmp_path)
+    z0, cond = torch.randn(2, N, C, device="cuda"), torch.randn(2, N, C, device="cuda")
+    with TensorRTEngine(path, flavour="tensorrt", cuda_graphs=True) as engine:
+        torch.testing.assert_close(denoise(engine, z0, cond), reference(z0, cond))
+        # The first step enqueues plainly and once more under capture; the other 7 replay.
+        assert len(fake_trt.executions) == 2
+        torch.testing.assert_close(denoise(engine, z0, cond), reference(z0, cond))
+        assert len(fake_trt.executions) == 2
+        assert next(iter(engine._states.values())).graph is not None
 
 
 @pytest.mark.gpu

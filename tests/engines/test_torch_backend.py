@@ -45,7 +45,7 @@ def test_module_on_another_device_is_refused():
 
 
 @pytest.mark.parametrize("device, error, message", [
-    ("tpu", ValueError, r"device 'tpu': expected 'cpu', 'cuda', 'cuda:N' or an index"),
+    ("tpu", ValueError, r"device 'tpu': expected a CUDA index, 'cuda', 'cuda:N', 'cpu' or a torch.device"),
     (True, ValueError, r"device True"),
     ("mps", ValueError, r"only 'cpu' and CUDA devices are supported"),
 ])

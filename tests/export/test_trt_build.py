@@ -21,11 +21,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from engines.artifacts import ExportManifest, sha256_file
 from engines.contracts import DENOISE_STEP, GRAPH_NAMES, LE_DM, RESTORMER, ShapeProfile, graph_contracts
-from engines.plan import PlanManifest, PlanRequirements, check_plan, manifest_path, sha256_file
+from engines.plan import PlanManifest, PlanRequirements, check_plan, manifest_path
 from export.trt_build import (
     DEFAULT_PROFILE,
-    OnnxExport,
     _TimingCache,
     build_engines,
     input_profiles,
@@ -282,14 +282,14 @@ def test_trtexec_lines_with_two_profiles_a_workspace_and_a_cache(onnx_dir, tmp_p
 
 
 def test_export_manifest_errors(tmp_path, onnx_dir):
-    with pytest.raises(FileNotFoundError, match="run the ONNX export first"):
-        OnnxExport.read(tmp_path / "nowhere")
-    assert sorted(OnnxExport.read(onnx_dir).graphs) == sorted(GRAPH_NAMES)
+    with pytest.raises(FileNotFoundError, match="export the ONNX graphs first"):
+        ExportManifest.read(tmp_path / "nowhere")
+    assert sorted(ExportManifest.read(onnx_dir).graphs) == sorted(GRAPH_NAMES)
     with pytest.raises(ValueError, match=r"graphs \['unet'\] are not in the export"):
-        OnnxExport.read(onnx_dir).select(["le_dm", "unet"])
+        ExportManifest.read(onnx_dir).select(["le_dm", "unet"])
     (onnx_dir / "manifest.json").write_text('{"graphs": {}}')
     with pytest.raises(ValueError, match="not a valid export manifest"):
-        OnnxExport.read(onnx_dir)
+        ExportManifest.read(onnx_dir)
 
 
 # ----------------------------------------------------------------------------- build_engines
@@ -387,7 +387,7 @@ def test_an_onnx_file_changed_behind_its_manifest_fails_without_touching_the_pla
         f.write(b"\0")
     report = build_engines(onnx_dir, out, graphs=[LE_DM], flavour="tensorrt_rtx", log=quiet)
     assert not report.ok and report.results[0].status == "failed"
-    assert "changed after the export manifest was written" in report.results[0].reason
+    assert "the file changed after the export" in report.results[0].reason
     assert (out / "le_dm.plan").read_bytes() == before
 
 

@@ -1,10 +1,18 @@
-"""Official release files load strictly; our safetensors format round-trips; option files parse."""
+"""Official release files load strictly; our safetensors format round-trips and refuses crafted
+files from their header; option files parse."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
 from conftest import tiny_config
+from safetensors.torch import save_file
 
-from hidiff.checkpoint import CheckpointMismatch, read_official
+from hidiff.checkpoint import FORMAT, CheckpointMismatch, read_official
 from hidiff.config import HIDiffConfig, from_official_options, preset
 from hidiff.model import HIDiff
 
@@ -137,6 +145,72 @@ def test_safetensors_round_trip_with_embedded_config(tmp_path, tiny_model):
         assert torch.equal(loaded(blur, noise), tiny_model(blur, noise))
     tiny_model.save(tmp_path / "half.safetensors", dtype=torch.float16)
     assert (tmp_path / "half.safetensors").stat().st_size < path.stat().st_size * 0.6
+
+
+def write_crafted(path, model, **network_g):
+    """A safetensors file with ``model``'s tensors whose embedded configuration says ``network_g``."""
+    config = model.config.to_dict()
+    config["network_g"].update(network_g)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": FORMAT, "config": json.dumps(config)})
+    return path
+
+
+def test_configuration_values_beyond_the_bounds_are_refused_by_name(tmp_path, tiny_model):
+    path = write_crafted(tmp_path / "crafted.safetensors", tiny_model, dim=4096, num_blocks=[40, 40, 40, 40])
+    with pytest.raises(ValueError, match=r"crafted.safetensors: the embedded configuration is refused: .*"
+                                         r"network_g.dim 4096 is outside 1..512; network_g.num_blocks "
+                                         r"\(40, 40, 40, 40\) is outside 0..32"):
+        HIDiff.load(path)
+
+
+# Loads the file given in argv[1] and prints how much the peak resident memory grew meanwhile.
+_PEAK_SCRIPT = """
+import resource, sys
+from hidiff.checkpoint import CheckpointMismatch
+from hidiff.model import HIDiff
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    HIDiff.load(sys.argv[1])
+except CheckpointMismatch as exc:
+    print("refused:", str(exc)[:200])
+print("grew KiB:", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_tensors_that_do_not_fit_the_configuration_are_refused_before_allocating(tmp_path, tiny_model):
+    # Within the bounds, but the network it describes (dim 128, 4 blocks per level) would take
+    # about 450 MiB, and the file holds the tiny model's tensors. The header check refuses it
+    # first; a fresh process shows that its peak memory barely moved.
+    path = write_crafted(tmp_path / "crafted.safetensors", tiny_model, dim=128, num_blocks=[4, 4, 4, 4])
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"refused: {path} does not fit the network configuration; missing keys: restormer.")
+    assert int(lines[1].removeprefix("grew KiB:")) < 100 * 1024
+
+
+@pytest.mark.parametrize("name", ["net_g.pth", "net_g.safetensors"])
+def test_a_pytorch_checkpoint_points_to_from_official(tmp_path, tiny_model, name):
+    path = tmp_path / name
+    torch.save({"params": tiny_model.restormer.state_dict()}, path)
+    with pytest.raises(ValueError, match=r"is a PyTorch checkpoint \(torch.save\), not a weights file written by "
+                                         r"HIDiff.save. For the official release files use HIDiff.from_official\("):
+        HIDiff.load(path)
+
+
+def test_a_damaged_header_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes((64).to_bytes(8, "little") + b"{not json")
+    with pytest.raises(ValueError, match="is not a readable safetensors file") as info:
+        HIDiff.load(path)
+    assert "from_official" not in str(info.value)
+    path = path.rename(tmp_path / "model.pth")  # not torch.save's bytes, but named like a checkpoint
+    with pytest.raises(ValueError, match=r"is not a readable safetensors file: .*use HIDiff.from_official\("):
+        HIDiff.load(path)
 
 
 OFFICIAL_GOPRO_TEST_OPTIONS = """
