@@ -17,6 +17,7 @@ from triton_cpu import run_in_interpreter, sm90_resources
 
 from engines import triton_gated_dwconv as gated
 from engines.torch_backend import torch_engines
+from engines.torch_settings import TorchSettings
 from engines.triton_support import DISK_CACHE
 from hidiff.model import HIDiff
 from hidiff.restormer import GDFN
@@ -61,8 +62,8 @@ def test_bad_shapes_are_refused():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_fuse_gates_on_the_cpu_is_refused():
-    with pytest.raises(ValueError, match="fuse_gates runs a Triton kernel: it needs a CUDA device"):
-        torch_engines(tiny_model(), "cpu", fuse_gates=True)
+    with pytest.raises(ValueError, match=r"fuse_gdfn_gate need\(s\) a CUDA device, got cpu"):
+        torch_engines(tiny_model(), "cpu", settings=TorchSettings(fuse_gdfn_gate=True))
 
 
 INTERPRETED = textwrap.dedent("""
@@ -189,8 +190,9 @@ def test_autotuned_tiles_are_kept_on_disk(tmp_path):
 
 @pytest.mark.gpu
 def test_fused_fp16_restormer_matches_the_unfused_one():
-    fused = torch_engines(tiny_model(), "cuda:0", "fp16", fuse_gates=True)["restormer"]
-    plain = torch_engines(tiny_model(), "cuda:0", "fp16")["restormer"]
+    plain_settings = TorchSettings.preset("channels-last")
+    fused = torch_engines(tiny_model(), "cuda:0", "fp16", plain_settings.replace(fuse_gdfn_gate=True))["restormer"]
+    plain = torch_engines(tiny_model(), "cuda:0", "fp16", plain_settings)["restormer"]
     assert any(isinstance(m, gated.FusedGateGDFN) for m in fused.module.modules())
     assert not any(isinstance(m, gated.FusedGateGDFN) for m in plain.module.modules())
     feeds = {"blur": torch.rand(1, 3, 48, 80, device="cuda"), "prior": torch.randn(1, *tiny_model().prior_shape, device="cuda")}

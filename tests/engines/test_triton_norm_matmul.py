@@ -16,6 +16,7 @@ from triton_cpu import run_in_interpreter, sm90_resources
 
 from engines import triton_norm_matmul as fused
 from engines.torch_backend import torch_engines
+from engines.torch_settings import TorchSettings
 from hidiff.config import RestormerConfig
 from hidiff.model import HIDiff
 from hidiff.restormer import LayerNorm, PriorGuidedRestormer, TransformerBlock
@@ -70,8 +71,9 @@ def test_bad_shapes_are_refused():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_fuse_norms_on_the_cpu_is_refused():
-    with pytest.raises(ValueError, match="fuse_norms runs float16 Triton kernels on channels-last tensors"):
-        torch_engines(HIDiff(tiny_config()).eval(), "cpu", fuse_norms=True)
+    settings = TorchSettings(channels_last=True, fuse_block_norms=True, fuse_prior_attention=True)
+    with pytest.raises(ValueError, match=r"fuse_block_norms, fuse_prior_attention need\(s\) a CUDA device"):
+        torch_engines(HIDiff(tiny_config()).eval(), "cpu", settings=settings)
 
 
 INTERPRETED = textwrap.dedent("""
@@ -278,8 +280,10 @@ def test_fused_fp16_restormer_matches_the_unfused_one(fuse_gates):
         for module in model.restormer.modules():
             if isinstance(module, LayerNorm):
                 module.body.weight.normal_(1.0, 0.3)
-    plain = torch_engines(model, "cuda:0", "fp16")["restormer"]
-    folded = torch_engines(model, "cuda:0", "fp16", fuse_gates=fuse_gates, fuse_norms=True)["restormer"]
+    plain_settings = TorchSettings.preset("channels-last")
+    plain = torch_engines(model, "cuda:0", "fp16", plain_settings)["restormer"]
+    folded_settings = plain_settings.replace(fuse_gdfn_gate=fuse_gates, fuse_block_norms=True, fuse_prior_attention=True)
+    folded = torch_engines(model, "cuda:0", "fp16", folded_settings)["restormer"]
     assert any(isinstance(m, fused.FusedNormBlock) for m in folded.module.modules())
     feeds = {"blur": torch.rand(1, 3, 48, 80, device="cuda"), "prior": torch.randn(1, *model.prior_shape, device="cuda")}
     got, expected = folded.infer(feeds)["sharp"], plain.infer(feeds)["sharp"]
