@@ -5,7 +5,8 @@ Order (first that opens wins), as TensorRT > ONNX Runtime CUDA > PyTorch CUDA > 
 1. ``tensorrt``          plans (``*.plan``) in the artifacts folder, CUDA device
 2. ``onnxruntime-cuda``  ONNX graphs (``*.onnx`` + manifest.json) in the folder, CUDA execution provider
 3. ``torch``             a HIDiff model (``model=``, or the embedded default when no artifacts are
-                         given), CUDA
+                         given), CUDA (with ``precision="auto"`` in fp16, in the form the
+                         caller's TorchSettings give; default the fastest)
 4. ``onnxruntime-cpu``   the ONNX graphs on the CPU
 5. ``torch``             the model on the CPU
 
