@@ -130,6 +130,22 @@ def fuse_kernels(restormer: nn.Module, settings: TorchSettings) -> None:
         fuse_prior_attention(restormer)
 
 
+def prepare_model(model: "HIDiff", device: torch.device, dtype: torch.dtype, settings: TorchSettings) -> "HIDiff":
+    """A copy of ``model`` on ``device`` in ``dtype``, prepared as ``settings`` say: channel counts
+    padded, Triton kernels swapped in, channels-last memory (compilation and CUDA graphs are the
+    engines'). The caller's model is left as it is; ``settings`` are not checked here."""
+    copied = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    if settings.pad_channels:
+        from hidiff.aligned_channels import align_channels
+
+        align_channels(copied.restormer)
+    fuse_kernels(copied.restormer, settings)
+    if settings.channels_last:
+        # nn.Module.to takes memory_format (documented); torch's overloads for type checkers omit it.
+        copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return copied
+
+
 def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
                   precision: Precision | str = Precision.FP32,
                   settings: TorchSettings | None = None) -> dict[str, Engine]:
@@ -159,15 +175,7 @@ def torch_engines(model: "HIDiff", device: str | int | torch.device = "cpu",
         settings = default_settings(target, precision)
     settings.check(target, precision)  # before the model is copied and cast: a call that cannot work does no work
     dtype = COMPUTE_DTYPES[precision]
-    copied = copy.deepcopy(model).to(device=target, dtype=dtype).eval()
-    if settings.pad_channels:
-        from hidiff.aligned_channels import align_channels
-
-        align_channels(copied.restormer)
-    fuse_kernels(copied.restormer, settings)
-    if settings.channels_last:
-        # nn.Module.to takes memory_format (documented); torch's overloads for type checkers omit it.
-        copied = copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    copied = prepare_model(model, target, dtype, settings)
     modules = graph_modules(copied, dtype, settings.channels_last)
     contracts = graph_contracts(copied.config.prior_tokens, copied.config.prior_channels)
     return {name: TorchEngine(modules[name], contracts[name], target, settings) for name in contracts}
