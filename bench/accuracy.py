@@ -93,7 +93,7 @@ def open_deblurrer(backend: BenchBackend, model: HIDiff | None, settings: Accura
         steps = model.schedule.num_timesteps
     else:
         steps = _artifact_steps(settings.engines_dir) or 8
-    name, options = backend.runtime_backend()
+    name, engines_choice = backend.runtime_backend()
     return Deblurrer(
         engines=settings.engines_dir if backend.needs_artifacts else None,
         backend=name,
@@ -103,7 +103,7 @@ def open_deblurrer(backend: BenchBackend, model: HIDiff | None, settings: Accura
         seed=settings.seed,
         strict=True,
         model=None if backend.needs_artifacts else model,
-        engine_options=options,
+        **engines_choice,
     )
 
 

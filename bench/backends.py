@@ -1,5 +1,6 @@
 """The benchmark's columns: one small table of backends (an engines.registry backend at one
-precision, with its options), why one cannot run here, how it is opened, and the memory a case used."""
+precision, with its PyTorch settings or its options), why one cannot run here, how it is opened,
+and the memory a case used."""
 from __future__ import annotations
 
 import copy
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from engines.contracts import LE_DM
+from engines.torch_settings import TorchSettings
 from hidiff.model import HIDiff
 
 REFERENCE = "torch-fp32"  # every case is compared with eager FP32, which runs first
@@ -22,9 +24,11 @@ MIB = 1024.0 * 1024.0
 class BenchBackend:
     """One column of the benchmark: a backend of :mod:`engines.registry` at one precision.
 
-    ``engine_backend`` is the registry's key; ``needs_artifacts``: it runs exported ONNX graphs
-    (``--onnx`` / ``--engines``) or TensorRT plans (``--plans`` / ``--engines``) rather than the
-    PyTorch model, and its precision is then the artifacts' own (``precision`` is the usual one).
+    ``engine_backend`` is the registry's key; ``torch_settings`` how the PyTorch backend runs the
+    model (None for the other backends); ``options`` further open_engines keywords (ONNX Runtime's);
+    ``needs_artifacts``: it runs exported ONNX graphs (``--onnx`` / ``--engines``) or TensorRT
+    plans (``--plans`` / ``--engines``) rather than the PyTorch model, and its precision is then
+    the artifacts' own (``precision`` is the usual one).
     """
 
     name: str
@@ -32,27 +36,37 @@ class BenchBackend:
     precision: str
     devices: tuple[str, ...]
     needs_artifacts: bool = False
-    options: tuple[tuple[str, Any], ...] = ()  # open_engines keyword arguments
+    options: tuple[tuple[str, Any], ...] = ()
+    torch_settings: TorchSettings | None = None
 
     @property
     def is_tensorrt(self) -> bool:
         return self.engine_backend == "tensorrt"
 
     def runtime_backend(self) -> tuple[str, dict[str, Any]]:
-        """The same engines through :class:`runtime.Deblurrer`: its ``backend`` and ``engine_options``
-        (the runtime names ONNX Runtime once and takes the provider as an option)."""
+        """The same engines through :class:`runtime.Deblurrer`: its ``backend`` and the keywords that
+        pick these engines (``torch_settings``, or ``engine_options``: the runtime names ONNX Runtime
+        once and takes the provider as an option)."""
+        if self.torch_settings is not None:
+            return self.engine_backend, {"torch_settings": self.torch_settings}
         options = dict(self.options)
         if self.engine_backend.startswith("onnxruntime-"):
             provider = self.engine_backend.split("-", 1)[1]
-            return "onnxruntime", {"provider": "tensorrt" if provider == "trt" else provider, **options}
-        return self.engine_backend, options
+            return "onnxruntime", {"engine_options": {"provider": "tensorrt" if provider == "trt" else provider,
+                                                      **options}}
+        return self.engine_backend, {"engine_options": options}
 
 
-# torch.compile's mode for torch-compile-fp16: inductor's default (about a minute per shape);
-# max-autotune spent more than 400 s on the first 256x256 shape alone on an H100 (torch 2.11).
-COMPILE_MODE = "default"
+def _torch(name: str, settings: TorchSettings, precision: str = "fp16", devices: tuple[str, ...] = ("cuda",)
+           ) -> BenchBackend:
+    return BenchBackend(name, "torch", precision, devices, torch_settings=settings)
 
-# The small table that drives everything; the names are what --backends takes.
+
+EAGER, CHANNELS_LAST, COMPILED, FASTEST = (TorchSettings.preset(n) for n in ("eager", "channels-last", "compiled",
+                                                                            "fastest"))
+
+# The small table that drives everything; the names are what --backends takes. The torch-* columns
+# are presets and, for before/after comparisons, presets with one field changed.
 BENCH_BACKENDS: dict[str, BenchBackend] = {
     b.name: b
     for b in (
@@ -63,38 +77,21 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
         BenchBackend("onnxruntime-cuda-nhwc", "onnxruntime-cuda", "fp16", ("cuda",), needs_artifacts=True,
                      options=(("provider_options", {"prefer_nhwc": "1"}),)),
         BenchBackend("onnxruntime-cpu", "onnxruntime-cpu", "fp32", ("cpu",), needs_artifacts=True),
-        BenchBackend("torch-compile-fp16", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True))),
-        # Without hidiff.aligned_channels' zero padding (the form before it, for before/after runs).
-        BenchBackend("torch-compile-fp16-unaligned", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("align_channels", False))),
-        # With engines.triton_gated_dwconv's fused GDFN depthwise convolution and gate (session 8's kernel).
-        BenchBackend("torch-compile-fp16-fused", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True))),
-        # The same, each image graph replayed as one CUDA graph per shape (engines.cuda_graphs).
-        BenchBackend("torch-compile-fp16-fused-graphs", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True),
-                              ("cuda_graphs", True))),
-        # With the LayerNorms and residual additions inside the 1x1 projections as well
-        # (engines.triton_norm_matmul), without and with CUDA graphs.
-        BenchBackend("torch-compile-fp16-fused-norms", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True),
-                              ("fuse_norms", True))),
-        BenchBackend("torch-compile-fp16-fused-norms-graphs", "torch", "fp16", ("cuda",),
-                     options=(("compile", COMPILE_MODE), ("channels_last", True), ("fuse_gates", True),
-                              ("fuse_norms", True), ("cuda_graphs", True))),
-        BenchBackend("torch-fp16-nhwc", "torch", "fp16", ("cuda",), options=(("channels_last", True),)),
-        BenchBackend("torch-fp16-nhwc-fused", "torch", "fp16", ("cuda",),
-                     options=(("channels_last", True), ("fuse_gates", True))),
-        BenchBackend("torch-fp16-nhwc-unaligned", "torch", "fp16", ("cuda",),
-                     options=(("channels_last", True), ("align_channels", False))),
+        _torch("torch-compile-fp16", COMPILED),
+        _torch("torch-compile-fp16-unaligned", COMPILED.replace(pad_channels=False)),
+        _torch("torch-compile-fp16-fused", COMPILED.replace(fuse_gdfn_gate=True)),
+        _torch("torch-compile-fp16-fused-graphs", COMPILED.replace(fuse_gdfn_gate=True, cuda_graphs=True)),
+        _torch("torch-compile-fp16-fused-norms", FASTEST.replace(cuda_graphs=False)),
+        _torch("torch-compile-fp16-fused-norms-graphs", FASTEST),
+        _torch("torch-fp16-nhwc", CHANNELS_LAST),
+        _torch("torch-fp16-nhwc-fused", CHANNELS_LAST.replace(fuse_gdfn_gate=True)),
+        _torch("torch-fp16-nhwc-unaligned", CHANNELS_LAST.replace(pad_channels=False)),
         # The baselines: the eager model as a user runs it (.half() / float32, default memory layout).
-        BenchBackend("torch-fp16", "torch", "fp16", ("cuda",),
-                     options=(("channels_last", False), ("align_channels", False))),
-        BenchBackend("torch-fp32", "torch", "fp32", ("cpu", "cuda"), options=(("channels_last", False),)),
+        _torch("torch-fp16", EAGER),
+        _torch("torch-fp32", EAGER, "fp32", ("cpu", "cuda")),
     )
 }
-# torch-compile-fp16 is not a default: it compiles again for every new shape.
+# Compiled columns are not defaults: they compile again for every new shape.
 DEFAULT_BACKENDS = {
     "cuda": "tensorrt,onnxruntime-cuda,torch-fp16-nhwc,torch-fp16,torch-fp32",
     "cpu": "onnxruntime-cpu,torch-fp32",
@@ -142,9 +139,10 @@ def plan_manifest(plans_dir: Path, graph: str) -> Path:
 
 
 def open_bench_backend(backend: BenchBackend, model: HIDiff | None, device: str, artifacts: Path | None,
-                       precision: str, cuda_graph: bool = True) -> Any:
-    """The registry's EngineSet for ``backend``. Torch backends get their own copy of the model,
-    so a backend that casts or compiles it cannot change what the next one runs."""
+                       precision: str, cuda_graphs: bool = True) -> Any:
+    """The registry's EngineSet for ``backend``; ``cuda_graphs``: the denoising loop's (see
+    :func:`engines.registry.open_engines`). Torch backends get their own copy of the model, so a
+    backend that casts or compiles it cannot change what the next one runs."""
     from engines.registry import open_engines
 
     if backend.needs_artifacts:
@@ -153,9 +151,9 @@ def open_bench_backend(backend: BenchBackend, model: HIDiff | None, device: str,
         if model is None:
             raise ValueError(f"backend {backend.name} runs the PyTorch model: pass --weights, --net-g/--net-le-dm/--net-d "
                              "or --preset")
-        source = {"model": copy.deepcopy(model)}
+        source = {"model": copy.deepcopy(model), "settings": backend.torch_settings}
     return open_engines(backend.engine_backend, device=device, precision=precision, strict=True,
-                        cuda_graph=cuda_graph, **source, **dict(backend.options))
+                        cuda_graphs=cuda_graphs, **source, **dict(backend.options))
 
 
 def device_used_bytes(device: torch.device) -> int | None:

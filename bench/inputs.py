@@ -48,17 +48,16 @@ class ImageSize:
 
 def engine_restormer(config: HIDiffConfig, size: ImageSize, device: str,
                      dtype: torch.dtype) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """``config``'s Restormer as the CUDA engines run it (channels padded for tensor cores by
-    hidiff.aligned_channels, ``dtype``, channels-last memory; random weights) and one frame's
+    """``config``'s Restormer as the PyTorch engines' "channels-last" preset prepares it (channels
+    padded for tensor cores, ``dtype``, channels-last memory; random weights) and one frame's
     inputs on ``device``: a blurry frame of ``size`` padded to the Restormer's multiple as the
     pipeline pads it, and unit Gaussian prior tokens. ``device="meta"`` gives shapes only."""
-    from hidiff.aligned_channels import align_channels
+    from engines.torch_backend import prepare_model
+    from engines.torch_settings import TorchSettings
 
     with torch.device("meta" if device == "meta" else "cpu"):
         model = HIDiff(config).eval()
-    restormer = model.restormer
-    align_channels(restormer)
-    restormer = restormer.to(device, dtype).to(memory_format=torch.channels_last)
+    restormer = prepare_model(model, torch.device(device), dtype, TorchSettings.preset("channels-last")).restormer
     blur = torch.rand(1, 3, *size.padded, device=device, dtype=dtype)
     prior = torch.randn(1, *model.prior_shape, device=device, dtype=dtype)
     return restormer, blur.to(memory_format=torch.channels_last), prior

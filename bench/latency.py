@@ -5,14 +5,14 @@
     python bench/latency.py --tiny --device cpu --sizes 32x32 --batches 1 --duration 0.2 --out OUT   # CI
 
 For every backend that is present (a missing one is skipped with the reason) and every size and
-batch, the frame-by-frame pipeline of the runtime runs on a natural image (scikit-image's
+batch, the runtime's pipeline (engines.pipeline) runs frame by frame on a natural image (scikit-image's
 astronaut, chelsea, coffee, resized), with the same z_T for every backend:
 
     H2D Latency      uint8 BGR frames (B, H, W, 3), pinned host -> device
     Preprocess       BGR -> RGB, (B, 3, H, W) float32 in [0, 1], reflect-pad to multiples of 8
     LE_DM            c = LE_DM(blur)
     Denoising Steps  the T reverse steps together (z_T -> z_0)
-    Restormer        sharp = Restormer(blur, z_0)
+    Restormer        sharp = Restormer(blur, z_0), in tiles where the engines need them
     Postprocess      crop, clamp, uint8 BGR (B, H, W, 3)
     D2H Latency      device -> pinned host
 
@@ -76,9 +76,10 @@ from bench.inputs import (  # noqa: E402
     natural_frames,
 )
 from bench.report import describe_environment, write_atomic  # noqa: E402
-from bench.timing import InstrumentedPipeline, case_metrics, compare_outputs, time_case  # noqa: E402
+from bench.timing import StageTimer, case_metrics, compare_outputs, time_case  # noqa: E402
 from engines.base import BackendUnavailable, EngineError  # noqa: E402
 from engines.contracts import DENOISE_STEP, LE_DM, RESTORMER  # noqa: E402
+from engines.pipeline import Pipeline  # noqa: E402
 from hidiff.model import HIDiff  # noqa: E402
 
 SCHEMA_PATH = Path(__file__).resolve().with_name("schema") / "latency.schema.json"
@@ -277,7 +278,7 @@ def _run(settings: LatencySettings, model: HIDiff, model_source: str, out_dir: P
         used_before = device_used_bytes(device)
         try:
             engine_set = open_bench_backend(column.backend, model, settings.device, column.artifacts, column.precision,
-                                            settings.cuda_graph)
+                                            cuda_graphs=settings.cuda_graph)
         except (BackendUnavailable, EngineError, OSError, ValueError, TypeError, RuntimeError) as exc:
             skipped.append({"backend": name, "reason": f"could not open its engines: {_short_error(exc)}"})
             say(f"skip {name}: {_short_error(exc)}")
@@ -291,8 +292,8 @@ def _run(settings: LatencySettings, model: HIDiff, model_source: str, out_dir: P
             progress.update(len(cases))
             continue
         try:
-            pipeline = InstrumentedPipeline(engine_set.engines, noise, timesteps, device, engine_set.backend,
-                                            settings.cuda_graph)
+            pipeline = StageTimer(Pipeline(engine_set.engines, noise, len(timesteps), backend=engine_set.backend,
+                                           cuda_graphs=settings.cuda_graph))
             for size, batch in cases:
                 result = _measure(column, pipeline, size, batch, frames[(size, batch)],
                                   settings, used_before, reference, prior_shape, t_file)
@@ -355,7 +356,7 @@ def _report_skeleton(settings: LatencySettings, model: HIDiff, model_source: str
     }
 
 
-def _measure(column: Column, pipeline: InstrumentedPipeline, size: ImageSize, batch: int, frames: np.ndarray,
+def _measure(column: Column, pipeline: StageTimer, size: ImageSize, batch: int, frames: np.ndarray,
              settings: LatencySettings, used_before: int | None,
              reference: dict[tuple[ImageSize, int], tuple[torch.Tensor, float]],
              prior_shape: tuple[int, int], t_file: Path) -> dict[str, Any]:

@@ -1,11 +1,12 @@
-"""Timing one benchmark case: the runtime's frame pipeline over three engines with a clock mark
-between its stages (CUDA events on the GPU, perf_counter on the CPU), the cold call, warm-up and
-timed loop, and the statistics trtexec reports."""
+"""Timing one benchmark case: the inference pipeline (:class:`engines.pipeline.Pipeline`, with its
+padding and tiling) over three engines, a clock mark at each of its stages through its hooks
+(CUDA events on the GPU, perf_counter on the CPU), the cold call, warm-up and timed loop, and the
+statistics trtexec reports."""
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -13,9 +14,7 @@ import numpy as np
 import torch
 
 from bench.backends import MIB, REFERENCE
-from engines.base import Engine, EngineError
-from engines.contracts import DENOISE_STEP, LE_DM, RESTORMER
-from hidiff.model import crop_image, pad_image
+from engines.pipeline import Pipeline
 
 if TYPE_CHECKING:
     from bench.latency import LatencySettings
@@ -112,8 +111,11 @@ class PerfCounterClock:
         return [(b - a) * 1e3 for a, b in zip(self.times[:-1], self.times[1:])]
 
 # --------------------------------------------------------------------------------------------
-# The instrumented pipeline
+# The timed frames
 # --------------------------------------------------------------------------------------------
+
+# The pipeline's stages that end a benchmark stage; its crop is part of "Postprocess".
+MARKED_STAGES = {"pad": "Preprocess", "le_dm": "LE_DM", "denoising_steps": "Denoising Steps", "restormer": "Restormer"}
 
 
 @dataclass
@@ -123,28 +125,23 @@ class IterationTimes:
     wall_ms: float
 
 
-class InstrumentedPipeline:
-    """The runtime's frame pipeline over three engines, with a clock mark between stages.
+class StageTimer:
+    """One case's frames through ``pipeline``, a clock mark at each stage of :data:`STAGES`.
 
-    The same parts as :class:`runtime.Deblurrer`: reflect padding (``hidiff.model.pad_image``),
-    the runtime's :class:`~runtime.loop.DenoiseLoop` (one CUDA graph per batch size where the
-    backend allows) and z_T of shape (N, C') shared by every frame of a batch. Fixed buffers per
-    case: pinned host input and output frames (B, H, W, 3) uint8 BGR and the device input.
+    Around the pipeline, what the runtime does with uint8 frames: fixed pinned host input and
+    output (B, H, W, 3) uint8 BGR and a device input per case, the upload, BGR uint8 -> RGB
+    float32 in [0, 1] before the pipeline, and clamp, uint8 BGR and the download after it.
     """
 
-    def __init__(self, engines: Mapping[str, Engine], noise: torch.Tensor, timesteps: Sequence[int],
-                 device: torch.device, backend: str, cuda_graph: bool = True):
-        """``noise``: z_T (N, C') float32; ``backend``: the engine backend's registry name."""
-        from runtime.loop import DenoiseLoop
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.device = pipeline.device
+        self.clock: StageClock = CudaEventClock(self.device) if self.device.type == "cuda" else PerfCounterClock()
 
-        missing = [g for g in (LE_DM, DENOISE_STEP, RESTORMER) if g not in engines]
-        if missing:
-            raise EngineError(f"the engine set lacks graphs {missing}; it has {sorted(engines)}")
-        self.le_dm = engines[LE_DM]
-        self.restormer = engines[RESTORMER]
-        self.device = device
-        self.loop = DenoiseLoop(engines[DENOISE_STEP], noise.to(device, torch.float32), timesteps, cuda_graph, backend)
-        self.clock: StageClock = CudaEventClock(device) if device.type == "cuda" else PerfCounterClock()
+    @property
+    def loop(self) -> Any:
+        """The pipeline's denoising loop (its ``mode`` says whether CUDA graphs replay it)."""
+        return self.pipeline.loop
 
     def prepare(self, frames: np.ndarray) -> None:
         """frames (B, H, W, 3) uint8 BGR."""
@@ -153,11 +150,14 @@ class InstrumentedPipeline:
         self.host_in = host.pin_memory() if pinned else host.clone()
         self.host_out = torch.empty_like(self.host_in, pin_memory=pinned)
         self.device_in = torch.empty(self.host_in.shape, dtype=torch.uint8, device=self.device)
-        self.height, self.width = frames.shape[1:3]
 
     def release(self) -> None:
         for name in ("host_in", "host_out", "device_in"):
             self.__dict__.pop(name, None)
+
+    def _on_stage(self, stage: str) -> None:
+        if stage in MARKED_STAGES:
+            self.clock.mark()
 
     @torch.no_grad()
     def run_once(self) -> tuple[torch.Tensor, IterationTimes]:
@@ -167,16 +167,9 @@ class InstrumentedPipeline:
         clock.start()
         self.device_in.copy_(self.host_in, non_blocking=True)
         clock.mark()  # H2D
-        blur, _ = pad_image(self.device_in.permute(0, 3, 1, 2).flip(1).float().div_(255.0))
-        blur = blur.contiguous()
-        clock.mark()  # preprocess
-        cond = self.le_dm.infer({"blur": blur})["cond"]
-        clock.mark()  # LE_DM
-        z = self.loop.run(cond)
-        clock.mark()  # denoising steps
-        sharp = self.restormer.infer({"blur": blur, "prior": z})["sharp"]
-        clock.mark()  # Restormer
-        image = crop_image(sharp, self.height, self.width).clamp(0.0, 1.0)
+        blur = self.device_in.permute(0, 3, 1, 2).flip(1).float().div_(255.0).contiguous()
+        sharp = self.pipeline.run(blur, on_stage=self._on_stage)  # marks Preprocess .. Restormer
+        image = sharp.clamp(0.0, 1.0)
         frames_out = image.mul(255.0).round_().to(torch.uint8).flip(1).permute(0, 2, 3, 1).contiguous()
         clock.mark()  # postprocess
         self.host_out.copy_(frames_out, non_blocking=True)
@@ -204,7 +197,7 @@ class CaseRun:
     cold_peak_mb: float | None  # torch's peak allocation during the first call (CUDA only)
 
 
-def time_case(pipeline: InstrumentedPipeline, settings: LatencySettings) -> CaseRun:
+def time_case(pipeline: StageTimer, settings: LatencySettings) -> CaseRun:
     """Cold call, time-based warm-up, then timed iterations: at least ``duration_s`` and
     ``min_iters``, unless ``max_case_s`` runs out first (slow cases, such as eager FP32 at
     1920x1080 batch 4, then stop after 2 or more iterations so a run fits a time limit)."""

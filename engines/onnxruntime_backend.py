@@ -30,7 +30,7 @@ the host before every run.
 
 CUDA graphs. ONNX Runtime's work cannot be captured in a torch CUDA graph, but its CUDA provider
 captures and replays graphs of its own (provider option ``enable_cuda_graph``: every node on the
-CUDA provider, fixed shapes, inputs and outputs bound at fixed addresses). ``cuda_graph=True``
+CUDA provider, fixed shapes, inputs and outputs bound at fixed addresses). ``cuda_graphs=True``
 (what :func:`onnxruntime_engines` asks for the denoising step, whose shapes do not depend on the
 image) keeps static input and output buffers per shape (one graph each, ``gpu_graph_id``, up to
 :data:`MAX_GRAPHS`), copies the feeds in and the outputs out on the caller's stream, and replays:
@@ -122,7 +122,7 @@ class OnnxRuntimeEngine(Engine):
     """One ONNX graph in an ONNX Runtime session.
 
     ``OnnxRuntimeEngine(onnx_path, contract, device="cpu", provider="auto", strict=False,
-    precision="fp32", cache_dir=None, provider_options=None, session_options=None)``
+    precision="fp32", cache_dir=None, provider_options=None, session_options=None, cuda_graphs=False)``
 
     - ``provider``: "auto" (CUDA on a GPU device, CPU on the CPU), "cuda", "tensorrt" or "cpu".
     - ``precision``: the graph's own precision (from the export manifest); with the TensorRT
@@ -132,6 +132,7 @@ class OnnxRuntimeEngine(Engine):
       range, which takes minutes.
     - ``provider_options`` / ``session_options``: extra ONNX Runtime settings, merged over ours
       (``{option: value}`` for the primary provider; attributes of ``SessionOptions``).
+    - ``cuda_graphs``: replay this graph as CUDA graphs of the CUDA provider (module docstring).
 
     :attr:`providers` lists the providers the session really has; :attr:`fallback` is None or a
     :class:`Fallback`.
@@ -142,7 +143,7 @@ class OnnxRuntimeEngine(Engine):
     def __init__(self, onnx_path: str | Path, contract: GraphContract, device: str | int | torch.device = "cpu",
                  provider: str = "auto", strict: bool = False, precision: Precision | str = Precision.FP32,
                  cache_dir: str | Path | None = None, provider_options: dict[str, Any] | None = None,
-                 session_options: dict[str, Any] | None = None, cuda_graph: bool = False):
+                 session_options: dict[str, Any] | None = None, cuda_graphs: bool = False):
         super().__init__(contract)
         self.onnx_path = Path(onnx_path)
         self.precision = Precision.parse(precision)
@@ -164,8 +165,8 @@ class OnnxRuntimeEngine(Engine):
             # A stream of our own for the provider; torch.cuda.Stream is never the default stream 0.
             self._stream = torch.cuda.Stream(self._device)
         # 2. the session (with the CUDA provider's graphs where asked for), and what it really runs on
-        self.cuda_graph_error: str | None = None if cuda_graph else "not asked for (cuda_graph=False)"
-        if cuda_graph and wanted != "cuda":
+        self.cuda_graph_error: str | None = None if cuda_graphs else "not asked for (cuda_graphs=False)"
+        if cuda_graphs and wanted != "cuda":
             self.cuda_graph_error = f"CUDA graphs are an option of the CUDA provider, not of {PROVIDERS[wanted]}"
         self._session = self._open_session(wanted, cache_dir, provider_options or {}, session_options or {})
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
@@ -429,7 +430,7 @@ class OnnxRuntimeEngine(Engine):
     def __repr__(self) -> str:
         fallback = f", fallback={str(self.fallback)!r}" if self.fallback else ""
         closed = ", closed" if self._session is None else ""
-        graphs = ", cuda_graph=True" if self.uses_cuda_graph else ""
+        graphs = ", cuda_graphs=True" if self.uses_cuda_graph else ""
         return (f"OnnxRuntimeEngine(graph={self.contract.name!r}, device={self._device}, "
                 f"provider={self.provider}{graphs}{fallback}{closed})")
 
@@ -438,12 +439,12 @@ class OnnxRuntimeEngine(Engine):
 
 
 def onnxruntime_engines(onnx_dir: str | Path, device: str | int | torch.device = "cpu", provider: str = "auto",
-                        strict: bool = False, precision: Precision | str | None = None, cuda_graph: bool = True,
+                        strict: bool = False, precision: Precision | str | None = None, cuda_graphs: bool = True,
                         **options: Any) -> dict[str, Engine]:
     """The three graphs of an export folder as :class:`OnnxRuntimeEngine` s.
 
     Reads ``onnx_dir/manifest.json``, checks every file's sha256 and contract, and refuses a
-    folder whose precision is not ``precision`` (None accepts the folder's own). ``cuda_graph``:
+    folder whose precision is not ``precision`` (None accepts the folder's own). ``cuda_graphs``:
     the denoising step replays CUDA graphs on the CUDA provider (its shapes do not depend on the
     image; the other two graphs run plainly). ``options`` go to :class:`OnnxRuntimeEngine`
     (``cache_dir``, ``provider_options``, ``session_options``).
@@ -459,7 +460,7 @@ def onnxruntime_engines(onnx_dir: str | Path, device: str | int | torch.device =
         for name, contract in contracts.items():
             engines[name] = OnnxRuntimeEngine(files[name], contract, device, provider=provider, strict=strict,
                                               precision=manifest.precision,
-                                              cuda_graph=cuda_graph and name == DENOISE_STEP, **options)
+                                              cuda_graphs=cuda_graphs and name == DENOISE_STEP, **options)
     except BaseException:
         for engine in engines.values():
             engine.close()

@@ -24,6 +24,7 @@ import torch
 from engines.artifacts import MANIFEST_NAME, ExportManifest
 from engines.base import BackendUnavailable, Engine, EngineError, parse_device
 from engines.contracts import GRAPH_NAMES, GraphContract, Precision
+from engines.torch_settings import TorchSettings
 
 
 @dataclass
@@ -128,12 +129,10 @@ def _engine_set(engines: dict[str, Engine], backend: str, device: torch.device, 
     return EngineSet(engines, backend, device, precision, manifest.num_timesteps, str(folder), manifest.data)
 
 
-def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool, cuda_graph: bool,
-                compile: bool | str = False, channels_last: bool | None = None,
-                inductor_options: dict[str, Any] | None = None, align_channels: bool | None = None,
-                fuse_gates: bool = False, fuse_norms: bool = False, cuda_graphs: bool = False) -> EngineSet:
-    # cuda_graph: the caller's loop (runtime.loop.DenoiseLoop) captures the denoising steps itself;
-    # cuda_graphs: each engine captures its own work per shape (the image graphs gain).
+def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool, cuda_graphs: bool,
+                settings: TorchSettings | None = None) -> EngineSet:
+    # cuda_graphs (the denoising loop's): the caller's loop (engines.denoise_loop) captures these
+    # engines; their own graphs per image shape are settings.cuda_graphs.
     from engines.torch_backend import torch_engines
     from hidiff.model import HIDiff
 
@@ -145,21 +144,19 @@ def _open_torch(*, model: Any, artifacts: Any, device: str, precision: Precision
         source = str(model)
         model = HIDiff.load(model)
     target = parse_device(device)
-    engines = torch_engines(model, target, precision, compile=compile, channels_last=channels_last,
-                            inductor_options=inductor_options, align_channels=align_channels,
-                            fuse_gates=fuse_gates, fuse_norms=fuse_norms, cuda_graphs=cuda_graphs)
+    engines = torch_engines(model, target, precision, settings)
     return EngineSet(engines, "torch", target, precision, model.schedule.num_timesteps, source)
 
 
 def _onnxruntime_loader(provider: str) -> Callable[..., EngineSet]:
     def open_onnxruntime(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
-                         cuda_graph: bool, provider: str = provider, **options: Any) -> EngineSet:
+                         cuda_graphs: bool, provider: str = provider, **options: Any) -> EngineSet:
         from engines.onnxruntime_backend import onnxruntime_engines
 
         folder = _need_artifacts("onnxruntime", artifacts, "exported ONNX graphs (manifest.json + *.onnx)")
         target = parse_device(device)
         engines = onnxruntime_engines(folder, target, provider=provider, strict=strict, precision=precision,
-                                      cuda_graph=cuda_graph, **options)
+                                      cuda_graphs=cuda_graphs, **options)
         name = "onnxruntime" if provider == "auto" else f"onnxruntime-{'trt' if provider == 'tensorrt' else provider}"
         return _engine_set(engines, name, target, precision, folder)
 
@@ -185,8 +182,8 @@ def tensorrt_engines(plan_dir: str | Path, contracts: Mapping[str, GraphContract
 
 
 def _open_tensorrt(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool,
-                   cuda_graph: bool, **options: Any) -> EngineSet:
-    # cuda_graph: the caller's loop (runtime.loop.DenoiseLoop) captures these engines itself.
+                   cuda_graphs: bool, **options: Any) -> EngineSet:
+    # cuda_graphs (the denoising loop's): the caller's loop (engines.denoise_loop) captures these engines.
 
     folder = _need_artifacts("tensorrt", artifacts, "TensorRT plans (*.plan built by export/build_engines.py)")
     target = parse_device(device)
@@ -292,7 +289,7 @@ def available_backends(device: str | int | torch.device = "cpu",
 
 def open_engines(backend: str, *, model: Any = None, artifacts: str | Path | None = None,
                  device: str | int | torch.device = "cpu", precision: Precision | str = "fp32",
-                 strict: bool = False, cuda_graph: bool = True, **options: Any) -> EngineSet:
+                 strict: bool = False, cuda_graphs: bool = True, **options: Any) -> EngineSet:
     """Open the three engines of ``backend`` (a key of :data:`BACKENDS`).
 
     - ``model``: a :class:`hidiff.HIDiff` or weights path (``torch``);
@@ -300,14 +297,17 @@ def open_engines(backend: str, *, model: Any = None, artifacts: str | Path | Non
       ``tensorrt``: ``NAME.plan`` + ``NAME.plan.json``).
     - ``precision``: "fp32" or "fp16"; artifacts of another precision are refused by name.
     - ``strict``: raise :class:`~engines.base.BackendUnavailable` instead of an announced fallback.
-    - ``cuda_graph``: ONNX Runtime's CUDA provider replays the denoising step as its own CUDA graph
-      (the other backends' engines are captured by the caller's loop, ``runtime.loop``).
-    - ``options``: backend-specific (torch: ``compile``, ``channels_last``, ``inductor_options``,
-      ``align_channels``, ``fuse_gates``, ``fuse_norms``, ``cuda_graphs``; onnxruntime: ``provider``, ``cache_dir``,
-      ``provider_options``, ``session_options``; tensorrt: ``flavour``, ``cuda_graphs``).
+    - ``cuda_graphs``: the denoising loop in CUDA graphs. The torch and TensorRT engines are
+      captured by the caller's loop (:mod:`engines.denoise_loop`); ONNX Runtime's CUDA provider,
+      which torch cannot capture, replays the denoising step as a graph of its own.
+    - ``options``: backend-specific (torch: ``settings``, a
+      :class:`~engines.torch_settings.TorchSettings`, default
+      :func:`~engines.torch_settings.default_settings` for the device and precision;
+      onnxruntime: ``provider``, ``cache_dir``, ``provider_options``, ``session_options``;
+      tensorrt: ``flavour``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(BACKENDS)}")
     return BACKENDS[backend].open(model=model, artifacts=artifacts, device=device,
-                                  precision=Precision.parse(precision), strict=strict, cuda_graph=cuda_graph,
+                                  precision=Precision.parse(precision), strict=strict, cuda_graphs=cuda_graphs,
                                   **options)

@@ -1,8 +1,10 @@
 """Numeric verification of exported graphs: ONNX Runtime (CPU) against PyTorch in float32.
 
-Each graph is run at shapes the export never saw (sides where H/16 is not an integer, a batch of
-2) and compared with ``graph_modules(model, torch.float32)``; then the three graphs are chained by
-a Python loop and compared with ``HIDiff(blur, noise)``. Errors are max absolute differences.
+Each graph runs as an :class:`~engines.onnxruntime_backend.OnnxRuntimeEngine` at shapes the export
+never saw (sides where H/16 is not an integer, a batch of 2) and is compared with
+``graph_modules(model, torch.float32)``; then the three engines run the runtime's own inference
+chain (:class:`engines.pipeline.Pipeline`: padding, the T steps, cropping) and are compared with
+``HIDiff(blur, noise)``. Errors are max absolute differences.
 
 Tolerances (written here, reported in the manifest):
 
@@ -28,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from engines.contracts import DENOISE_STEP, LE_DM, RESTORMER, GraphContract, Precision, graph_contracts
+from engines.base import Engine
+from engines.contracts import DENOISE_STEP, IMAGE_MULTIPLE, LE_DM, RESTORMER, GraphContract, Precision, graph_contracts
+from engines.pipeline import Pipeline
 
 if TYPE_CHECKING:
-    import onnxruntime
-
     from hidiff.model import HIDiff
 
 FP32_TOLERANCE = 1e-4
@@ -40,7 +42,7 @@ FP16_TOLERANCE = 1e-2  # times max(1, max|reference|)
 FP16_CHAIN_TOLERANCE = 2e-2
 # (batch, height, width): none is the export example (2 x 64 x 80); 72/16 and 136/16 are not integers.
 GRAPH_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 72, 104), (1, 48, 136), (2, 40, 56))
-# The chain takes any size and pads like HIDiff.forward: 50 x 70 -> 56 x 72.
+# The chain takes any size and pads as HIDiff.forward does: 50 x 70 -> 56 x 72.
 CHAIN_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 50, 70), (2, 48, 40))
 
 
@@ -94,13 +96,14 @@ class Verification:
                 "comparisons": [c.as_dict() for c in self.comparisons]}
 
 
-def cpu_session(path: str | Path) -> "onnxruntime.InferenceSession":
-    """An ONNX Runtime session on the CPU execution provider, all graph optimizations on."""
-    import onnxruntime as ort
+def cpu_engine(path: str | Path, contract: GraphContract, precision: Precision | str) -> Engine:
+    """The graph at ``path`` as an ONNX Runtime engine on the CPU execution provider (strict: no
+    fallback), checked against ``contract``."""
+    from engines.onnxruntime_backend import OnnxRuntimeEngine
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # warnings about unused initializers are noise here
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    # Warnings about unused initializers are noise here (severity 3: errors only).
+    return OnnxRuntimeEngine(path, contract, "cpu", provider="cpu", strict=True, precision=precision,
+                             session_options={"log_severity_level": 3})
 
 
 def sample_feeds(contract: GraphContract, batch: int, height: int, width: int, num_timesteps: int,
@@ -133,53 +136,45 @@ def _bound(precision: Precision, reference: np.ndarray, fp16_relative: float) ->
     return fp16_relative * max(1.0, float(np.max(np.abs(reference))))
 
 
-def compare_graph(session: "onnxruntime.InferenceSession", module: torch.nn.Module, contract: GraphContract,
-                  precision: Precision, num_timesteps: int,
+def compare_graph(engine: Engine, module: torch.nn.Module, precision: Precision, num_timesteps: int,
                   shapes: Sequence[tuple[int, int, int]] = GRAPH_SHAPES) -> list[Comparison]:
-    """Run one graph in ORT and its float32 PyTorch module at each (batch, height, width)."""
+    """Run one graph's engine and its float32 PyTorch module at each (batch, height, width)."""
+    contract = engine.contract
     results = []
     for index, (b, h, w) in enumerate(shapes):
         feeds = sample_feeds(contract, b, h, w, num_timesteps, seed=index)
-        (got,) = session.run(list(contract.output_names), feeds)
+        got = engine.infer_host(feeds)[contract.output_names[0]]
         with torch.no_grad():
             want = module(*(torch.from_numpy(feeds[name]) for name in contract.input_names)).numpy()
         results.append(Comparison(contract.name, (b, h, w), _max_abs(got, want), _bound(precision, want, FP16_TOLERANCE)))
     return results
 
 
-def run_chain(sessions: Mapping[str, "onnxruntime.InferenceSession"], blur: np.ndarray, noise: np.ndarray,
-              num_timesteps: int) -> np.ndarray:
-    """HI-Diff inference with the three ONNX graphs: blur (B, 3, H, W) float32 in [0, 1], any H, W;
-    noise z_T (B, N, C') float32. Returns the sharp image (B, 3, H, W) float32."""
-    from hidiff.model import crop_image, pad_image
-
-    height, width = blur.shape[-2:]
-    # 1. pad to multiples of 8 exactly as HIDiff.forward does
-    padded = pad_image(torch.from_numpy(blur))[0].numpy()
-    # 2. c = LE_DM(blur)
-    (cond,) = sessions[LE_DM].run(None, {"blur": padded})
-    # 3. z_{t-1} = denoise_step(z_t, c, t) for t = T-1 .. 0
-    z = noise
-    for t in range(num_timesteps - 1, -1, -1):
-        (z,) = sessions[DENOISE_STEP].run(None, {"z": z, "cond": cond, "t": np.array([t], dtype=np.int64)})
-    # 4. the prior-guided Restormer, cropped back
-    (sharp,) = sessions[RESTORMER].run(None, {"blur": padded, "prior": z})
-    return crop_image(torch.from_numpy(sharp), height, width).numpy()
-
-
-def compare_chain(sessions: Mapping[str, "onnxruntime.InferenceSession"], model: "HIDiff", precision: Precision,
+def compare_chain(engines: Mapping[str, Engine], model: "HIDiff", precision: Precision,
                   shapes: Sequence[tuple[int, int, int]] = CHAIN_SHAPES) -> list[Comparison]:
-    """The chained graphs against ``model(blur, noise)`` (float32, CPU) at each shape."""
+    """The engines through :class:`~engines.pipeline.Pipeline` against ``model(blur, noise)``
+    (float32, CPU) at each shape, with one z_T (N, C') for the whole batch as the runtime draws it."""
     results = []
     for index, (b, h, w) in enumerate(shapes):
-        rng = np.random.default_rng(100 + index)
-        blur = rng.random((b, 3, h, w), dtype=np.float32)
-        noise = rng.standard_normal((b, *model.prior_shape), dtype=np.float32)
-        got = run_chain(sessions, blur, noise, model.schedule.num_timesteps)
+        generator = torch.Generator().manual_seed(100 + index)
+        blur = torch.rand((b, 3, h, w), generator=generator)
+        noise = torch.randn(model.prior_shape, generator=generator)
+        pipeline = Pipeline(engines, noise, model.schedule.num_timesteps, backend="onnxruntime", cuda_graphs=False)
+        got = pipeline.run(blur).numpy()
         with torch.no_grad():
-            want = model(torch.from_numpy(blur), torch.from_numpy(noise)).numpy()
+            want = model(blur, noise.expand(b, -1, -1)).numpy()
         results.append(Comparison("chain", (b, h, w), _max_abs(got, want), _bound(precision, want, FP16_CHAIN_TOLERANCE)))
     return results
+
+
+def check_image_multiple() -> None:
+    """Raise unless the model pads to the multiple the graphs' contracts declare (the Restormer's
+    downsamplings against engines.contracts.IMAGE_MULTIPLE)."""
+    from hidiff.model import MULTIPLE
+
+    if MULTIPLE != IMAGE_MULTIPLE:
+        raise DriftError(f"the model pads images to multiples of {MULTIPLE} (its Restormer's downsamplings), the "
+                         f"graph contracts declare {IMAGE_MULTIPLE} (engines.contracts.IMAGE_MULTIPLE); make them agree")
 
 
 def _fp16_unsupported(exc: Exception) -> str | None:
@@ -201,22 +196,27 @@ def verify_graphs(paths: Mapping[str, Path], model: "HIDiff", precision: Precisi
     from hidiff.graphs import graph_modules
 
     precision = Precision.parse(precision)
+    check_image_multiple()
     reference = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
     modules = graph_modules(reference, torch.float32)
     contracts = graph_contracts(*reference.prior_shape)
+    engines: dict[str, Engine] = {}
     try:
-        sessions = {name: cpu_session(path) for name, path in paths.items()}
+        for name, path in paths.items():
+            engines[name] = cpu_engine(path, contracts[name], precision)
         comparisons: list[Comparison] = []
-        for name, session in sessions.items():
-            comparisons += compare_graph(session, modules[name], contracts[name], precision,
-                                         reference.schedule.num_timesteps)
-        if chain and set(sessions) >= {LE_DM, DENOISE_STEP, RESTORMER}:
-            comparisons += compare_chain(sessions, reference, precision)
+        for name, engine in engines.items():
+            comparisons += compare_graph(engine, modules[name], precision, reference.schedule.num_timesteps)
+        if chain and set(engines) >= {LE_DM, DENOISE_STEP, RESTORMER}:
+            comparisons += compare_chain(engines, reference, precision)
     except Exception as exc:  # ORT raises its own exception types (Fail, NotImplemented, ...)
         reason = _fp16_unsupported(exc) if precision is Precision.FP16 else None
         if reason is None:
             raise
         return Verification(precision, (), skipped=reason)
+    finally:
+        for engine in engines.values():
+            engine.close()
     return Verification(precision, tuple(comparisons))
 
 

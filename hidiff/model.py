@@ -31,7 +31,7 @@ from hidiff.latent_encoder import LatentEncoder
 from hidiff.restormer import PriorGuidedRestormer
 from hidiff.schedule import DiffusionSchedule
 
-MULTIPLE = PriorGuidedRestormer.multiple
+MULTIPLE = PriorGuidedRestormer.multiple  # from its downsamplings; engines.contracts.IMAGE_MULTIPLE must agree
 
 
 def check_image(blur: Any, name: str = "blur") -> None:

@@ -325,7 +325,8 @@ class PriorGuidedRestormer(nn.Module):
     the network's residual added to the input (Restormer's global skip).
     """
 
-    multiple = 8  # three 2x PixelUnshuffle levels
+    downsamplings = 3  # down1_2, down2_3, down3_4: each a 2x PixelUnshuffle of H and W
+    multiple = 2**downsamplings  # what H and W must be multiples of
 
     def __init__(self, cfg: RestormerConfig = RestormerConfig()):
         super().__init__()

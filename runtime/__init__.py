@@ -8,8 +8,9 @@
         for sharp in deblurrer.stream(frames):   # a video, same z_T for every frame
             ...
 
-Frame types and layouts: :mod:`runtime.frames`; backend choice: :mod:`runtime.selection`;
-tiling of large frames: :mod:`runtime.tiling`; the command line: ``python -m runtime --help``.
+Frame types and layouts: :mod:`runtime.frames`; backend choice: :mod:`runtime.selection`; the
+inference chain and the tiling of large frames: :mod:`engines.pipeline`; how the PyTorch backend
+runs the model: :mod:`engines.torch_settings`; the command line: ``python -m runtime --help``.
 ``import runtime`` imports no backend library; the chosen one loads when a Deblurrer opens.
 """
 from __future__ import annotations

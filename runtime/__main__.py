@@ -1,7 +1,8 @@
 """Command line: deblur an image, a folder of images or a video.
 
     python -m runtime IN OUT [--engines DIR] [--weights FILE] [--backend auto] [--device 0]
-                             [--precision fp32] [--tile N] [--tile-overlap 32] [--seed 0] [--strict] [--compile]
+                             [--precision fp32] [--torch-preset NAME] [--tile N] [--tile-overlap 32]
+                             [--seed 0] [--strict]
 
 IN an image file -> OUT an image file (or a folder to put it in); IN a folder -> OUT a folder
 (same file names; a file that cannot be read or deblurred is reported and skipped); IN a video

@@ -1,84 +1,35 @@
 """The Deblurrer: engines loaded once, frames in, frames out.
 
-The core (:meth:`Deblurrer._deblur_batch`) reads like the paper, in numbered stages:
+Frames of any supported type (:mod:`runtime.frames`) are converted to (B, 3, H, W) float32 RGB on
+the engines' device, checked, split into batches the engines take, and run through
+:class:`engines.pipeline.Pipeline` (pad, LE_DM, the T denoising steps, Restormer tiled when
+needed, crop); the output is clamped to [0, 1], checked and converted back to the input's type.
+Values are checked on the device and read with the result, so nothing waits for the GPU early.
 
-    1. check the input          (shape here; NaN/Inf and range on device, read with the result)
-    2. pad to the multiple of 8 (reflect, as hidiff.model.pad_image; up to the engine's minimum)
-    3. c = LE_DM(blur)          (the whole frame; a downscaled copy if LE_DM cannot take it whole)
-    4. z_0 from z_T             (T denoise_step calls, one CUDA graph where the backend allows)
-    5. sharp = Restormer(blur, z_0)   (in overlapping tiles sharing z_0 when the frame is too large)
-    6. crop, clamp to [0, 1]
-
-Everything stays on the engines' device. z_T is drawn once from ``torch.Generator().manual_seed(seed)``
-(on the CPU, so CPU and CUDA runs start from the same numbers) with shape (N, C') and repeated
-over the batch: a frame gives the same output every time, and every frame of a video shares z_T
-so the output does not flicker.
+z_T is drawn once from ``torch.Generator().manual_seed(seed)`` (on the CPU, so CPU and CUDA runs
+start from the same numbers) with shape (N, C') and shared by every batch row: a frame gives the
+same output every time, and every frame of a video shares z_T so the output does not flicker.
 """
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from engines.contracts import IMAGE_MULTIPLE, Precision
-from hidiff.model import crop_image, pad_image
+from engines.contracts import Precision
+from engines.pipeline import FrameTooLarge, Pipeline
+from engines.tiling import DEFAULT_OVERLAP, Tiling
+from engines.torch_settings import TorchSettings
 from runtime import frames as fr
 from runtime.errors import FrameTypeError, FrameValueError, NonFiniteOutput, TilingRequired
-from runtime.loop import DenoiseLoop
 from runtime.selection import BACKENDS, choose, parse_device
-from runtime.tiling import DEFAULT_OVERLAP, Tile, check_tile_size, plan_tiles, run_tiled
 
 log = logging.getLogger("runtime")
 
 DEFAULT_MAX_BATCH = 4  # frames per engine call; the default TensorRT profile's maximum batch
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What an image engine takes: padded (height, width) range and the largest batch."""
-
-    min_hw: tuple[int, int] = (IMAGE_MULTIPLE, IMAGE_MULTIPLE)
-    max_hw: tuple[int, int] | None = None
-    max_batch: int | None = None
-
-    def fits(self, height: int, width: int) -> bool:
-        return self.max_hw is None or (height <= self.max_hw[0] and width <= self.max_hw[1])
-
-
-def image_limits(engine: Any) -> ImageLimits:
-    """Limits from an engine's optimization profiles (TensorRT), none for the other backends.
-
-    Over several profiles, the union of their ranges (TensorRT picks the profile that covers a
-    shape and names them all when none does).
-    """
-    profiles = getattr(engine, "profiles", None)
-    if not profiles:
-        return ImageLimits()
-    shapes = [ranges["blur"] for ranges in profiles if "blur" in ranges]
-    if not shapes:
-        return ImageLimits()
-    lo_h = min(lo[2] for lo, _, _ in shapes)
-    lo_w = min(lo[3] for lo, _, _ in shapes)
-    hi_h = max(hi[2] for _, _, hi in shapes)
-    hi_w = max(hi[3] for _, _, hi in shapes)
-    hi_b = max(hi[0] for _, _, hi in shapes)
-    return ImageLimits((lo_h, lo_w), (hi_h, hi_w), hi_b)
-
-
-def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pad bottom/right up to ``height x width``: reflect where the side allows, else replicate."""
-    h, w = x.shape[-2:]
-    ph, pw = max(0, height - h), max(0, width - w)
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 def _schedule_length(engines: Any, model: Any) -> int:
@@ -97,16 +48,26 @@ class Deblurrer:
 
     ``Deblurrer(engines=None, backend="auto", device=0, precision="auto", steps=8, seed=0,
     tile=None, tile_overlap=32, max_pixels=None, max_batch=4, color="bgr", strict=False,
-    model=None, cuda_graph=True, engine_options=None)``
+    model=None, torch_settings=None, cuda_graphs=True, engine_options=None)``
 
     - ``engines``: an artifacts folder (ONNX graphs + manifest.json, TensorRT ``*.plan``), or None.
     - ``model``: a :class:`hidiff.HIDiff` or a weights path for the PyTorch backend; None with no
       ``engines`` means the embedded demo model (:func:`hidiff.default_model`).
     - ``backend``: "auto" (see :mod:`runtime.selection`) or an engines.registry name: "tensorrt",
-      "onnxruntime" (-"cuda", -"trt", -"cpu"), "torch". The choice is logged once and kept in :attr:`backend` / :attr:`backend_reason`;
-      ``strict=True`` raises instead of falling back.
-    - ``precision``: "auto" (the artifacts' own precision; fp32 for a PyTorch model), "fp32"
-      or "fp16" (artifacts of another precision are refused; the PyTorch backend casts).
+      "onnxruntime" (-"cuda", -"trt", -"cpu"), "torch". The choice is logged once and kept in
+      :attr:`backend` / :attr:`backend_reason`; ``strict=True`` raises instead of falling back.
+    - ``precision``: "auto" (the artifacts' own precision; for a PyTorch model fp16 on a CUDA
+      device, fp32 on the CPU), "fp32" or "fp16" (artifacts of another precision are refused;
+      the PyTorch backend casts).
+    - ``torch_settings``: how the PyTorch backend runs the model, a
+      :class:`~engines.torch_settings.TorchSettings` or a preset's name ("eager", "channels-last",
+      "compiled", "fastest"). None: the fastest form on a CUDA device in fp16 (compiled: the
+      first frame of each size compiles for minutes), the eager model on the CPU
+      (:func:`~engines.torch_settings.default_settings`). Other backends ignore it.
+    - ``cuda_graphs``: the T denoising steps replayed as CUDA graphs (one per batch size) where
+      the backend allows; ONNX Runtime's CUDA provider replays its denoising step as a graph of
+      its own instead. Each PyTorch engine's own graphs per image size are
+      ``torch_settings.cuda_graphs``.
     - ``steps``: must equal the model's T (the schedule is baked into the graphs).
     - ``tile``: None tiles only frames the engines cannot take whole (beyond the TensorRT
       profile or ``max_pixels``); N > 0 always tiles with N x N tiles (a multiple of 8);
@@ -115,6 +76,8 @@ class Deblurrer:
       pixels than this are tiled. None: no budget.
     - ``max_batch``: frames per engine call for batches and lists (capped by the profile).
     - ``color``: "bgr" (OpenCV, default) or "rgb": the channel order of 3/4-channel frames.
+    - ``engine_options``: further options of the backend (ONNX Runtime: ``provider``,
+      ``provider_options``, ...; see :func:`engines.registry.open_engines`).
 
     Use :meth:`deblur` (or call the object) for frames, :meth:`stream` for videos,
     :meth:`deblur_tensor` for (B, 3, H, W) float32 RGB tensors.
@@ -124,27 +87,29 @@ class Deblurrer:
                  precision: str = "auto", steps: int = 8, seed: int = 0, tile: int | None = None,
                  tile_overlap: int = DEFAULT_OVERLAP, max_pixels: int | None = None,
                  max_batch: int | None = DEFAULT_MAX_BATCH, color: str = "bgr", strict: bool = False,
-                 model: Any = None, cuda_graph: bool = True, engine_options: dict[str, Any] | None = None):
+                 model: Any = None, torch_settings: TorchSettings | str | None = None, cuda_graphs: bool = True,
+                 engine_options: dict[str, Any] | None = None):
         # Arguments first: nothing is loaded for a call that cannot work.
         if color not in fr.COLORS:
             raise ValueError(f"color {color!r}: expected one of {list(fr.COLORS)} (OpenCV frames are 'bgr')")
-        if tile is not None and tile != 0:
-            check_tile_size(tile, tile_overlap)
-        elif tile_overlap < 0:
-            raise ValueError(f"tile_overlap {tile_overlap}: expected >= 0")
-        if max_pixels is not None and max_pixels < IMAGE_MULTIPLE**2:
-            raise ValueError(f"max_pixels {max_pixels}: expected None or at least {IMAGE_MULTIPLE**2}")
+        self.tiling = Tiling(tile, tile_overlap, max_pixels)
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch {max_batch}: expected None or >= 1")
         if precision != "auto":
             Precision.parse(precision)  # a bad value fails here, before anything loads
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r}: expected one of {list(BACKENDS)}")
+        if isinstance(torch_settings, str):
+            torch_settings = TorchSettings.preset(torch_settings)
+        elif torch_settings is not None and not isinstance(torch_settings, TorchSettings):
+            raise TypeError(f"torch_settings must be a TorchSettings, a preset's name or None; "
+                            f"got {type(torch_settings).__name__}")
+        clashing = sorted({"cuda_graphs", "settings"} & set(engine_options or {}))
+        if clashing:
+            raise ValueError(f"engine_options {clashing}: pass Deblurrer(cuda_graphs=...) for the denoising loop and "
+                             "torch_settings=... for the PyTorch engines instead")
         self.color = color
         self.seed = int(seed)
-        self.tile = tile
-        self.tile_overlap = tile_overlap
-        self.max_pixels = max_pixels
         self.strict = strict
         requested = parse_device(device)
         if engines is None and model is None:
@@ -156,8 +121,8 @@ class Deblurrer:
 
             model = HIDiff.load(model)
 
-        options = {"cuda_graph": cuda_graph, **(engine_options or {})}
-        choice = choose(backend, requested, engines, model, precision, strict, options)
+        options = {"cuda_graphs": cuda_graphs, **(engine_options or {})}
+        choice = choose(backend, requested, engines, model, precision, strict, options, torch_settings)
         self.engines = choice.engines
         self.precision: Precision = Precision.parse(self.engines.precision)
         self.backend: str = choice.backend
@@ -168,35 +133,26 @@ class Deblurrer:
         else:
             log.info("runtime: using %s on %s: %s", self.backend, self.device, self.backend_reason)
         try:
-            self._setup(steps, model, max_batch, cuda_graph)
+            self._setup(steps, model, max_batch, cuda_graphs)
         except BaseException:
             self.close()
             raise
 
-    def _setup(self, steps: int, model: Any, max_batch: int | None, cuda_graph: bool) -> None:
-        graphs = self.engines.engines
-        self._le_dm, self._step, self._restormer = graphs["le_dm"], graphs["denoise_step"], graphs["restormer"]
-        fixed = self._step.contract.fixed_dims
-        self.prior_shape = (int(fixed["tokens"]), int(fixed["channels"]))
+    def _setup(self, steps: int, model: Any, max_batch: int | None, cuda_graphs: bool) -> None:
         self.steps = _schedule_length(self.engines, model)
         if steps != self.steps:
             raise ValueError(f"steps={steps}, but the model's schedule has T={self.steps} steps, baked into the "
                              f"denoise_step graph; pass steps={self.steps} (other step counts need another model)")
-        self._decode_limits = image_limits(self._restormer)
-        self._encode_limits = image_limits(self._le_dm)
-        profile_batch = [b for b in (self._decode_limits.max_batch, self._encode_limits.max_batch) if b is not None]
-        caps = [b for b in (max_batch, *profile_batch) if b is not None]
-        self.max_batch: int | None = min(caps) if caps else None
-        if self.tile and not self._decode_limits.fits(self.tile, self.tile):
-            raise ValueError(f"tile={self.tile} exceeds the Restormer engine's largest input "
-                             f"{self._decode_limits.max_hw}; pick a tile within it")
-        if self.tile and self.tile < max(self._decode_limits.min_hw):
-            raise ValueError(f"tile={self.tile} is below the Restormer engine's smallest input "
-                             f"{self._decode_limits.min_hw}; pick a larger tile")
+        tokens, channels = self.engines.prior_shape
+        self.prior_shape = (int(tokens), int(channels))
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         self.noise = torch.randn(self.prior_shape, generator=generator, dtype=torch.float32).to(self.device)
-        timesteps = range(self.steps - 1, -1, -1)
-        self._loop = DenoiseLoop(self._step, self.noise, timesteps, cuda_graph, self.backend)
+        # What the PyTorch engines run (the same object for all three); None for other backends.
+        self.torch_settings: TorchSettings | None = getattr(self.engines.engines["le_dm"], "settings", None)
+        self.pipeline = Pipeline(self.engines.engines, self.noise, self.steps, backend=self.backend,
+                                 cuda_graphs=cuda_graphs, tiling=self.tiling)
+        caps = [b for b in (max_batch, self.pipeline.max_batch) if b is not None]
+        self.max_batch: int | None = min(caps) if caps else None
         self._video_streams: tuple[Any, Any, Any] | None = None
 
     # ----------------------------------------------------------------------------------- public
@@ -258,21 +214,16 @@ class Deblurrer:
     def describe(self) -> str:
         """Several lines: backend and why, device, precision, steps, loop mode, tiling, colour."""
         engines_text = self.engines.describe() if hasattr(self.engines, "describe") else repr(self.engines)
-        if self.tile == 0:
-            tiling = "never (tile=0: frames beyond the engines' limits raise)"
-        elif self.tile:
-            tiling = f"always, {self.tile} x {self.tile} tiles, overlap {self.tile_overlap}"
-        else:
-            limits = [f"Restormer profile max {self._decode_limits.max_hw}" if self._decode_limits.max_hw else "",
-                      f"max_pixels {self.max_pixels}" if self.max_pixels else ""]
-            reason = " and ".join(s for s in limits if s) or "no limit known; tile=N forces tiling"
-            tiling = f"when needed ({reason}), overlap {self.tile_overlap}"
-        return "\n".join([
+        lines = [
             f"backend: {self.backend} on {self.device} ({self.backend_reason})",
             f"precision: {self.precision.value}",
+        ]
+        if self.torch_settings is not None:
+            lines.append(f"PyTorch settings: {self.torch_settings.describe()}")
+        return "\n".join(lines + [
             f"diffusion steps: {self.steps}, z_T seed {self.seed}, prior {self.prior_shape}",
-            f"denoising loop: {self._loop.mode}",
-            f"tiling: {tiling}",
+            f"denoising loop: {self.pipeline.loop.mode}",
+            f"tiling: {self.pipeline.describe_tiling()}",
             f"batch: up to {self.max_batch or 'any number of'} frames per engine call",
             f"colour order of 3/4-channel frames: {self.color}",
             f"engines: {engines_text}",
@@ -357,76 +308,18 @@ class Deblurrer:
 
     def _deblur_batches(self, blur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) float32 on the device -> (sharp clamped (B, 3, H, W), output finite (B,))."""
-        self._plan(blur.shape[2], blur.shape[3])  # raises TilingRequired before any work is queued
+        try:
+            self.pipeline.plan(blur.shape[2], blur.shape[3])  # before any work is queued
+        except FrameTooLarge as exc:
+            raise TilingRequired(str(exc)) from exc
         size = self.max_batch or blur.shape[0]
-        if blur.shape[0] <= size:
-            return self._deblur_batch(blur)
         parts = [self._deblur_batch(chunk) for chunk in blur.split(size)]
+        if len(parts) == 1:
+            return parts[0]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _deblur_batch(self, blur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # 1. check the input: shapes were checked by the caller; values are checked on device
-        #    (_input_health) and read with the result, so nothing here waits for the GPU.
-        _, _, height, width = blur.shape
-        # 2. pad to the multiple of 8 (reflect), then up to the engines' smallest size if needed
-        x, _ = pad_image(blur)
-        min_h = max(self._decode_limits.min_hw[0], self._encode_limits.min_hw[0])
-        min_w = max(self._decode_limits.min_hw[1], self._encode_limits.min_hw[1])
-        x = _pad_to(x, min_h, min_w)
-        # 3. c = LE_DM(blur), from the whole frame
-        cond = self._encode(x)
-        # 4. z_0 from z_T by the T reverse steps t = T-1 .. 0
-        prior = self._loop.run(cond)
-        # 5. sharp = Restormer(blur, z_0), tiled when the frame is too large, every tile with this prior
-        plan = self._plan(x.shape[2], x.shape[3])
-        if plan is None:
-            sharp = self._decode(x, prior)
-        else:
-            tiles, overlap = plan
-            sharp = run_tiled(self._decode, x, prior, tiles, overlap)
-        # 6. crop back to H x W, check, clamp to [0, 1]
-        sharp = crop_image(sharp, height, width)
+        # Input values are checked on the device (_input_health) and read with the result.
+        sharp = self.pipeline.run(blur)
         finite = torch.isfinite(sharp.flatten(1)).all(dim=1)
         return sharp.clamp(0.0, 1.0), finite
-
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        """cond (B, N, C') from the padded frame. If LE_DM's engine cannot take the frame whole,
-        it sees an area-downscaled copy that fits (sides multiples of 8): the prior is pooled to
-        4 x 4 tokens anyway, so a smaller copy of the same frame approximates it; a tile would not."""
-        _, _, h, w = x.shape
-        if not self._encode_limits.fits(h, w):
-            max_h, max_w = self._encode_limits.max_hw  # type: ignore[misc]
-            scale = min(max_h / h, max_w / w)
-            size = (max(self._encode_limits.min_hw[0], int(h * scale) // IMAGE_MULTIPLE * IMAGE_MULTIPLE),
-                    max(self._encode_limits.min_hw[1], int(w * scale) // IMAGE_MULTIPLE * IMAGE_MULTIPLE))
-            x = F.interpolate(x, size=size, mode="area")
-        return self._le_dm.infer({"blur": x})["cond"]
-
-    def _decode(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        return self._restormer.infer({"blur": x, "prior": prior})["sharp"]
-
-    def _plan(self, height: int, width: int) -> tuple[list[Tile], int] | None:
-        """(tiles, overlap) for a frame of this size, or None to run it whole."""
-        ph, pw = -(-height // IMAGE_MULTIPLE) * IMAGE_MULTIPLE, -(-width // IMAGE_MULTIPLE) * IMAGE_MULTIPLE
-        over_profile = not self._decode_limits.fits(ph, pw)
-        over_budget = self.max_pixels is not None and ph * pw > self.max_pixels
-        if self.tile == 0:
-            if over_profile or over_budget:
-                limit = (f"the Restormer engine's profile allows at most {self._decode_limits.max_hw}" if over_profile
-                         else f"max_pixels is {self.max_pixels}")
-                raise TilingRequired(f"a {height} x {width} frame (padded {ph} x {pw}) cannot be run whole: {limit}. "
-                                     "Allow tiling (tile=None or tile=N), or resize the frame")
-            return None
-        if self.tile:
-            tile_h = tile_w = self.tile
-        elif over_profile or over_budget:
-            tile_h, tile_w = self._decode_limits.max_hw or (ph, pw)
-            if self.max_pixels is not None:
-                side = max(IMAGE_MULTIPLE, int(math.isqrt(self.max_pixels)) // IMAGE_MULTIPLE * IMAGE_MULTIPLE)
-                tile_h, tile_w = min(tile_h, side), min(tile_w, side)
-        else:
-            return None
-        if ph <= tile_h and pw <= tile_w:
-            return None
-        overlap = min(self.tile_overlap, (min(tile_h, tile_w) - 1) // 2)
-        return plan_tiles(ph, pw, tile_h, tile_w, overlap), overlap

@@ -5,7 +5,8 @@ Order (first that opens wins), as TensorRT > ONNX Runtime CUDA > PyTorch CUDA > 
 1. ``tensorrt``          plans (``*.plan``) in the artifacts folder, CUDA device
 2. ``onnxruntime-cuda``  ONNX graphs (``*.onnx`` + manifest.json) in the folder, CUDA execution provider
 3. ``torch``             a HIDiff model (``model=``, or the embedded default when no artifacts are
-                         given), CUDA
+                         given), CUDA (with ``precision="auto"`` in fp16, in the form the
+                         caller's TorchSettings give; default the fastest)
 4. ``onnxruntime-cpu``   the ONNX graphs on the CPU
 5. ``torch``             the model on the CPU
 
@@ -108,6 +109,14 @@ def _missing_input(c: Candidate, artifacts: str | Path | None) -> str:
     return "an engines folder was given and no model= (the PyTorch backend needs a model)"
 
 
+def auto_precision(backend: str, device: torch.device, artifacts: str | Path | None) -> str:
+    """``precision="auto"`` for a candidate: a PyTorch model runs fp16 on a CUDA device (its fastest
+    form) and fp32 on the CPU; artifacts run in the precision they were made in."""
+    if backend == "torch":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return artifact_precision(backend, artifacts)
+
+
 def artifact_precision(backend: str, artifacts: str | Path | None) -> str:
     """The precision the artifacts were made in ("fp32" for a PyTorch model or when unknown):
     the export manifest for ONNX graphs, the plan's own manifest for TensorRT."""
@@ -134,10 +143,13 @@ def _why_chosen(c: Candidate, artifacts: str | Path | None, model: Any) -> str:
 
 
 def choose(backend: str, device: torch.device, artifacts: str | Path | None, model: Any,
-           precision: str, strict: bool, options: dict[str, Any]) -> Choice:
+           precision: str, strict: bool, options: dict[str, Any], torch_settings: Any = None) -> Choice:
     """Open the engines for ``backend`` ("auto" or a name) and say why.
 
-    Raises BackendError when nothing opens, or (``strict``) when auto would fall back.
+    ``options`` go to every candidate's :func:`~engines.registry.open_engines`;
+    ``torch_settings`` (a :class:`~engines.torch_settings.TorchSettings` or None) to the PyTorch
+    candidates only, unchanged. Raises BackendError when nothing opens, or (``strict``) when auto
+    would fall back.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: expected one of {list(BACKENDS)}")
@@ -150,11 +162,13 @@ def choose(backend: str, device: torch.device, artifacts: str | Path | None, mod
         return usable_cache[key].get(c.backend, f"backend {c.backend!r} is unknown to engines.registry")
 
     def open_one(c: Candidate, strict_open: bool) -> Any:
-        wanted = precision if precision != PRECISION_AUTO else artifact_precision(c.backend, artifacts)
-        return registry.open_engines(
-            c.backend, model=model if c.backend == "torch" else None,
-            artifacts=artifacts if c.backend != "torch" else None,
-            device=str(c.device), precision=wanted, strict=strict_open, **options)
+        wanted = precision if precision != PRECISION_AUTO else auto_precision(c.backend, c.device, artifacts)
+        if c.backend == "torch":
+            source = {"model": model, "settings": torch_settings}
+        else:
+            source = {"artifacts": artifacts}
+        return registry.open_engines(c.backend, device=str(c.device), precision=wanted, strict=strict_open,
+                                     **source, **options)
 
     if backend != "auto":
         c = Candidate(backend, device, True)

@@ -17,8 +17,7 @@ Memory stays flat over any number of frames and videos: buffers are made once pe
 and call (at most :data:`MAX_SHAPES` shapes kept; torch's host and device caching allocators
 reuse them for the next call), outputs are copied out of the pinned buffer before they are
 returned, the core allocates through torch's caching allocator on one compute stream, and the
-streams belong to the Deblurrer (measured on an H200 with the tiny model: device memory
-constant over 400 frames and over successive videos).
+streams belong to the Deblurrer (tests/runtime/test_stream.py checks it on a GPU).
 Frames already on a CUDA device, and lists, go through :meth:`Deblurrer.deblur` one by one (no
 host copy to overlap); without CUDA the whole stream is a plain loop.
 """

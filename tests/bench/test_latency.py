@@ -144,6 +144,20 @@ def test_trtexec_lines_use_padded_shapes(tmp_path):
     assert "--shapes=blur:4x3x1080x1920,prior:4x16x256" in lines[2]
 
 
+def test_the_torch_columns_are_presets_or_presets_with_a_field_changed():
+    from bench.backends import BENCH_BACKENDS
+    from engines.torch_settings import PRESETS, TorchSettings
+
+    torch_columns = {n: b.torch_settings for n, b in BENCH_BACKENDS.items() if b.engine_backend == "torch"}
+    assert all(isinstance(s, TorchSettings) for s in torch_columns.values())
+    assert torch_columns["torch-compile-fp16-fused-norms-graphs"] is PRESETS["fastest"]
+    assert torch_columns["torch-fp32"] is PRESETS["eager"] and torch_columns["torch-fp16-nhwc"] is PRESETS["channels-last"]
+    assert torch_columns["torch-compile-fp16-unaligned"] == PRESETS["compiled"].replace(pad_channels=False)
+    assert BENCH_BACKENDS["torch-fp16"].runtime_backend() == ("torch", {"torch_settings": PRESETS["eager"]})
+    assert BENCH_BACKENDS["onnxruntime-cuda-nhwc"].runtime_backend() == (
+        "onnxruntime", {"engine_options": {"provider": "cuda", "provider_options": {"prefer_nhwc": "1"}}})
+
+
 def test_settings_refuse_bad_values():
     size = (ImageSize(32, 32),)
     with pytest.raises(ValueError, match="unknown backends"):

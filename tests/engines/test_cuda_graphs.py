@@ -9,6 +9,7 @@ from engine_artifacts import sample_feeds, tiny_model
 
 from engines.cuda_graphs import ShapeGraphs
 from engines.torch_backend import torch_engines
+from engines.torch_settings import TorchSettings
 
 
 def test_a_cpu_device_is_refused():
@@ -17,8 +18,8 @@ def test_a_cpu_device_is_refused():
 
 
 def test_the_torch_backend_refuses_cuda_graphs_on_the_cpu():
-    with pytest.raises(ValueError, match=r"cuda_graphs=True needs a CUDA device, got cpu"):
-        torch_engines(tiny_model(), "cpu", cuda_graphs=True)
+    with pytest.raises(ValueError, match=r"cuda_graphs need\(s\) a CUDA device, got cpu"):
+        torch_engines(tiny_model(), "cpu", settings=TorchSettings(cuda_graphs=True))
 
 
 def test_a_plain_engine_says_why_it_has_no_graphs():
@@ -109,8 +110,8 @@ def test_a_capture_that_fails_falls_back_and_says_why():
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_graphed_engines_equal_plain_engines(precision):
     model = tiny_model()
-    plain = torch_engines(model, "cuda:0", precision)
-    graphed = torch_engines(model, "cuda:0", precision, cuda_graphs=True)
+    plain = torch_engines(model, "cuda:0", precision, TorchSettings(channels_last=True))
+    graphed = torch_engines(model, "cuda:0", precision, TorchSettings(channels_last=True, cuda_graphs=True))
     feeds = {name: {k: v.cuda() for k, v in f.items()} for name, f in sample_feeds().items()}
     for name, engine in graphed.items():
         want = plain[name].infer(feeds[name])

@@ -165,10 +165,10 @@ def test_cuda_graphs_are_a_cuda_provider_option(onnx_dir):
     """On the CPU provider a request for CUDA graphs is recorded as not applicable, and the
     engine runs plainly (same outputs as without the request)."""
     contract = contracts()["denoise_step"]
-    asked = OnnxRuntimeEngine(onnx_dir / "denoise_step.onnx", contract, provider="cpu", cuda_graph=True)
+    asked = OnnxRuntimeEngine(onnx_dir / "denoise_step.onnx", contract, provider="cpu", cuda_graphs=True)
     plain = OnnxRuntimeEngine(onnx_dir / "denoise_step.onnx", contract, provider="cpu")
     assert not asked.uses_cuda_graph and "not of CPUExecutionProvider" in str(asked.cuda_graph_error)
-    assert plain.cuda_graph_error == "not asked for (cuda_graph=False)"
+    assert plain.cuda_graph_error == "not asked for (cuda_graphs=False)"
     feeds = sample_feeds()["denoise_step"]
     torch.testing.assert_close(asked.infer(feeds)["z_prev"], plain.infer(feeds)["z_prev"], rtol=0, atol=0)
 
@@ -243,7 +243,7 @@ def test_cuda_graph_replays_match_plain_runs(onnx_dir):
     graphs per batch size in bench/latency.py.)"""
     _cuda_provider_or_skip()
     graphed = onnxruntime_engines(onnx_dir, "cuda:0", provider="cuda", strict=True)["denoise_step"]
-    plain = onnxruntime_engines(onnx_dir, "cuda:0", provider="cuda", strict=True, cuda_graph=False)["denoise_step"]
+    plain = onnxruntime_engines(onnx_dir, "cuda:0", provider="cuda", strict=True, cuda_graphs=False)["denoise_step"]
     assert graphed.uses_cuda_graph, graphed.cuda_graph_error
     assert not plain.uses_cuda_graph
     generator = torch.Generator().manual_seed(0)

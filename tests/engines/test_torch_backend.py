@@ -1,5 +1,5 @@
-"""PyTorch backend specifics: devices, precision, the caller's model left alone, streams, CUDA
-graphs, fp16 against fp32 on a natural image, torch.compile."""
+"""PyTorch backend specifics: devices, precision, settings, the caller's model left alone, streams,
+CUDA graphs, fp16 against fp32 on a natural image, torch.compile."""
 from __future__ import annotations
 
 import math
@@ -11,6 +11,7 @@ from engine_artifacts import TOLERANCE, sample_feeds, tiny_model
 from engines.base import BackendUnavailable, caller_stream, parse_device
 from engines.contracts import graph_contracts
 from engines.torch_backend import TorchEngine, torch_engines
+from engines.torch_settings import TorchSettings
 from hidiff.graphs import graph_modules
 
 
@@ -76,6 +77,15 @@ def test_repr_names_graph_and_device():
     assert repr(torch_engines(tiny_model(), "cpu")["denoise_step"]) == "TorchEngine(graph='denoise_step', device=cpu)"
 
 
+def test_the_cpu_runs_the_eager_model_by_default_and_refuses_cuda_settings():
+    engines = torch_engines(tiny_model(), "cpu")
+    assert all(e.settings == TorchSettings() for e in engines.values())  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"PyTorch settings fastest: .* need\(s\) a CUDA device, got cpu"):
+        torch_engines(tiny_model(), "cpu", settings=TorchSettings.preset("fastest"))
+    with pytest.raises(TypeError, match=r"settings must be an engines.torch_settings.TorchSettings, got str"):
+        torch_engines(tiny_model(), "cpu", settings="eager")  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------------------------------ GPU
 
 
@@ -113,7 +123,7 @@ def fp16_vs_fp32_psnr() -> float:
     noise = torch.randn((1, *model.prior_shape), generator=torch.Generator().manual_seed(1)).cuda()
     outputs = {}
     for precision in ("fp32", "fp16"):
-        engines = torch_engines(model, "cuda:0", precision)
+        engines = torch_engines(model, "cuda:0", precision, TorchSettings.preset("channels-last"))
         cond = engines["le_dm"].infer({"blur": blur})["cond"]
         z = noise
         for t in range(model.schedule.num_timesteps - 1, -1, -1):
@@ -167,27 +177,30 @@ def test_denoise_step_can_be_captured_in_a_cuda_graph():
 
 
 @pytest.mark.gpu
+def test_fp16_on_cuda_runs_the_fastest_form_by_default():
+    engines = torch_engines(tiny_model(), "cuda:0", "fp16")
+    assert {e.settings for e in engines.values()} == {TorchSettings.preset("fastest")}  # type: ignore[attr-defined]
+    assert all(e.compile_mode == "default" and "cuda_graphs=True" in repr(e) for e in engines.values())
+
+
+@pytest.mark.gpu
 def test_compiled_engine_matches_eager():
     eager = torch_engines(tiny_model(), "cuda:0")["denoise_step"]
-    compiled = torch_engines(tiny_model(), "cuda:0", compile=True)["denoise_step"]
+    compiled = torch_engines(tiny_model(), "cuda:0", settings=TorchSettings(compile_mode="max-autotune-no-cudagraphs"))
+    compiled = compiled["denoise_step"]
     assert compiled.compile_mode == "max-autotune-no-cudagraphs"
     feeds = {k: v.cuda() for k, v in sample_feeds()["denoise_step"].items()}
     got, expected = compiled.infer(feeds)["z_prev"], eager.infer(feeds)["z_prev"]
     assert (got - expected).abs().max().item() < TOLERANCE
 
 
-def test_inductor_options_need_compile():
-    with pytest.raises(ValueError, match="without compile=True would be ignored"):
-        torch_engines(tiny_model(), "cpu", inductor_options={"conv_1x1_as_mm": True})
-
-
-def test_channels_are_aligned_by_default_only_for_fp16_on_cuda():
-    """fp32 on the CPU keeps the checkpoint's shapes (GDFN hidden 127 channels in the GoPro
-    model; the tiny model's int(8 * 2.66) = 21)."""
+def test_padded_channels_give_the_same_output():
+    """The eager model keeps the checkpoint's shapes (GDFN hidden 127 channels in the GoPro
+    model; the tiny model's int(8 * 2.66) = 21); pad_channels zero-pads them to multiples of 8."""
     engine = torch_engines(tiny_model(), "cpu")["restormer"]
     hidden = {m.project_out.in_channels for m in engine.module.modules() if type(m).__name__ == "GDFN"}
     assert hidden == {21, 42, 85, 170}
-    aligned = torch_engines(tiny_model(), "cpu", align_channels=True)["restormer"]
+    aligned = torch_engines(tiny_model(), "cpu", settings=TorchSettings(pad_channels=True))["restormer"]
     hidden = {m.project_out.in_channels for m in aligned.module.modules() if type(m).__name__ == "GDFN"}
     assert hidden == {24, 48, 88, 176}
     feeds = sample_feeds()["restormer"]
@@ -196,11 +209,11 @@ def test_channels_are_aligned_by_default_only_for_fp16_on_cuda():
 
 @pytest.mark.gpu
 def test_compiled_aligned_restormer_matches_eager():
-    """The compiled float16 Restormer with zero-padded channels (the default on CUDA) and
-    inductor's conv_1x1_as_mm against the eager float16 engine without padding, same input."""
-    eager = torch_engines(tiny_model(), "cuda:0", "fp16", align_channels=False)["restormer"]
-    compiled = torch_engines(tiny_model(), "cuda:0", "fp16", compile="default",
-                             inductor_options={"conv_1x1_as_mm": True})["restormer"]
+    """The compiled float16 Restormer with zero-padded channels and inductor's conv_1x1_as_mm
+    against the eager float16 engine without padding, same input."""
+    eager = torch_engines(tiny_model(), "cuda:0", "fp16", TorchSettings(channels_last=True))["restormer"]
+    settings = TorchSettings.preset("compiled").replace(inductor_options=(("conv_1x1_as_mm", True),))
+    compiled = torch_engines(tiny_model(), "cuda:0", "fp16", settings)["restormer"]
     assert "conv_1x1_as_mm" in str(compiled.compile_mode)
     feeds = {k: v.cuda() for k, v in sample_feeds()["restormer"].items()}
     got, expected = compiled.infer(feeds)["sharp"], eager.infer(feeds)["sharp"]

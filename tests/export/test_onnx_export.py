@@ -33,9 +33,10 @@ from export.pipeline import export_onnx_dir
 from export.verify import (
     FP32_TOLERANCE,
     DriftError,
+    check_image_multiple,
     compare_chain,
     compare_graph,
-    cpu_session,
+    cpu_engine,
     raise_on_drift,
     verify_graphs,
 )
@@ -60,8 +61,9 @@ def _succeeded(run) -> Path:
     return run.out_dir
 
 
-def _sessions(out_dir: Path) -> dict:
-    return {name: cpu_session(out_dir / f"{name}.onnx") for name in GRAPH_NAMES}
+def _engines(out_dir: Path, model, precision: Precision = Precision.FP32) -> dict:
+    contracts = graph_contracts(*model.prior_shape)
+    return {name: cpu_engine(out_dir / f"{name}.onnx", contracts[name], precision) for name in GRAPH_NAMES}
 
 
 def _layer_norm_modules(module: torch.nn.Module) -> int:
@@ -76,11 +78,9 @@ def test_fp32_graphs_match_pytorch_at_shapes_not_used_for_export(runs: ExportRun
     out_dir = _succeeded(runs.fp32)
     model = runs.model()
     modules = graph_modules(model, torch.float32)
-    contracts = graph_contracts(*model.prior_shape)
     assert all((h, w) != (EXAMPLE_HEIGHT, EXAMPLE_WIDTH) for _, h, w in UNSEEN_SHAPES)
-    for name, session in _sessions(out_dir).items():
-        results = compare_graph(session, modules[name], contracts[name], Precision.FP32,
-                                model.schedule.num_timesteps, UNSEEN_SHAPES)
+    for name, engine in _engines(out_dir, model).items():
+        results = compare_graph(engine, modules[name], Precision.FP32, model.schedule.num_timesteps, UNSEEN_SHAPES)
         assert len(results) == len(UNSEEN_SHAPES)
         for result in results:
             assert result.max_abs_error <= FP32_TOLERANCE, str(result)
@@ -94,7 +94,7 @@ def test_le_dm_pools_exactly_where_bins_are_unequal(runs: ExportRuns) -> None:
     contract = graph_contracts(*model.prior_shape)["le_dm"]
     module = graph_modules(model, torch.float32)["le_dm"]
     assert all((h // 4) % 4 or (w // 4) % 4 for _, h, w in UNSEEN_SHAPES)
-    results = compare_graph(cpu_session(runs.le_dm_group4), module, contract, Precision.FP32,
+    results = compare_graph(cpu_engine(runs.le_dm_group4, contract, Precision.FP32), module, Precision.FP32,
                             model.schedule.num_timesteps, UNSEEN_SHAPES)
     for result in results:
         assert result.max_abs_error <= FP32_TOLERANCE, str(result)
@@ -104,11 +104,12 @@ def test_le_dm_pools_exactly_where_bins_are_unequal(runs: ExportRuns) -> None:
 def test_denoise_step_matches_every_schedule_index(runs: ExportRuns) -> None:
     out_dir = _succeeded(runs.fp32)
     model = runs.model()
-    session = cpu_session(out_dir / "denoise_step.onnx")
+    engine = cpu_engine(out_dir / "denoise_step.onnx", graph_contracts(*model.prior_shape)["denoise_step"],
+                        Precision.FP32)
     g = torch.Generator().manual_seed(3)
     z, cond = torch.randn(2, *model.prior_shape, generator=g), torch.randn(2, *model.prior_shape, generator=g)
     for t in model.schedule.timesteps():
-        (got,) = session.run(None, {"z": z.numpy(), "cond": cond.numpy(), "t": np.array([t], dtype=np.int64)})
+        got = engine.infer({"z": z, "cond": cond, "t": torch.tensor([t], dtype=torch.int64)})["z_prev"].numpy()
         with torch.no_grad():
             want = model.denoise_step(z, cond, t).numpy()
         assert np.abs(got - want).max() <= FP32_TOLERANCE, f"t={t}"
@@ -117,10 +118,14 @@ def test_denoise_step_matches_every_schedule_index(runs: ExportRuns) -> None:
 @pytest.mark.slow
 def test_chained_graphs_reproduce_hidiff(runs: ExportRuns) -> None:
     out_dir = _succeeded(runs.fp32)
-    results = compare_chain(_sessions(out_dir), runs.model(), Precision.FP32, CHAIN_SHAPES)
+    results = compare_chain(_engines(out_dir, runs.model()), runs.model(), Precision.FP32, CHAIN_SHAPES)
     assert [r.shape for r in results] == list(CHAIN_SHAPES)
     for result in results:
         assert result.max_abs_error <= FP32_TOLERANCE, str(result)
+
+
+def test_the_model_pads_to_the_multiple_of_the_graph_contracts() -> None:
+    check_image_multiple()  # raises DriftError when the Restormer's downsamplings and the contracts disagree
 
 
 @pytest.mark.slow
@@ -215,11 +220,9 @@ def test_fp16_graphs_run_close_to_float32_pytorch(runs: ExportRuns) -> None:
     out_dir = _succeeded(runs.fp16)
     model = runs.model()
     modules = graph_modules(model, torch.float32)
-    contracts = graph_contracts(*model.prior_shape)
-    for name in GRAPH_NAMES:
-        session = cpu_session(out_dir / f"{name}.onnx")
-        for result in compare_graph(session, modules[name], contracts[name], Precision.FP16,
-                                    model.schedule.num_timesteps, UNSEEN_SHAPES[:2]):
+    for name, engine in _engines(out_dir, model, Precision.FP16).items():
+        for result in compare_graph(engine, modules[name], Precision.FP16, model.schedule.num_timesteps,
+                                    UNSEEN_SHAPES[:2]):
             assert result.ok, str(result)
             assert result.max_abs_error > 0  # it really ran in float16
 

@@ -113,6 +113,16 @@ def test_pad_reflects_to_multiple_of_8_and_crop_restores():
     assert amounts == (0, 0) and same.shape == (1, 3, 16, 8)
 
 
+def test_the_padding_multiple_is_the_restormers_downsampling(tiny_model):
+    from hidiff.model import MULTIPLE
+    from hidiff.restormer import Downsample
+
+    halvings = sum(isinstance(m, Downsample) for m in tiny_model.restormer.modules())
+    assert MULTIPLE == 2**halvings == 8
+    out = tiny_model.restormer(torch.rand(1, 3, MULTIPLE, 2 * MULTIPLE), torch.randn(1, *tiny_model.prior_shape))
+    assert out.shape == (1, 3, MULTIPLE, 2 * MULTIPLE)
+
+
 def test_forward_is_the_official_loop(tiny_model):
     """Pad -> c = LE_DM -> 8 reverse steps with t + 1 -> Restormer -> crop, written out by hand."""
     m = tiny_model

@@ -87,10 +87,12 @@ def test_video_round_trip_keeps_frame_count_size_and_fps(tmp_path, weights, caps
     (["{img}", "out.xyz"], "expected an image file"),
     (["{img}", "out.png", "--backend", "magic"], "invalid choice"),
     (["{img}", "out.png", "--weights", "nowhere.safetensors"], "does not exist"),
-    (["{img}", "out.png", "--compile", "--backend", "onnxruntime"], "--compile runs the PyTorch backend"),
-    (["{img}", "out.png", "--compile", "--precision", "fp32"], "--compile runs in FP16"),
-    # on the CPU the Deblurrer itself refuses: FP16 engines need CUDA
-    (["{img}", "out.png", "--compile"], "precision fp16 on cpu"),
+    (["{img}", "out.png", "--torch-preset", "fastest", "--backend", "onnxruntime"],
+     "--torch-preset fastest applies to the PyTorch backend"),
+    (["{img}", "out.png", "--torch-preset", "fastest", "--precision", "fp32"], "precision fp32 was asked for"),
+    (["{img}", "out.png", "--torch-preset", "turbo"], "invalid choice"),
+    # on the CPU the Deblurrer itself refuses: the fastest form's kernels and graphs need CUDA
+    (["{img}", "out.png", "--torch-preset", "fastest"], "need(s) a CUDA device, got cpu"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, weights, capsys, argv, words):
     img = tmp_path / "x.png"
@@ -104,13 +106,13 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, weights, capsys, argv, wor
     assert info.value.code == 2 and words in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_compile_asks_for_the_fastest_pytorch_form():
-    from runtime.cli import COMPILED_TORCH_OPTIONS, Parser, add_deblurrer_arguments, deblurrer_options
+def test_the_torch_preset_becomes_the_deblurrers_settings():
+    from engines.torch_settings import TorchSettings
+    from runtime.cli import Parser, add_deblurrer_arguments, deblurrer_options
 
     parser = Parser()
     add_deblurrer_arguments(parser)
-    options = deblurrer_options(parser.parse_args(["--compile"]))
-    assert options["backend"] == "torch" and options["precision"] == "fp16"
-    assert options["engine_options"] == COMPILED_TORCH_OPTIONS
-    assert all(COMPILED_TORCH_OPTIONS[k] is True for k in ("compile", "fuse_gates", "fuse_norms", "cuda_graphs"))
-    assert "engine_options" not in deblurrer_options(parser.parse_args([]))
+    options = deblurrer_options(parser.parse_args(["--torch-preset", "compiled"]))
+    assert options["torch_settings"] is TorchSettings.preset("compiled")
+    assert options["backend"] == "auto" and options["precision"] == "auto"
+    assert "torch_settings" not in deblurrer_options(parser.parse_args([]))  # the Deblurrer's default

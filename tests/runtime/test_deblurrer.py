@@ -1,4 +1,4 @@
-"""The Deblurrer against the PyTorch model, its options, the backend choice and runtime.deblur."""
+"""The Deblurrer against the PyTorch model, its options, the backend choice, tiling and runtime.deblur."""
 from __future__ import annotations
 
 import logging
@@ -9,8 +9,8 @@ import torch
 from runtime_helpers import deblurrer_fixture, frame_u8, model_fixture  # noqa: F401 (fixtures)
 
 import runtime
+from engines.torch_settings import TorchSettings
 from runtime import BackendError, Deblurrer, TilingRequired
-from runtime.deblurrer import image_limits
 from runtime.selection import parse_device
 
 
@@ -41,6 +41,8 @@ def test_steps_must_equal_the_model_T(model):
 @pytest.mark.parametrize("kwargs, words", [
     ({"color": "bgra"}, "color"), ({"tile": 100}, "multiple of 8"), ({"tile": 64, "tile_overlap": 32}, "overlap"),
     ({"device": "tpu"}, "device"), ({"backend": "tflite"}, "backend"), ({"precision": "int8"}, "precision"),
+    ({"max_pixels": 10}, "max_pixels"), ({"torch_settings": "turbo"}, "PyTorch preset 'turbo'"),
+    ({"engine_options": {"cuda_graphs": False}}, r"pass Deblurrer\(cuda_graphs=...\)"),
 ])
 def test_bad_options_are_refused(model, kwargs, words):
     with pytest.raises(ValueError, match=words):
@@ -52,6 +54,40 @@ def test_describe_and_backend_reason(deblurrer):
     assert deblurrer.backend == "torch" and deblurrer.device == torch.device("cpu")
     assert "torch on cpu" in text and "plain loop" in text and "tiling" in text
     assert deblurrer.backend_reason.startswith("auto:")
+
+
+def test_the_cpu_runs_the_eager_model_in_fp32_by_default(deblurrer, model):
+    assert deblurrer.precision.value == "fp32" and deblurrer.torch_settings == TorchSettings()
+    assert "PyTorch settings: eager" in deblurrer.describe()
+    settings = TorchSettings(channels_last=True, pad_channels=True)
+    with Deblurrer(model=model, device="cpu", torch_settings=settings) as other:
+        assert other.torch_settings is settings  # handed through unchanged
+        frame = frame_u8(16, 24)
+        assert np.abs(other.deblur(frame).astype(int) - deblurrer.deblur(frame).astype(int)).max() <= 1
+
+
+@pytest.mark.gpu
+def test_a_pytorch_model_on_cuda_runs_fp16_in_the_fastest_form_by_default(model):
+    with Deblurrer(model=model, device=0, strict=True) as d:  # engines compile on their first call: none here
+        assert d.precision.value == "fp16" and d.torch_settings == TorchSettings.preset("fastest")
+        assert "PyTorch settings: fastest" in d.describe()
+    with Deblurrer(model=model, device=0, precision="fp32", torch_settings="eager", strict=True) as d:
+        assert d.precision.value == "fp32" and d.torch_settings == TorchSettings()
+
+
+def test_settings_the_device_cannot_run_are_named(model):
+    with pytest.raises(BackendError, match=r"torch on cpu: failed to open: .*PyTorch settings fastest: .*CUDA device"):
+        Deblurrer(model=model, device="cpu", torch_settings="fastest")
+
+
+def test_max_pixels_tiles_only_large_frames(model, deblurrer):
+    frame = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
+    with Deblurrer(model=model, device="cpu", max_pixels=32 * 32, tile_overlap=8) as budget:
+        assert "when needed (max_pixels 1024), overlap 8" in budget.describe()
+        small = np.ascontiguousarray(frame[:32, :32])
+        np.testing.assert_array_equal(budget.deblur(small), deblurrer.deblur(small))  # within budget: whole
+        assert budget.pipeline.plan(32, 32) is None and budget.pipeline.plan(40, 48) is not None
+        assert budget.deblur(frame).shape == frame.shape
 
 
 def test_tile_zero_refuses_frames_beyond_the_budget(model):
@@ -95,15 +131,3 @@ def test_module_level_deblur_caches_one_deblurrer_per_options(model, deblurrer):
     finally:
         runtime.clear_cache()
     assert not runtime._cache
-
-
-def test_image_limits_from_tensorrt_profiles():
-    # TensorRT cannot run here: a plain object with the TensorRTEngine.profiles shape stands in.
-    class PlanProfiles:
-        profiles = [{"blur": ((1, 3, 256, 256), (1, 3, 720, 1280), (4, 3, 1088, 1920))},
-                    {"blur": ((1, 3, 64, 64), (1, 3, 128, 128), (8, 3, 512, 512))}]
-
-    limits = image_limits(PlanProfiles())
-    assert limits.min_hw == (64, 64) and limits.max_hw == (1088, 1920) and limits.max_batch == 8
-    assert limits.fits(1088, 1920) and not limits.fits(1096, 8)
-    assert image_limits(object()).max_hw is None

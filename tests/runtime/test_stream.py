@@ -7,6 +7,7 @@ import pytest
 import torch
 from runtime_helpers import deblurrer_fixture, frame_u8, make_tiny_model, model_fixture  # noqa: F401 (fixtures)
 
+from engines.torch_settings import TorchSettings
 from runtime import Deblurrer, FrameValueError
 
 
@@ -34,14 +35,15 @@ def test_stream_raises_at_a_bad_frame(deblurrer):
 
 @pytest.fixture(scope="module")
 def cuda_deblurrer():
-    with Deblurrer(model=make_tiny_model(), device=0, strict=True) as d:
+    # FP32 (channels-last by default on CUDA): comparable with the CPU model, and nothing compiles.
+    with Deblurrer(model=make_tiny_model(), device=0, precision="fp32", strict=True) as d:
         yield d
 
 
 @pytest.mark.gpu
 def test_cuda_graph_loop_equals_the_plain_loop(cuda_deblurrer):
     assert "CUDA graph" in cuda_deblurrer.describe()
-    with Deblurrer(model=make_tiny_model(), device=0, cuda_graph=False) as plain:
+    with Deblurrer(model=make_tiny_model(), device=0, precision="fp32", cuda_graphs=False) as plain:
         assert "plain loop" in plain.describe()
         for batch in (1, 3):
             for _ in range(3):  # the second call of a batch size captures its graph, the third replays it
@@ -53,14 +55,15 @@ def test_cuda_graph_loop_equals_the_plain_loop(cuda_deblurrer):
 
 @pytest.mark.gpu
 def test_engine_graphs_and_fused_kernels_keep_every_frame():
-    """The fastest engine options (eager here: compiling is the benchmark's) through the runtime:
-    a video's frames, each equal to the plain FP16 engines' within float16 rounding, none
-    overwritten by the next through the engines' static CUDA-graph outputs."""
-    options = {"fuse_gates": True, "fuse_norms": True, "cuda_graphs": True}
+    """The fastest form's kernels and engine graphs (eager here: compiling is the benchmark's)
+    through the runtime: a video's frames, each equal to the plain FP16 engines' within float16
+    rounding, none overwritten by the next through the engines' static CUDA-graph outputs."""
+    fast_settings = TorchSettings.preset("fastest").replace(compile_mode=None)
     frames = [frame_u8(40, 56, seed=300 + i) for i in range(4)]
     with Deblurrer(model=make_tiny_model(), device=0, precision="fp16", backend="torch", strict=True,
-                   engine_options=options) as fast, \
-            Deblurrer(model=make_tiny_model(), device=0, precision="fp16", backend="torch", strict=True) as plain:
+                   torch_settings=fast_settings) as fast, \
+            Deblurrer(model=make_tiny_model(), device=0, precision="fp16", backend="torch", strict=True,
+                      torch_settings="channels-last") as plain:
         got = list(fast.stream(iter(frames)))
         want = [plain.deblur(f) for f in frames]
         assert all(e.cuda_graph_error is None for e in fast.engines.engines.values())

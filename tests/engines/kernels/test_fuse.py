@@ -14,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from engines.kernels import fuse_restormer
 from engines.kernels.fuse import FusedGateGDFN, FusedHIM, FusedNormBlock
 from engines.torch_backend import torch_engines
+from engines.torch_settings import TorchSettings
 from hidiff.config import RestormerConfig
 from hidiff.model import HIDiff
 from hidiff.restormer import GDFN, HIM, LayerNorm, PriorGuidedRestormer, TransformerBlock
@@ -122,10 +123,10 @@ def test_on_the_gpu_the_switched_on_kernels_run(switches):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_the_torch_backend_refuses_fused_kernels_on_the_cpu():
-    for option in ("fuse_gates", "fuse_norms"):
-        with pytest.raises(ValueError, match="fuse_gates and fuse_norms run Triton kernels: .* but device cpu is not "
-                                             "a CUDA device; dtype torch.float32 is not float16 or bfloat16"):
-            torch_engines(HIDiff(tiny_config()).eval(), "cpu", **{option: True})
+    for field in ("fuse_gdfn_gate", "fuse_block_norms", "fuse_prior_attention"):
+        settings = TorchSettings(channels_last=True, **{field: True})
+        with pytest.raises(ValueError, match=rf"{field} need\(s\) a CUDA device, got cpu"):
+            torch_engines(HIDiff(tiny_config()).eval(), "cpu", settings=settings)
 
 
 # (channels, heads, tokens, norm kind, bias): the GoPro model's three HIM levels (16 tokens at the
@@ -195,8 +196,11 @@ def test_fused_fp16_restormer_matches_the_unfused_one(fuse_gates, fuse_norms):
         for module in model.restormer.modules():
             if isinstance(module, LayerNorm):
                 module.body.weight.normal_(1.0, 0.3)
-    plain = torch_engines(model, "cuda:0", "fp16")["restormer"]
-    fused = torch_engines(model, "cuda:0", "fp16", fuse_gates=fuse_gates, fuse_norms=fuse_norms)["restormer"]
+    plain_settings = TorchSettings.preset("channels-last")
+    plain = torch_engines(model, "cuda:0", "fp16", plain_settings)["restormer"]
+    fused_settings = plain_settings.replace(fuse_gdfn_gate=fuse_gates, fuse_block_norms=fuse_norms,
+                                            fuse_prior_attention=fuse_norms)
+    fused = torch_engines(model, "cuda:0", "fp16", fused_settings)["restormer"]
     assert (_count(fused.module, FusedGateGDFN) > 0) is fuse_gates
     assert (_count(fused.module, FusedNormBlock) > 0) is fuse_norms and (_count(fused.module, FusedHIM) > 0) is fuse_norms
     assert _count(plain.module, FusedGateGDFN) + _count(plain.module, FusedNormBlock) == 0

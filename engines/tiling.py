@@ -1,41 +1,17 @@
 """Overlapping tiles for frames larger than the Restormer engine takes whole.
 
 HI-Diff's prior is pooled over the whole frame and the Restormer's channel attention is global
-over H*W, so tiling changes the result. We therefore tile only the Restormer: the
-prior z_0 is computed ONCE from the whole frame and shared by every tile, and tiles overlap
-(``overlap`` pixels, default 32) and are blended with raised-cosine ramps, so that no seam is a
-hard edge between two independently normalised tiles.
+over H*W, so tiling changes the result. Only the Restormer is tiled: the prior z_0 is computed
+once from the whole frame and shared by every tile, and tiles overlap (``overlap`` pixels,
+default 32) and are blended with raised-cosine ramps, so that no seam is a hard edge between two
+independently normalised tiles. Along each axis a tile's weight rises from ~0 to 1 over
+``overlap`` pixels on every side that borders another tile (flat 1 on the frame's own borders);
+the 2-D weight is the outer product and the output is sum(w * tile) / sum(w).
 
-Measured difference, tiled vs untiled, on ``skimage.data.astronaut()`` (float32, values in
-[0, 1]; PSNR of the tiled output against the untiled one):
-
-=============================================  ===================  ========  =========  =======
-model                                          image, tile/overlap  max diff  mean diff  PSNR
-=============================================  ===================  ========  =========  =======
-tiny random test model (CPU; same on H200)     512, 256 / 32        0.027     0.0029     47.7 dB
-tiny random test model (CPU)                   512, 256 / 0         0.33      0.0044     38.4 dB
-GoPro-size architecture, random weights, H200  512, 256 / 32        0.025     0.0041     45.1 dB
-GoPro-size architecture, random weights, H200  512, 256 / 0         0.31      0.0058     37.6 dB
-GoPro-size architecture, random weights, H200  512, 384 / 32        0.011     0.0014     54.4 dB
-tiny random test model (CPU)                   128, 80 / 16         0.0125    0.0014     53.8 dB
-=============================================  ===================  ========  =========  =======
-
-The last row is what tests/runtime/test_tiling.py measures (the image area-downscaled to keep
-the test fast); it asserts max < 0.02 and PSNR > 50 dB. Overlap 0 shows what the blending buys:
-hard seams of up to 0.3. Larger tiles differ less (fewer pixels see a tile-sized context).
-
-The remaining difference comes mostly from the Restormer's global channel attention seeing a
-tile instead of the frame (ramps that ignore the outer quarter or half of each overlap did not
-reduce it). Trained weights may give other figures: measure yours before relying on tiles.
-
-When the frame is too large for the LE_DM engine as well (TensorRT profile), the prior is
-computed from an area-downscaled copy that fits (:meth:`runtime.Deblurrer._encode`): LE_DM pools
-its features to 4 x 4 tokens, so a smaller copy of the whole frame approximates the prior far
-better than any tile would. That case adds a difference this figure does not include.
-
-Weights: along each axis a tile's weight rises from ~0 to 1 over ``overlap`` pixels on every
-side that borders another tile (flat 1 on the frame's own borders), and the 2-D weight is the
-outer product; the blended output is sum(w * tile) / sum(w).
+What it costs in accuracy depends on the weights and the tile size (larger tiles differ less):
+tests/engines/test_tiling.py measures the tiny test model on a natural image and bounds the
+difference; measure trained weights before relying on tiles. :class:`Tiling` says when a frame is
+tiled; :func:`plan_tiles` and :func:`run_tiled` do it.
 """
 from __future__ import annotations
 
@@ -48,6 +24,31 @@ import torch
 from engines.contracts import IMAGE_MULTIPLE
 
 DEFAULT_OVERLAP = 32
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """When the Restormer runs in tiles.
+
+    - ``tile``: None tiles only frames the engines cannot take whole (beyond the Restormer
+      engine's largest input or ``max_pixels``); N > 0 always tiles with N x N tiles (a multiple
+      of 8); 0 never tiles (such frames are refused).
+    - ``overlap``: pixels shared by neighbouring tiles, blended.
+    - ``max_pixels``: a memory budget for engines without a size limit of their own: frames with
+      more padded pixels than this are tiled. None: no budget.
+    """
+
+    tile: int | None = None
+    overlap: int = DEFAULT_OVERLAP
+    max_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.tile is not None and self.tile != 0:
+            check_tile_size(self.tile, self.overlap)
+        elif self.overlap < 0:
+            raise ValueError(f"tile_overlap {self.overlap}: expected >= 0")
+        if self.max_pixels is not None and self.max_pixels < IMAGE_MULTIPLE**2:
+            raise ValueError(f"max_pixels {self.max_pixels}: expected None or at least {IMAGE_MULTIPLE**2}")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,9 @@
 """The T reverse diffusion steps z_T -> z_0, replayed as one CUDA graph where the backend allows.
 
 The loop itself is one function (:meth:`DenoiseLoop._steps`): the same code runs eagerly and is
-what a CUDA graph captures, and nothing in it depends on the backend. Capturing pays off
-because the steps are tiny ((B, N, C') tensors): run eagerly, their time is mostly kernel
-launches, which one graph replay replaces. Their shapes do not depend on the image size, so one
-graph per batch size serves every frame.
+what a CUDA graph captures, and nothing in it depends on the backend. Capturing pays off because
+the steps are tiny ((B, N, C') tensors) and launch-bound. Their shapes do not depend on the image
+size, so one graph per batch size serves every frame.
 
 The capture rules are :class:`engines.cuda_graphs.ShapeGraphs`': the second call of a batch size
 is captured (the first runs plainly), ``cond`` is copied into a static buffer, z_T is constant,
@@ -32,10 +31,11 @@ class DenoiseLoop:
 
     ``engine``: the denoise_step engine; ``noise``: z_T (N, C') float32 on the engine's device,
     shared by every frame and batch row (so a video does not flicker); ``timesteps``: schedule
-    indices T-1 .. 0; ``use_graph``: try CUDA graphs (only on CUDA and capturable backends).
+    indices T-1 .. 0; ``cuda_graphs``: try CUDA graphs (only on CUDA and capturable backends);
+    ``backend``: the engines' registry name (see :data:`CAPTURABLE_BACKENDS`).
     """
 
-    def __init__(self, engine: Engine, noise: torch.Tensor, timesteps: Sequence[int], use_graph: bool,
+    def __init__(self, engine: Engine, noise: torch.Tensor, timesteps: Sequence[int], cuda_graphs: bool,
                  backend: str):
         self.engine = engine
         self.device = noise.device
@@ -44,8 +44,8 @@ class DenoiseLoop:
         self._z_T: dict[int, torch.Tensor] = {}
         self._graphs: ShapeGraphs | None = None
         self._no_graph: str | None = None
-        if not use_graph:
-            self._no_graph = "CUDA graphs turned off (cuda_graph=False)"
+        if not cuda_graphs:
+            self._no_graph = "CUDA graphs turned off (cuda_graphs=False)"
         elif self.device.type != "cuda":
             self._no_graph = f"no CUDA graphs on {self.device}"
         elif backend not in CAPTURABLE_BACKENDS:
