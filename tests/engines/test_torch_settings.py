@@ -79,4 +79,4 @@ def test_default_settings_per_device_and_precision():
 
 
 def test_kernels_need_cuda():
-    assert kernels_unavailable(CPU) == "the Triton kernels need a CUDA device, got cpu"
+    assert kernels_unavailable(CPU) == "device cpu is not a CUDA device"
