@@ -61,7 +61,9 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)  # absolute: the compare step runs from another folder
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-[ -d /tmp/wheelparts/site ] && export PYTHONPATH="/tmp/wheelparts/site:${PYTHONPATH:-}"
+# The project's packages without installing it (python3 bench/x.py puts bench/ first on sys.path, not the root).
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+[ -d /tmp/wheelparts/site ] && export PYTHONPATH="/tmp/wheelparts/site:$PYTHONPATH"
 graphs=/tmp/gopro_fp16
 status=0
 step() { [[ "$steps" == *" $1 "* ]]; }
