@@ -163,6 +163,11 @@ class Deblurrer:
         self.backend: str = choice.backend
         self.backend_reason: str = choice.reason
         self.device: torch.device = choice.device
+        self.max_pixels_reason = "given" if max_pixels is not None else "none"
+        if max_pixels is None and tile != 0:  # a default memory budget (tile=0 means never tile)
+            from runtime.memory import default_max_pixels
+
+            self.max_pixels, self.max_pixels_reason = default_max_pixels(self.device, self.precision.value)
         if choice.fell_back:
             log.warning("runtime: using %s on %s: %s", self.backend, self.device, self.backend_reason)
         else:
