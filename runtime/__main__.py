@@ -293,11 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging()
-    jobs = plan_jobs(parser, args)
-    report = Report(total=len(jobs))
+    report = Report()
     backend = "none opened"
     with signals_interrupt():
         try:
+            jobs = plan_jobs(parser, args)
+            report.total = len(jobs)
             removed = remove_stale_temporaries(jobs)
             if removed:
                 log.info("removed %d temporary file(s) that an interrupted run left beside the outputs", removed)
@@ -307,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_jobs(deblurrer, jobs, args.quiet, args.accept_partial, report)
             finally:
                 deblurrer.close()
-        except Interrupted as stop:  # while the model loaded, or while closing
+        except Interrupted as stop:  # while planning, while the model loaded, or while closing
             report.interrupted = stop.signum
     print(report.summary(backend), flush=True)
     if report.interrupted is not None:

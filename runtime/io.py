@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -199,7 +199,6 @@ class Image:
     frame: np.ndarray  # H x W (gray), H x W x 3 (BGR) or H x W x 4 (BGRA); uint8 or float32 in [0, 1]
     bits: int  # 8 or 16
     icc: bytes | None = None  # the file's ICC profile
-    notes: tuple[str, ...] = field(default=())  # what was done on reading (orientation applied)
 
 
 def read_image(path: str | Path) -> Image:
@@ -216,17 +215,16 @@ def decode_image(data: bytes, name: str) -> Image:
     """:func:`read_image` for the bytes of an image file (fetched from a URI); ``name`` is for messages."""
     frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if frame is None:
-        raise MediaError(f"{name}: OpenCV cannot decode it ({len(data)} bytes: empty, corrupt or not an image)")
+        raise MediaError(f"{name}: OpenCV cannot read it as an image ({len(data)} bytes: empty, corrupt or "
+                         "of another type)")
     if frame.dtype not in (np.uint8, np.uint16):
         raise MediaError(f"{name}: pixel type {frame.dtype} is not supported; expected 8- or 16-bit")
     orientation, icc = _metadata(data)
-    notes = ()
-    if orientation not in (None, 1):
+    if orientation is not None:
         frame = _upright(frame, orientation)
-        notes = (f"EXIF orientation {orientation} applied",)
     if frame.dtype == np.uint16:
-        return Image(frame.astype(np.float32) / UINT16_MAX, 16, icc, notes)
-    return Image(np.ascontiguousarray(frame), 8, icc, notes)
+        return Image(frame.astype(np.float32) / UINT16_MAX, 16, icc)
+    return Image(np.ascontiguousarray(frame), 8, icc)
 
 
 def _metadata(data: bytes) -> tuple[int | None, bytes | None]:

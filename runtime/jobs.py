@@ -55,9 +55,9 @@ class VideoResult:
 
 def deblur_image_file(deblurrer: "Deblurrer", src: str | Path, dst: str | Path) -> list[str]:
     """Read ``src`` (upright), deblur it, write ``dst`` atomically with the same depth (8 or 16
-    bits) and ICC profile where the format allows. Returns notes on what was changed or not kept."""
+    bits) and ICC profile where the format allows. Returns notes on what the output could not keep."""
     image = io.read_image(src)
-    return list(image.notes) + io.write_image(dst, deblurrer.deblur(image.frame), image.bits, image.icc)
+    return io.write_image(dst, deblurrer.deblur(image.frame), image.bits, image.icc)
 
 
 def _shortfall(reader: io.VideoReader) -> str | None:

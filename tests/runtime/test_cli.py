@@ -237,7 +237,7 @@ def test_every_failure_is_reported_and_the_run_goes_on(tmp_path, weights, capsys
     assert code == 1 and "Traceback" not in out + err
     assert "done: 3 (3 frames)" in out and "failed: 3" in out
     assert "b.png:" in out and "is a folder" in out
-    assert "broken.jpg: " in out and "OpenCV cannot decode it" in out
+    assert "broken.jpg: " in out and "OpenCV cannot read it" in out
     assert "gone.png: " in out and "does not exist" in out
     assert sorted(p.name for p in dst.iterdir()) == sorted(["a.png", "b.png", "c.png", long_name])
     assert _read(dst / long_name).shape == (16, 24, 3)
