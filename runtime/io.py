@@ -38,8 +38,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEEP_SUFFIXES = (".png", ".tif", ".tiff")
 ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp", ".bmp")
 ICC_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-# The default codec of each video suffix, as a four-character code (OpenCV's names, kept from
-# the writer this module used before); CODECS says what FFmpeg encoder and pixel format each is.
+# The default codec of each video suffix, as a four-character code (OpenCV's names, which
+# --video-codec takes too); CODECS gives the FFmpeg encoder and pixel format of each.
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 VIDEO_SUFFIXES = tuple(FOURCC)
 ROTATION_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers with a display matrix (AVI has none)

@@ -22,21 +22,25 @@ import torch
 GiB = 1 << 30
 
 # Peak memory growth per padded pixel of one whole-frame deblur (LE_DM, the 8 denoising steps
-# and the Restormer), the embedded model with the PyTorch backend, batch 1: the slope of a
-# least-squares line through (pixels, growth) over square frames of 256, 512, 768 and 1024
-# pixels, each in a fresh process (`python -m runtime.memory --device cpu`).
-#   CPU: growth of VmHWM (/proc/self/status) over VmRSS after a warm-up frame; torch's CPU
-#        allocator returns memory to the OS, so tracemalloc or getrusage deltas would miss it.
-#   CUDA: growth of torch.cuda.max_memory_reserved (what the caching allocator holds, free
-#        memory must cover it), fp32 and fp16.
-# Other backends (ONNX Runtime, TensorRT) use the same figures: their activations are the same
-# tensors; their workspaces differ and are left to the margin of the budget shares below.
-BYTES_PER_PIXEL = {("cpu", "fp32"): 3_700, ("cuda", "fp32"): 3_700, ("cuda", "fp16"): 1_900}
+# and the Restormer) with the embedded model and the PyTorch backend, batch 1: the slope of a
+# least-squares line through (pixels, growth) over square frames, each in a fresh process
+# (`python -m runtime.memory --device cpu --sizes 256 512 768 1024`), rounded up so that the
+# line's intercept is covered at budget-sized frames.
+#   CPU (2-core x86 VM, torch 2.13): growth of VmHWM (/proc/self/status) over VmRSS after a
+#        warm-up frame; slope 3,123 B/px, intercept 78 MB (3.33 GB at 1024 x 1024). torch's CPU
+#        allocator hands memory back to the OS, so tracemalloc or getrusage deltas would miss it.
+#   CUDA (H100, torch 2.11): growth of torch.cuda.max_memory_reserved (what the caching
+#        allocator holds: free memory must cover it, not just what is allocated); fp32 over 512
+#        to 2048 pixels: slope 5,286 B/px (22.2 GB at 2048 x 2048); fp16 over 512 and 1024 pixels
+#        only: 1,874 B/px (1.8 GB at 1024 x 1024).
+# Other backends (ONNX Runtime, TensorRT) are given the same figures: their activations are the
+# same tensors; their workspaces differ and are left to the margin of the shares below.
+BYTES_PER_PIXEL = {("cpu", "fp32"): 3_300, ("cuda", "fp32"): 5_300, ("cuda", "fp16"): 1_900}
 # Share of the free memory a frame may take. CUDA: half of what is free once the engines are
 # loaded (cuDNN and cuBLAS workspaces, the video path's buffers, other processes on the GPU).
 # CPU: a quarter of the available RAM, and at most CPU_CAP: the Restormer's cost on a CPU grows
 # linearly with the pixels, so tiles larger than about a megapixel buy no speed (the 32-pixel
-# overlap costs ~6 % at 1024-pixel tiles), while a whole 6-megapixel frame would need ~22 GB;
+# overlap costs ~6 % at 1024-pixel tiles), while a whole 6-megapixel frame would need ~20 GB;
 # the cap keeps a run's footprint predictable and leaves the rest of the machine to others.
 CUDA_SHARE, CPU_SHARE, CPU_CAP = 0.5, 0.25, 2 * GiB
 MIN_PIXELS = 128 * 128  # below this, tiles are mostly overlap: the budget never goes lower
