@@ -66,8 +66,8 @@ def _peak_rss_of(argv: list[str]) -> tuple[int, str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("HIDIFF_HEAVY_TESTS") != "1",
-                    reason="a 6-megapixel photo through the embedded model took 13 minutes on a shared 2-core CPU "
-                           "cores; set HIDIFF_HEAVY_TESTS=1 to run it")
+                    reason="a 6-megapixel photo through the embedded model took 13 minutes on a shared "
+                           "2-core CPU; set HIDIFF_HEAVY_TESTS=1 to run it")
 def test_six_megapixel_photo_with_default_options_peaks_below_4_gb(tmp_path):
     src = tmp_path / "photo.png"
     cv2.imwrite(str(src), frame_u8(2000, 3000, seed=1))
