@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from runtime import io
 from runtime.cli import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images deblurred together (default: the engines' largest batch, 4 without a profile)")
     p.add_argument("--retries", type=int, default=2, help="further attempts for a failed item (default 2)")
     p.add_argument("--video-codec", default=None,
-                   help="four-character codec of output videos, e.g. FFV1 (lossless, .avi/.mkv); default by suffix")
+                   help="codec of output videos: mp4v, MJPG or FFV1 (lossless); default by suffix")
     add_deblurrer_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
@@ -67,8 +68,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             parser.error(f"--{name.replace('_', '-')} {value}: expected >= 1")
     if args.retries < 0:
         parser.error(f"--retries {args.retries}: expected >= 0")
-    if args.video_codec is not None and len(args.video_codec) != 4:
-        parser.error(f"--video-codec {args.video_codec!r}: expected four characters, e.g. FFV1 or MJPG")
+    if args.video_codec is not None and args.video_codec not in io.CODECS:
+        parser.error(f"--video-codec {args.video_codec!r}: expected one of {', '.join(io.CODECS)} "
+                     "(four characters; FFV1 is lossless)")
     if args.output.exists() and not args.output.is_dir():
         parser.error(f"output {args.output} is a file; expected a folder")
     check_deblurrer_arguments(parser, args)

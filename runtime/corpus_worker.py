@@ -117,13 +117,13 @@ class CorpusWorker:
     def _video(self, item: WorkItem) -> ItemResult:
         def job() -> int:
             with sources.local_file(item.source) as path:
-                return deblur_video_file(self.deblurrer, path, item.output, self.video_fourcc)
+                return deblur_video_file(self.deblurrer, path, item.output, self.video_fourcc).frames
 
         return self._attempts(item, job)
 
     def _one_image(self, item: WorkItem) -> int:
         image = read_source_image(item.source)
-        io.write_image(item.output, self.deblurrer.deblur(image.frame), image.bits)
+        io.write_image(item.output, self.deblurrer.deblur(image.frame), image.bits, image.icc)
         return 1
 
     def _images(self, items: list[WorkItem]) -> list[ItemResult]:
@@ -144,7 +144,8 @@ class CorpusWorker:
                 for i in readable:
                     errors[i] = exc
             else:
-                writes = [(items[i].output, out, images[i].bits) for i, out in zip(readable, sharp)]  # type: ignore[union-attr]
+                writes = [(items[i].output, out, images[i].bits, images[i].icc)  # type: ignore[union-attr]
+                          for i, out in zip(readable, sharp)]
                 for i, outcome in zip(readable, self._pool.map(_outcome(_write), writes)):
                     if isinstance(outcome, BaseException):
                         errors[i] = outcome
@@ -153,7 +154,7 @@ class CorpusWorker:
                 for item, error in zip(items, errors)]
 
 
-def _write(args: tuple[str, np.ndarray, int]) -> None:
+def _write(args: tuple[str, np.ndarray, int, bytes | None]) -> None:
     io.write_image(*args)
 
 

@@ -12,6 +12,7 @@ same output every time, and every frame of a video shares z_T so the output does
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -128,6 +129,12 @@ class Deblurrer:
         self.backend: str = choice.backend
         self.backend_reason: str = choice.reason
         self.device: torch.device = choice.device
+        self.max_pixels_reason = "given" if max_pixels is not None else "none"
+        if max_pixels is None and tile != 0:  # a default memory budget (tile=0 means never tile)
+            from runtime.memory import default_max_pixels
+
+            budget, self.max_pixels_reason = default_max_pixels(self.device, self.precision.value)
+            self.tiling = dataclasses.replace(self.tiling, max_pixels=budget)
         if choice.fell_back:
             log.warning("runtime: using %s on %s: %s", self.backend, self.device, self.backend_reason)
         else:
@@ -223,7 +230,7 @@ class Deblurrer:
         return "\n".join(lines + [
             f"diffusion steps: {self.steps}, z_T seed {self.seed}, prior {self.prior_shape}",
             f"denoising loop: {self.pipeline.loop.mode}",
-            f"tiling: {self.pipeline.describe_tiling()}",
+            f"tiling: {self.pipeline.describe_tiling()}; memory budget: {self.max_pixels_reason}",
             f"batch: up to {self.max_batch or 'any number of'} frames per engine call",
             f"colour order of 3/4-channel frames: {self.color}",
             f"engines: {engines_text}",
