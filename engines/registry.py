@@ -205,6 +205,19 @@ def _open_tensorrt(*, model: Any, artifacts: Any, device: str, precision: Precis
     return EngineSet(engines, "tensorrt", target, precision, _timesteps(manifest), str(folder), manifest)
 
 
+def _open_aoti(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool, cuda_graph: bool,
+               **options: Any) -> EngineSet:
+    # cuda_graph: the caller's loop (runtime.loop.DenoiseLoop) captures the denoising steps itself;
+    # the engines replay each image shape as their own CUDA graph (options: cuda_graphs=False turns it off).
+    from engines.aoti_backend import aoti_engines
+
+    folder = _need_artifacts("aoti", artifacts, "AOTInductor packages (*.pt2 built by export/build_engines.py)")
+    target = parse_device(device)
+    engines = aoti_engines(folder, target, precision, **options)
+    manifest = getattr(engines["denoise_step"], "manifest").as_dict()
+    return EngineSet(engines, "aoti", target, precision, _timesteps(manifest), str(folder), manifest)
+
+
 # ------------------------------------------------------------------------------------------ availability
 
 
@@ -258,6 +271,14 @@ def _tensorrt_reason(device: torch.device) -> str | None:
     return None
 
 
+def _aoti_reason(device: torch.device) -> str | None:
+    try:
+        from torch._inductor import aoti_load_package  # noqa: F401
+    except ImportError:
+        return f"torch {torch.__version__} cannot load AOTInductor packages (torch >= 2.6 can)"
+    return _torch_reason(device)
+
+
 @dataclass(frozen=True)
 class Backend:
     """One row of the table: its loader, why it cannot run on a device, and what artifacts it reads."""
@@ -274,6 +295,7 @@ BACKENDS: dict[str, Backend] = {
     "onnxruntime-trt": Backend(_onnxruntime_loader("tensorrt"), lambda d: _onnxruntime_reason(d, "tensorrt"), "*.onnx"),
     "onnxruntime-cpu": Backend(_onnxruntime_loader("cpu"), lambda d: _onnxruntime_reason(d, "cpu"), "*.onnx"),
     "tensorrt": Backend(_open_tensorrt, _tensorrt_reason, "*.plan"),
+    "aoti": Backend(_open_aoti, _aoti_reason, "*.pt2"),
 }
 
 
@@ -326,7 +348,7 @@ def open_engines(backend: str, *, model: Any = None, artifacts: str | Path | Non
       (the other backends' engines are captured by the caller's loop, ``runtime.loop``).
     - ``options``: backend-specific (torch: ``compile``, ``channels_last``, ``inductor_options``,
       ``align_channels``, ``fuse_gates``, ``fuse_norms``, ``cuda_graphs``; onnxruntime: ``provider``, ``cache_dir``,
-      ``provider_options``, ``session_options``; tensorrt: ``flavour``, ``cuda_graphs``).
+      ``provider_options``, ``session_options``; tensorrt: ``flavour``, ``cuda_graphs``; aoti: ``cuda_graphs``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(BACKENDS)}")
