@@ -231,3 +231,14 @@ def build_aoti_packages(model: "HIDiff", out_dir: str | Path, device: str | int 
         if log is not None:
             log(results[-1].line())
     return results
+
+
+def build_machine_packages(model: "HIDiff", out_dir: str | Path, precision: Precision | str = Precision.FP16,
+                           shapes: Sequence[Sequence[int]] = (), force: bool = False,
+                           log: Callable[[str], None] | None = None) -> list[PackageResult]:
+    """What ``export/build_engines.py`` writes: CPU FP32 packages everywhere and, where torch sees a
+    CUDA GPU, CUDA packages in ``precision`` (with a package per shape in ``shapes``)."""
+    results = build_aoti_packages(model, out_dir, "cpu", Precision.FP32, force=force, log=log)
+    if torch.cuda.is_available():
+        results += build_aoti_packages(model, out_dir, "cuda", precision, shapes=shapes, force=force, log=log)
+    return results
