@@ -381,6 +381,15 @@ class AotiEngine(Engine):
         """Why this engine runs plainly: None while its CUDA graphs are in use."""
         return "not asked for (cuda_graphs=False)" if self._graphs is None else self._graphs.error
 
+    @property
+    def profiles(self) -> list[dict[str, tuple[tuple[int, ...], ...]]]:
+        """The dynamic package's ranges as ``{input: (min, opt, max)}`` shapes, TensorRT's form:
+        the runtime tiles frames beyond them and caps its batches."""
+        low = {**self.contract.fixed_dims, **{axis: r[0] for axis, r in self.manifest.dynamic.items()}}
+        high = {**self.contract.fixed_dims, **{axis: r[1] for axis, r in self.manifest.dynamic.items()}}
+        return [{spec.name: (spec.concrete(low), spec.concrete(low), spec.concrete(high))
+                 for spec in self.contract.inputs if spec.dynamic_axes}]
+
     def package_for(self, dims: Mapping[str, int]) -> Path:
         """The package that runs these dimensions: one built for exactly them, else the dynamic one."""
         fitting = [(m.shape is None, path) for path, m in self.packages.items() if m.covers(dims)]

@@ -97,6 +97,8 @@ def test_the_first_and_the_hundredth_output_of_a_frame_are_equal(embedded_cpu_pa
 
 def test_a_frame_beyond_every_package_is_refused_by_name(embedded_cpu_packages):
     engines = aoti_engines(embedded_cpu_packages.folder, "cpu")
+    assert engines["restormer"].profiles == [{"blur": ((1, 3, 8, 8), (1, 3, 8, 8), (64, 3, 8192, 8192)),
+                                              "prior": ((1, 16, 128), (1, 16, 128), (64, 16, 128))}]
     with pytest.raises(EngineError, match=r"no package runs \{.*'batch': 65\}.*rebuild the packages with a wider range"):
         engines["denoise_step"].infer({"z": torch.zeros(65, 16, 128), "cond": torch.zeros(65, 16, 128),
                                        "t": torch.tensor([0])})
