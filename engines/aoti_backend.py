@@ -326,8 +326,6 @@ def _ensure_custom_ops(path: Path, ops: Iterable[str]) -> None:
 def load_runner(path: Path, device: torch.device) -> Any:
     """The loaded package: a callable ``runner(*tensors)``. On CUDA it runs single-threaded (no
     locks or stream synchronisation of its own), which is what lets a CUDA graph capture it."""
-    from torch._inductor.package import AOTICompiledModel
-
     single = device.type == "cuda"
     index = device.index if device.type == "cuda" and device.index is not None else -1
     try:
@@ -335,9 +333,11 @@ def load_runner(path: Path, device: torch.device) -> Any:
         # compiling probe programs with g++: seconds in every new inductor cache folder
         # (pytorch#191715). The manifest check has compared the machine already, so the loader is
         # built directly, with the arguments aoti_load_package passes it.
+        from torch._inductor.package import AOTICompiledModel
+
         loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", single, 1, index)
         return AOTICompiledModel(loader)
-    except (AttributeError, TypeError):  # another torch's loader signature: the public path
+    except (ImportError, AttributeError, TypeError):  # another torch's loader: the public path
         load = torch._inductor.aoti_load_package
         if "run_single_threaded" in inspect.signature(load).parameters:
             return load(str(path), run_single_threaded=single, device_index=index)
