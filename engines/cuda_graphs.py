@@ -6,17 +6,20 @@ CUDA graph removes those gaps and the host's launch work. Used by the PyTorch ba
 ``cuda_graphs=True`` (each image graph) and by the runtime's denoising loop (the T steps).
 
 Capture rules followed here (PyTorch's CUDA graph notes):
-- a shape is captured on its second call: the first runs plainly and does the lazy work
-  (``torch.compile``, Triton autotuning, cuDNN and cuBLAS set-up, allocations) outside any
-  capture, so one-off shapes (a folder of photos) never pay for a capture;
+- a shape is captured on its first call, after a plain warm-up run of the same inputs on a side
+  stream that does the lazy work (``torch.compile``, Triton autotuning, cuDNN and cuBLAS set-up,
+  allocations) outside the capture; that call returns the replay's outputs, so every output of
+  a shape comes from the same recorded kernels: the first frame of a video equals the later
+  ones bit for bit (a plain run may pick other kernels or algorithms than the captured one);
 - the inputs live in static buffers the later calls copy into; the outputs are static buffers
   that the next call of the same shape overwrites (as TensorRT's engines do): use them, on the
   current stream, before the next call;
-- the first replay is compared with a plain run of the same inputs; a failure or a difference
-  turns graphs off for good for this object and says why in :attr:`ShapeGraphs.error`;
+- the first replay is compared with the warm-up run; a failure or a difference turns graphs off
+  for good for new shapes and says why in :attr:`ShapeGraphs.error` (that shape, and every later
+  one, then runs plainly; shapes captured before keep their graphs);
 - a call made while another capture is recording runs plainly, so an outer graph (the runtime's
   loop over engines that capture themselves) records the kernels, not a nested capture;
-- at most ``max_graphs`` shapes get a graph (each pins its memory pool); later shapes run plainly.
+- at most ``max_graphs`` shapes get a graph (each pins its memory pool); later shapes always run plainly.
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ class _Captured:
 
 class ShapeGraphs:
     """``graphs(*inputs)``: ``fn(*inputs)`` (a tuple of CUDA tensors), replayed as a CUDA graph
-    from the second call of each input signature (shapes, dtypes, strides) on.
+    from the first call of each input signature (shapes, dtypes, strides) on.
 
     ``fn`` must depend on nothing but its tensor arguments and state that stays put (weights,
     constants): a graph replays the kernels and addresses it recorded. ``what`` names the work in
@@ -60,7 +63,7 @@ class ShapeGraphs:
         self.what = what
         self.max_graphs = max_graphs
         self.error: str | None = None
-        self._seen: set[ShapeKey] = set()
+        self._plain: set[ShapeKey] = set()  # signatures that run plainly for good
         self._graphs: dict[ShapeKey, _Captured] = {}
 
     @property
@@ -74,9 +77,9 @@ class ShapeGraphs:
         key: ShapeKey = tuple((tuple(x.shape), x.dtype, tuple(x.stride())) for x in inputs)
         captured = self._graphs.get(key)
         if captured is None:
-            first_call = key not in self._seen
-            self._seen.add(key)
-            if first_call or self.error is not None or len(self._graphs) >= self.max_graphs:
+            if key in self._plain or self.error is not None or len(self._graphs) >= self.max_graphs:
+                # Decided once per signature: a shape never switches between plain runs and replays.
+                self._plain.add(key)
                 return tuple(self.fn(*inputs))
             return self._capture(key, inputs)
         for buffer, x in zip(captured.inputs, inputs):
@@ -85,8 +88,9 @@ class ShapeGraphs:
         return captured.outputs
 
     def _capture(self, key: ShapeKey, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """Capture ``fn`` for this signature, replay it once and check it against a plain run;
-        returns the plain run's outputs when anything fails (graphs then stay off)."""
+        """Warm up, capture ``fn`` for this signature, replay it once and check it against the
+        warm-up run; returns the replay's outputs, or the warm-up's when anything fails (this
+        signature then runs plainly for good, and no new shape is captured)."""
         static = tuple(x.clone(memory_format=torch.preserve_format) for x in inputs)
         # The plain run goes on a side stream, as PyTorch's notes ask of the warm-up before a capture.
         current = torch.cuda.current_stream(self.device)

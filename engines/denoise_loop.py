@@ -5,8 +5,8 @@ what a CUDA graph captures, and nothing in it depends on the backend. Capturing 
 the steps are tiny ((B, N, C') tensors) and launch-bound. Their shapes do not depend on the image
 size, so one graph per batch size serves every frame.
 
-The capture rules are :class:`engines.cuda_graphs.ShapeGraphs`': the second call of a batch size
-is captured (the first runs plainly), ``cond`` is copied into a static buffer, z_T is constant,
+The capture rules are :class:`engines.cuda_graphs.ShapeGraphs`': the first call of a batch size
+is captured (after a plain warm-up run), ``cond`` is copied into a static buffer, z_T is constant,
 the schedule indices are int64 (1,) device tensors made once, and the first replay is compared
 with a plain run; any failure or difference turns graphs off for this loop and the reason shows
 in :attr:`DenoiseLoop.mode`.
@@ -23,7 +23,7 @@ from engines.cuda_graphs import MAX_GRAPHS, ShapeGraphs
 # Backends whose work torch.cuda.graph can capture through Engine.infer: the PyTorch backend
 # launches its kernels on the current stream, TensorRT enqueues on a stream ordered after and
 # before it. ONNX Runtime's CUDA provider runs on its own stream, outside any torch capture.
-CAPTURABLE_BACKENDS = frozenset({"torch", "tensorrt", "tensorrt_rtx"})
+CAPTURABLE_BACKENDS = frozenset({"torch", "tensorrt", "tensorrt_rtx", "aoti"})
 
 
 class DenoiseLoop:
@@ -67,7 +67,7 @@ class DenoiseLoop:
     @property
     def mode(self) -> str:
         if self.graph_error is None:
-            return f"one CUDA graph per batch size (up to {MAX_GRAPHS}), from its second call on"
+            return f"one CUDA graph per batch size (up to {MAX_GRAPHS}), from its first call on"
         if getattr(self.engine, "uses_cuda_graph", False):
             return "T engine calls, each replaying the engine's own CUDA graph (ONNX Runtime's CUDA provider)"
         return f"plain loop ({self.graph_error})"

@@ -193,6 +193,21 @@ def _open_tensorrt(*, model: Any, artifacts: Any, device: str, precision: Precis
     return _engine_set(engines, "tensorrt", target, precision, folder)
 
 
+def _open_aoti(*, model: Any, artifacts: Any, device: str, precision: Precision, strict: bool, cuda_graphs: bool,
+               **options: Any) -> EngineSet:
+    # cuda_graphs: the caller's loop (engines.denoise_loop) captures the denoising steps, and the
+    # engines replay each image shape as their own CUDA graph; off, neither is captured.
+    from engines.aoti_backend import aoti_engines
+
+    folder = _need_artifacts("aoti", artifacts, "AOTInductor packages (*.pt2 built by export/build_engines.py)")
+    target = parse_device(device)
+    engines = aoti_engines(folder, target, precision, cuda_graphs=cuda_graphs and target.type == "cuda", **options)
+    manifest = getattr(engines["denoise_step"], "manifest").as_dict()
+    schedule = manifest.get("model", {}).get("config", {}).get("diffusion_schedule", {})
+    timesteps = int(schedule["timesteps"]) if "timesteps" in schedule else None
+    return EngineSet(engines, "aoti", target, precision, timesteps, str(folder), manifest)
+
+
 # ------------------------------------------------------------------------------------------ availability
 
 
@@ -246,6 +261,14 @@ def _tensorrt_reason(device: torch.device) -> str | None:
     return None
 
 
+def _aoti_reason(device: torch.device) -> str | None:
+    try:
+        from torch._inductor import aoti_load_package  # noqa: F401
+    except ImportError:
+        return f"torch {torch.__version__} cannot load AOTInductor packages (torch >= 2.6 can)"
+    return _torch_reason(device)
+
+
 @dataclass(frozen=True)
 class Backend:
     """One row of the table: its loader, why it cannot run on a device, and what artifacts it reads."""
@@ -262,6 +285,7 @@ BACKENDS: dict[str, Backend] = {
     "onnxruntime-trt": Backend(_onnxruntime_loader("tensorrt"), lambda d: _onnxruntime_reason(d, "tensorrt"), "*.onnx"),
     "onnxruntime-cpu": Backend(_onnxruntime_loader("cpu"), lambda d: _onnxruntime_reason(d, "cpu"), "*.onnx"),
     "tensorrt": Backend(_open_tensorrt, _tensorrt_reason, "*.plan"),
+    "aoti": Backend(_open_aoti, _aoti_reason, "*.pt2"),
 }
 
 
@@ -304,7 +328,8 @@ def open_engines(backend: str, *, model: Any = None, artifacts: str | Path | Non
       :class:`~engines.torch_settings.TorchSettings`, default
       :func:`~engines.torch_settings.default_settings` for the device and precision;
       onnxruntime: ``provider``, ``cache_dir``, ``provider_options``, ``session_options``;
-      tensorrt: ``flavour``).
+      tensorrt: ``flavour``; aoti: none, its engines replay each image shape as a CUDA graph when
+      ``cuda_graphs`` is on).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(BACKENDS)}")

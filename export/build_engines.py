@@ -1,6 +1,6 @@
 """Export HI-Diff to three ONNX graphs, check them, and build TensorRT engines from them.
 
-    python export/build_engines.py [model options] --precision fp32|fp16 [--no-engines] --out DIR
+    python export/build_engines.py [model options] --precision fp32|fp16 [--no-engines] [--no-aoti] --out DIR
 
 Model options (one of):
     --net-g F --net-le-dm F --net-d F [--options YML]   the official release files
@@ -11,7 +11,7 @@ Steps:
     1. load the model
     2. export le_dm, denoise_step, restormer to DIR, checked and compared with PyTorch in
        ONNX Runtime (export.pipeline: all files appear together, or none)
-    3. print the node report
+    3. print the node report; unless --no-aoti, write AOTInductor packages (export.aoti_package)
     4. unless --no-engines: build TensorRT engines (export.trt_build); where TensorRT or a GPU
        is missing, say which engines were not built and why, and print the trtexec lines
 
@@ -75,6 +75,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     engines.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="N",
                          help="TensorRT builder optimization level 0..5 (default 3)")
     engines.add_argument("--trt-flavour", choices=FLAVOURS, default="auto", help="TensorRT or TensorRT-RTX (default auto)")
+    parser.add_argument("--aoti", action=argparse.BooleanOptionalAction, default=True,
+                        help="also write AOTInductor packages (.pt2): CPU FP32, and CUDA in --precision where a GPU "
+                             "is (default on; minutes of C++ compilation on a small CPU)")
     return parser.parse_args(argv)
 
 
@@ -148,10 +151,24 @@ def run(args: argparse.Namespace) -> int:
     # 3. the report
     print(format_table(list(result.reports.values())))
     print(f"wrote {', '.join(p.name for p in result.files.values())}, manifest.json, export_report.json to {result.out_dir}")
+    status = build_aoti(model, result.out_dir, precision, args.force) if args.aoti else EXIT_OK
     # 4. engines
     if args.no_engines:
-        return EXIT_OK
-    return build_trt_engines(result.out_dir, engine_options)
+        return status
+    return max(status, build_trt_engines(result.out_dir, engine_options))
+
+
+def build_aoti(model: "HIDiff", out_dir: Path, precision: Precision, force: bool) -> int:
+    """AOTInductor packages beside the graphs (export.aoti_package); 1 if a build failed."""
+    from export.aoti_package import build_machine_packages
+
+    print("AOTInductor packages:")
+    try:
+        build_machine_packages(model, out_dir, precision, force=force, log=lambda message: print(f"  {message}"))
+    except (RuntimeError, OSError) as exc:  # torch.export and inductor errors are RuntimeErrors
+        print(f"  failed: {_one_line(exc)}")
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,14 +1,16 @@
 """Which backend runs the graphs: the "auto" choice, with the reasons for every one skipped.
 
-Order (first that opens wins), as TensorRT > ONNX Runtime CUDA > PyTorch CUDA > CPU:
+Order (first that opens wins), as TensorRT > AOTInductor > ONNX Runtime CUDA > PyTorch CUDA > CPU:
 
 1. ``tensorrt``          plans (``*.plan``) in the artifacts folder, CUDA device
-2. ``onnxruntime-cuda``  ONNX graphs (``*.onnx`` + manifest.json) in the folder, CUDA execution provider
-3. ``torch``             a HIDiff model (``model=``, or the embedded default when no artifacts are
+2. ``aoti``              AOTInductor packages for CUDA (``*.cuda-*.pt2``) in the folder
+3. ``onnxruntime-cuda``  ONNX graphs (``*.onnx`` + manifest.json) in the folder, CUDA execution provider
+4. ``torch``             a HIDiff model (``model=``, or the embedded default when no artifacts are
                          given), CUDA (with ``precision="auto"`` in fp16, in the form the
                          caller's TorchSettings give; default the fastest)
-4. ``onnxruntime-cpu``   the ONNX graphs on the CPU
-5. ``torch``             the model on the CPU
+5. ``aoti``              AOTInductor packages for the CPU (``*.cpu-*.pt2``)
+6. ``onnxruntime-cpu``   the ONNX graphs on the CPU
+7. ``torch``             the model on the CPU
 
 Each candidate is opened strictly (an ONNX Runtime session that would quietly run on another
 provider counts as failing), so the order above is what really runs.
@@ -91,10 +93,16 @@ def candidates(device: torch.device, artifacts: str | Path | None, model_given: 
     cpu = torch.device("cpu")
     order: list[Candidate] = []
     if device.type == "cuda":
-        order += [Candidate("tensorrt", device, bool(plans)), Candidate("onnxruntime-cuda", device, bool(graphs)),
-                  Candidate("torch", device, torch_wanted)]
-    order += [Candidate("onnxruntime-cpu", cpu, bool(graphs)), Candidate("torch", cpu, torch_wanted)]
+        order += [Candidate("tensorrt", device, bool(plans)), Candidate("aoti", device, _has_packages(artifacts, "cuda")),
+                  Candidate("onnxruntime-cuda", device, bool(graphs)), Candidate("torch", device, torch_wanted)]
+    order += [Candidate("aoti", cpu, _has_packages(artifacts, "cpu")), Candidate("onnxruntime-cpu", cpu, bool(graphs)),
+              Candidate("torch", cpu, torch_wanted)]
     return order
+
+
+def _has_packages(folder: str | Path | None, device_type: str) -> bool:
+    """Whether the folder holds AOTInductor packages for this device type (``NAME.cpu-fp32.pt2``)."""
+    return folder is not None and any(Path(folder).glob(f"*.{device_type}-*.pt2"))
 
 
 def _label(c: Candidate) -> str:
@@ -104,6 +112,8 @@ def _label(c: Candidate) -> str:
 def _missing_input(c: Candidate, artifacts: str | Path | None) -> str:
     if c.backend == "tensorrt":
         return f"no *.plan in {artifacts}" if artifacts is not None else "no engines folder given"
+    if c.backend == "aoti":
+        return f"no *.{c.device.type}-*.pt2 in {artifacts}" if artifacts is not None else "no engines folder given"
     if c.backend.startswith("onnxruntime"):
         return f"no *.onnx in {artifacts}" if artifacts is not None else "no engines folder given"
     return "an engines folder was given and no model= (the PyTorch backend needs a model)"
@@ -114,15 +124,20 @@ def auto_precision(backend: str, device: torch.device, artifacts: str | Path | N
     form) and fp32 on the CPU; artifacts run in the precision they were made in."""
     if backend == "torch":
         return "fp16" if device.type == "cuda" else "fp32"
-    return artifact_precision(backend, artifacts)
+    return artifact_precision(backend, artifacts, device)
 
 
-def artifact_precision(backend: str, artifacts: str | Path | None) -> str:
+def artifact_precision(backend: str, artifacts: str | Path | None, device: torch.device | None = None) -> str:
     """The precision the artifacts were made in ("fp32" for a PyTorch model or when unknown):
-    the export manifest for ONNX graphs, the plan's own manifest for TensorRT."""
+    the export manifest for ONNX graphs, the plan's own manifest for TensorRT, the packages'
+    names for AOTInductor (FP16 on CUDA where there are such packages)."""
     if artifacts is None or backend == "torch":
         return "fp32"
     try:
+        if backend == "aoti":
+            from engines.aoti_backend import default_precision
+
+            return default_precision(artifacts, device or torch.device("cpu")).value
         if backend == "tensorrt":
             from engines.plan import PlanManifest, manifest_path, plan_path_for
 
@@ -137,6 +152,8 @@ def artifact_precision(backend: str, artifacts: str | Path | None) -> str:
 def _why_chosen(c: Candidate, artifacts: str | Path | None, model: Any) -> str:
     if c.backend == "tensorrt":
         return f"TensorRT plans in {artifacts}"
+    if c.backend == "aoti":
+        return f"AOTInductor packages in {artifacts} for {c.device.type}"
     if c.backend.startswith("onnxruntime"):
         return f"ONNX graphs in {artifacts}, {'CUDA' if c.device.type == 'cuda' else 'CPU'} execution provider"
     return f"PyTorch model on {c.device}" + ("" if model is not None else " (the embedded default model)")

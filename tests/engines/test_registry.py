@@ -49,7 +49,7 @@ def test_not_a_device_is_refused():
 
 
 @pytest.mark.parametrize("backend, kwargs, error, message", [
-    ("tflite", {}, ValueError, r"unknown backend 'tflite'; expected one of \['onnxruntime', 'onnxruntime-cpu'"),
+    ("tflite", {}, ValueError, r"unknown backend 'tflite'; expected one of \['aoti', 'onnxruntime', 'onnxruntime-cpu'"),
     ("torch", {}, ValueError, r"backend 'torch' runs a PyTorch model: pass model=HIDiff"),
     ("onnxruntime", {}, ValueError, r"backend 'onnxruntime' runs exported ONNX graphs .*: pass artifacts=FOLDER"),
     ("onnxruntime", {"artifacts": "/nonexistent/x"}, FileNotFoundError, r"artifacts folder /nonexistent/x does not exist"),

@@ -218,7 +218,7 @@ def test_fresh_cpu_machine_exports_the_embedded_model_and_prints_trtexec_lines(t
 
     repo = Path(__file__).resolve().parents[2]
     out = tmp_path / "artifacts"
-    done = subprocess.run([sys.executable, "export/build_engines.py", "--precision", "fp16", "--out", str(out)],
+    done = subprocess.run([sys.executable, "export/build_engines.py", "--precision", "fp16", "--no-aoti", "--out", str(out)],
                           cwd=repo, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"le_dm.onnx", "denoise_step.onnx", "restormer.onnx", "manifest.json"} <= {p.name for p in out.iterdir()}
