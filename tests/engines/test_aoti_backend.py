@@ -237,5 +237,5 @@ def test_cuda_packages_give_the_first_frame_the_hundredth_frames_output(cuda_pac
         assert deblurrer.backend == "aoti" and "AOTInductor packages" in deblurrer.backend_reason
         first = deblurrer.deblur(frame)
         later = [deblurrer.deblur(frame) for _ in range(99)]
-        assert deblurrer._loop.graph_error is None
+        assert deblurrer.pipeline.loop.graph_error is None
     assert all((out == first).all() for out in later)

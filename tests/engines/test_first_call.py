@@ -11,7 +11,6 @@ import torch
 from engine_artifacts import sample_feeds, tiny_model
 
 from engines.torch_backend import torch_engines
-from runtime.cli import COMPILED_TORCH_OPTIONS
 from runtime.deblurrer import Deblurrer
 
 
@@ -38,17 +37,17 @@ def test_eager_on_the_cpu():
 
 @pytest.mark.slow  # compiles the three graphs with inductor's C++ backend (about a minute on 2 cores)
 def test_compiled_on_the_cpu():
-    with Deblurrer(model=tiny_model(), backend="torch", device="cpu", engine_options={"compile": True}) as deblurrer:
+    with Deblurrer(model=tiny_model(), backend="torch", device="cpu", torch_settings="compiled") as deblurrer:
         first, later = first_and_later(deblurrer)
-        assert deblurrer.engines["restormer"].compile_mode == "default"
+        assert deblurrer.engines["restormer"].settings.compile_mode == "default"
     assert all(np.array_equal(out, first) for out in later)
 
 
 @pytest.mark.gpu
 def test_the_fastest_cuda_form():
     with Deblurrer(model=tiny_model(), backend="torch", device=0, precision="fp16",
-                   engine_options=dict(COMPILED_TORCH_OPTIONS), strict=True) as deblurrer:
+                   torch_settings="fastest", strict=True) as deblurrer:
         first, later = first_and_later(deblurrer)
         assert deblurrer.engines["restormer"].cuda_graph_error is None
-        assert deblurrer._loop.graph_error is None
+        assert deblurrer.pipeline.loop.graph_error is None
     assert all(np.array_equal(out, first) for out in later)

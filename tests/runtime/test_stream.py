@@ -46,11 +46,11 @@ def test_cuda_graph_loop_equals_the_plain_loop(cuda_deblurrer):
     with Deblurrer(model=make_tiny_model(), device=0, precision="fp32", cuda_graphs=False) as plain:
         assert "plain loop" in plain.describe()
         for batch in (1, 3):
-            for _ in range(3):  # the second call of a batch size captures its graph, the third replays it
+            for _ in range(3):  # the first call of a batch size captures its graph, the later ones replay it
                 blur = torch.rand(batch, 3, 40, 56, device="cuda")
                 torch.testing.assert_close(cuda_deblurrer.deblur_tensor(blur), plain.deblur_tensor(blur),
                                            rtol=1e-5, atol=1e-5)
-    assert cuda_deblurrer._loop.graph_error is None and cuda_deblurrer._loop.captured == 2
+    assert cuda_deblurrer.pipeline.loop.graph_error is None and cuda_deblurrer.pipeline.loop.captured == 2
 
 
 @pytest.mark.gpu
