@@ -159,8 +159,9 @@ def open_bench_backend(backend: BenchBackend, model: HIDiff | None, device: str,
 
 
 def device_used_bytes(device: torch.device) -> int | None:
-    """Used memory of the whole device (cudaMemGetInfo): sees TensorRT and ONNX Runtime too."""
-    if device.type != "cuda":
+    """Used memory of the whole device (cudaMemGetInfo): sees TensorRT and ONNX Runtime too.
+    None on an integrated GPU (Jetson), where cudaMemGetInfo counts the system's memory."""
+    if device.type != "cuda" or torch.cuda.get_device_properties(device).is_integrated:
         return None
     free, total = torch.cuda.mem_get_info(device)
     return int(total - free)
