@@ -158,7 +158,7 @@ class LatencySettings:
 
 # Peak torch memory of eager inference (weights included) per padded pixel of a batch, per
 # channel of the Restormer's first level (``network_g.dim``). From the project's H100 runs of
-# this benchmark: eager FP32 7,150 B/px with dim 48 (the GoPro release; 54.9 GB at 1920x1080
+# this benchmark: eager FP32 7,150 B/px with dim 48 (the GoPro release; 54,940 MiB at 1920x1080
 # batch 4) and 3,600 with dim 24 (the demonstration model); FP16 3,460 and 1,760.
 BYTES_PER_PIXEL_PER_DIM = {"fp32": 150.0, "fp16": 75.0}
 MEMORY_MARGIN_BYTES = 1 << 30  # CUDA context, cuDNN workspaces, allocator slack

@@ -152,7 +152,7 @@ def load_model(args: argparse.Namespace) -> tuple["HIDiff", dict[str, Any]]:
 
 def check_export_libraries() -> None:
     """BadInput naming the export libraries that are missing, before any work is done."""
-    missing = [name for name in EXPORT_LIBRARIES if importlib.util.find_spec(name) is None]
+    missing = [name for name in EXPORT_LIBRARIES if not _importable(name)]
     if missing:
         raise BadInput(f"the ONNX export needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
                        "installed: pip install -e '.[onnx]' (CPU), '.[cu12]' or '.[cu13]' (x86 GPUs), '.[jetson]' plus "
@@ -195,15 +195,17 @@ def check_dla(options: EngineOptions, precision: Precision) -> None:
                        "Leave out --dla-core to build for the GPU")
 
 
+def _importable(name: str) -> bool:
+    """Whether module ``name`` is installed (without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules holds None for it (its import was blocked)
+        return False
+
+
 def tensorrt_installed() -> bool:
     """Whether a TensorRT module is installed at all (importable or not)."""
-    for name in TENSORRT_MODULES:
-        try:
-            if importlib.util.find_spec(name) is not None:
-                return True
-        except (ImportError, ValueError):  # ValueError: sys.modules holds None for it (an import was blocked)
-            continue
-    return False
+    return any(_importable(name) for name in TENSORRT_MODULES)
 
 
 def build_trt_engines(out_dir: Path, options: EngineOptions) -> tuple[int, "BuildReport"]:

@@ -148,21 +148,32 @@ def compare_runners(first: Any, second: Any, feeds: Mapping[str, np.ndarray],
     """Run ``feeds`` through both runners (Comparator.run) and compare the outputs
     (Comparator.compare_accuracy, largest absolute difference against ``tolerance(first's outputs)``).
     Returns the bound applied and, per output, max/mean absolute and max relative difference."""
-    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.comparator import Comparator
     from polygraphy.logger import G_LOGGER
 
     with G_LOGGER.verbosity(G_LOGGER.ERROR):  # Polygraphy's INFO lines would drown the build's own
         results = Comparator.run([first, second], data_loader=[dict(feeds)])
         bound = tolerance(results[first.name][0])
         # rtol 0: an output passes only when its largest absolute difference is within the bound.
-        accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(
-            atol=bound, rtol=0.0, check_error_stat="max"))
+        accuracy = Comparator.compare_accuracy(results, compare_func=_simple_compare(atol=bound, rtol=0.0,
+                                                                                    check_error_stat="max"))
     # Polygraphy 0.53 returns one AccuracyResult per compare function, earlier versions just one.
     single = accuracy if hasattr(accuracy, "keys") else accuracy[0]
     per_output = single[(first.name, second.name)][0]
     stats = {name: {"max_abs": float(r.max_absdiff), "mean_abs": float(r.mean_absdiff),
                     "max_rel": float(r.max_reldiff)} for name, r in per_output.items()}
     return bound, stats
+
+
+def _simple_compare(**options: Any) -> Any:
+    """Polygraphy's simple comparison: SimpleCompareFunc since 0.53, CompareFunc.simple before."""
+    try:
+        from polygraphy.comparator import SimpleCompareFunc
+    except ImportError:
+        from polygraphy.comparator import CompareFunc
+
+        return CompareFunc.simple(**options)
+    return SimpleCompareFunc(**options)
 
 
 def _opt_feeds(contract: GraphContract, ranges: Mapping[str, tuple[tuple[int, ...], ...]], num_timesteps: int,
