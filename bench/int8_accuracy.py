@@ -15,7 +15,8 @@ ONNX Runtime's static quantization, the QDQ graphs TensorRT builds explicit INT8
    with MinMax, ``int8-percentile`` with the 99.999th percentile, ``fp8`` (E4M3) with the
    distribution, the one method ONNX Runtime offers for float types), then deblur the held-out
    photos (whole) with the 8-bit graphs and with the FP32 graphs, same z_T, and measure the PSNR
-   of the 8-bit output against the FP32 output (8-bit RGB); also with only the Restormer 8-bit.
+   of the 8-bit output against the FP32 output (8-bit RGB); also with only the Restormer 8-bit;
+5. ``fp16`` for scale: the PyTorch model in float16 on the CPU against the same FP32 outputs.
 
 Writes ``OUT/int8_accuracy.json`` (after each format) and prints one line per format. FP8 graphs run with
 Quantize/DequantizeLinear in float32 arithmetic on the CPU (ONNX Runtime has no FP8 CPU kernels
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/int8_accuracy.py", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--weights", type=Path, default=None, help="a HIDiff.save file (default: the embedded model)")
-    parser.add_argument("--formats", default="int8,int8-percentile,fp8")
+    parser.add_argument("--formats", default="fp16,int8,int8-percentile,fp8")
     parser.add_argument("--reuse-export", action="store_true", help="use OUT/fp32 from an earlier run")
     args = parser.parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -139,7 +140,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "method": "onnxruntime.quantization.quantize_static, QDQ, per-channel weights",
         "formats": {},
     }
-    for fmt in formats:
+    if "fp16" in formats:
+        import copy
+
+        import torch
+
+        half = copy.deepcopy(model).half().eval()
+        start = time.perf_counter()
+        with torch.no_grad():
+            psnrs = {label: _psnr(half(torch.from_numpy(blur).half(), torch.from_numpy(noise).half())[0].float().numpy(),
+                                  ref) for (label, blur), noise, ref in zip(held_out, noises, reference)}
+        results["formats"]["fp16"] = {"psnr_vs_fp32_db": psnrs, "mean_psnr_vs_fp32_db": float(np.mean(list(psnrs.values()))),
+                                      "method": "the PyTorch model in float16 on the CPU",
+                                      "seconds": time.perf_counter() - start}
+        print(f"fp16: PSNR against FP32 {results['formats']['fp16']['mean_psnr_vs_fp32_db']:.2f} dB")
+    for fmt in (f for f in formats if f != "fp16"):
         qtype, method, extra = methods[fmt]
         out_dir = args.out / fmt
         out_dir.mkdir(exist_ok=True)

@@ -302,7 +302,7 @@ def test_8_bit_precisions_are_refused_with_the_measured_reason(precision: str, t
     code = main(["--precision", precision, "--out", str(tmp_path / "out")])
     [line] = capsys.readouterr().err.strip().splitlines()
     assert code == EXIT_BAD_INPUT and line == f"error: --precision {precision}: {REFUSED_PRECISIONS[precision]}"
-    assert "dB" in line and "bench/int8_accuracy.py" in line  # the measurement and how to repeat it
+    assert "dB" in line and "python -m bench.int8_accuracy" in line  # the measurement and how to repeat it
     assert not (tmp_path / "out").exists()
 
 
