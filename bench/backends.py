@@ -189,6 +189,10 @@ def memory_figures(backend: BenchBackend, device: torch.device, used_before: int
         note = (f"{backend.engine_backend} allocates its weights and workspaces outside torch: the torch peaks "
                 "count only the I/O and pre/post-processing tensors; device_used_delta (cudaMemGetInfo, device-wide) "
                 "includes the engines")
+    if used_now is None:  # an integrated GPU: the torch peaks are the figures
+        note = ("integrated GPU: device_used_delta is not measured (cudaMemGetInfo counts the system's memory "
+                "there); the torch peaks count torch's allocations only (TensorRT and ONNX Runtime allocate outside "
+                "torch)")
     return {
         "torch_max_allocated_mb": torch.cuda.max_memory_allocated(device) / MIB,
         "torch_max_reserved_mb": torch.cuda.max_memory_reserved(device) / MIB,
