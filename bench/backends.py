@@ -157,8 +157,9 @@ def open_bench_backend(backend: BenchBackend, model: HIDiff | None, device: str,
 
 
 def device_used_bytes(device: torch.device) -> int | None:
-    """Used memory of the whole device (cudaMemGetInfo): sees TensorRT and ONNX Runtime too."""
-    if device.type != "cuda":
+    """Used memory of the whole device (cudaMemGetInfo): sees TensorRT and ONNX Runtime too.
+    None on an integrated GPU (Jetson), where cudaMemGetInfo counts the system's memory."""
+    if device.type != "cuda" or torch.cuda.get_device_properties(device).is_integrated:
         return None
     free, total = torch.cuda.mem_get_info(device)
     return int(total - free)
@@ -186,6 +187,10 @@ def memory_figures(backend: BenchBackend, device: torch.device, used_before: int
         note = (f"{backend.engine_backend} allocates its weights and workspaces outside torch: the torch peaks "
                 "count only the I/O and pre/post-processing tensors; device_used_delta (cudaMemGetInfo, device-wide) "
                 "includes the engines")
+    if used_now is None:  # an integrated GPU: the torch peaks are the figures
+        note = ("integrated GPU: device_used_delta is not measured (cudaMemGetInfo counts the system's memory "
+                "there); the torch peaks count torch's allocations only (TensorRT and ONNX Runtime allocate outside "
+                "torch)")
     return {
         "torch_max_allocated_mb": torch.cuda.max_memory_allocated(device) / MIB,
         "torch_max_reserved_mb": torch.cuda.max_memory_reserved(device) / MIB,

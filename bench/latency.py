@@ -1,8 +1,9 @@
 """Latency, throughput, memory and accuracy of every backend against eager PyTorch FP32, in one run.
 
-    python bench/latency.py --preset gopro --sizes 256x256,1280x720,1920x1080 --batches 1,4 --out OUT
-    python bench/latency.py --weights W.safetensors --engines ENGINE_DIR --backends tensorrt,torch-fp32 ...
-    python bench/latency.py --tiny --device cpu --sizes 32x32 --batches 1 --duration 0.2 --out OUT   # CI
+    hidiff-bench --preset gopro --sizes 256x256,1280x720,1920x1080 --batches 1,4 --out OUT
+    hidiff-bench --weights W.safetensors --engines ENGINE_DIR --backends tensorrt,torch-fp32 ...
+    hidiff-bench --tiny --device cpu --sizes 32x32 --batches 1 --duration 0.2 --out OUT   # CI
+    (python bench/latency.py and python -m bench.latency are the same, with the project installed)
 
 For every backend that is present (a missing one is skipped with the reason) and every size and
 batch, the runtime's pipeline (engines.pipeline) runs frame by frame on a natural image (scikit-image's
@@ -25,35 +26,36 @@ one iteration, "Throughput" frames per second of wall time with one iteration in
 Every case is compared with eager FP32 (``torch-fp32``, always run first as the reference):
 speed-up of the median Host Latency, PSNR and max abs error of the [0, 1] output.
 
+On a GPU every case must fit the free memory, estimated per case from its padded pixels, the
+Restormer's width and eager FP32's bytes per pixel (the reference runs every case); a case that
+cannot fit is skipped and named with the figures (``--no-memory-check`` runs it anyway). On an
+integrated GPU (Jetson) the free figure is the system's available memory, the device-wide
+memory growth is not reported (cudaMemGetInfo counts system memory there), and the report
+records the power mode, clocks and a tegrastats sample.
+
 Results go to ``--out`` only: ``latency.json`` (validated against
 ``bench/schema/latency.schema.json``), ``latency.md``, ``latency.png``; the table is printed last.
 Exit codes: 0 at least one case measured, 1 nothing could be measured, 2 bad arguments.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import math
+import shlex
 import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-if __package__ in (None, ""):
-    # Run as ``python bench/latency.py`` from a checkout that is not pip-installed: make the
-    # repository's packages (hidiff, engines, runtime, bench) importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import shlex  # noqa: E402
-from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from bench.backends import (  # noqa: E402
+from bench.backends import (
     BENCH_BACKENDS,
     DEFAULT_BACKENDS,
     REFERENCE,
@@ -65,7 +67,7 @@ from bench.backends import (  # noqa: E402
     open_bench_backend,
     unavailable_reason,
 )
-from bench.inputs import (  # noqa: E402
+from bench.inputs import (
     NATURAL_IMAGES,
     ImageSize,
     ModelChoice,
@@ -75,14 +77,16 @@ from bench.inputs import (  # noqa: E402
     model_choice_from_args,
     natural_frames,
 )
-from bench.report import describe_environment, write_atomic  # noqa: E402
-from bench.timing import StageTimer, case_metrics, compare_outputs, time_case  # noqa: E402
-from engines.base import BackendUnavailable, EngineError  # noqa: E402
-from engines.contracts import DENOISE_STEP, LE_DM, RESTORMER  # noqa: E402
-from engines.pipeline import Pipeline  # noqa: E402
-from hidiff.model import HIDiff  # noqa: E402
+from bench.report import describe_environment, write_atomic
+from bench.timing import StageTimer, case_metrics, compare_outputs, time_case
+from engines.base import BackendUnavailable, EngineError
+from engines.contracts import DENOISE_STEP, LE_DM, RESTORMER
+from engines.pipeline import Pipeline
+from engines.version import version_text
+from hidiff.model import HIDiff
 
 SCHEMA_PATH = Path(__file__).resolve().with_name("schema") / "latency.schema.json"
+PROG = "hidiff-bench"
 
 # --------------------------------------------------------------------------------------------
 # Settings
@@ -109,6 +113,7 @@ class LatencySettings:
     tf32: bool = False
     cuda_graph: bool = True
     threads: int | None = None  # torch CPU threads; None keeps torch's default
+    memory_check: bool = True  # skip the cases that cannot fit the free device memory
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -147,6 +152,67 @@ class LatencySettings:
             return None
         specific = self.plans_dir if backend.is_tensorrt else self.onnx_dir
         return specific if specific is not None else self.engines_dir
+
+# --------------------------------------------------------------------------------------------
+# The grid: which cases fit the device
+# --------------------------------------------------------------------------------------------
+
+# Peak torch memory of eager inference (weights included) per padded pixel of a batch, per
+# channel of the Restormer's first level (``network_g.dim``). From the project's H100 runs of
+# this benchmark: eager FP32 7,150 B/px with dim 48 (the GoPro release; 54,940 MiB at 1920x1080
+# batch 4) and 3,600 with dim 24 (the demonstration model); FP16 3,460 and 1,760.
+BYTES_PER_PIXEL_PER_DIM = {"fp32": 150.0, "fp16": 75.0}
+MEMORY_MARGIN_BYTES = 1 << 30  # CUDA context, cuDNN workspaces, allocator slack
+USABLE_FRACTION = 0.9  # of the free memory: other processes and fragmentation take the rest
+GIB = float(1 << 30)
+
+
+def estimated_peak_bytes(size: ImageSize, batch: int, precision: str, dim: int) -> int:
+    """Peak device memory of one case of eager inference in ``precision``, from its padded pixels."""
+    height, width = size.padded
+    return int(batch * height * width * dim * BYTES_PER_PIXEL_PER_DIM[precision]) + MEMORY_MARGIN_BYTES
+
+
+def available_device_memory(device: torch.device) -> tuple[int, str]:
+    """Bytes a run can use on ``device`` and where the figure comes from.
+
+    On an integrated GPU the GPU allocates system memory and cudaMemGetInfo leaves out what
+    the kernel can reclaim (page cache, swap), so /proc/meminfo's MemAvailable is the figure."""
+    if torch.cuda.get_device_properties(device).is_integrated:
+        available = _mem_available()
+        if available is not None:
+            return available, "MemAvailable (/proc/meminfo; integrated GPU)"
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free), "cudaMemGetInfo free"
+
+
+def _mem_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def fit_cases(cases: Sequence[tuple[ImageSize, int]], dim: int, available: int,
+              source: str) -> tuple[list[tuple[ImageSize, int]], list[dict[str, Any]]]:
+    """The cases whose eager FP32 reference fits ``USABLE_FRACTION`` of ``available`` bytes, and
+    a skip record (size, batch, reason with the figures) for each of the others."""
+    budget = available * USABLE_FRACTION
+    kept, skipped = [], []
+    for size, batch in cases:
+        need = estimated_peak_bytes(size, batch, "fp32", dim)
+        if need <= budget:
+            kept.append((size, batch))
+            continue
+        skipped.append({"backend": "*", "size": size.label, "batch": batch, "reason": (
+            f"{size.label} batch {batch} needs about {need / GIB:.1f} GiB for the eager FP32 reference "
+            f"({BYTES_PER_PIXEL_PER_DIM['fp32']:g} B per padded pixel per channel x dim {dim}), "
+            f"{available / GIB:.1f} GiB available ({source}); smaller --sizes/--batches fit, "
+            "--no-memory-check runs it anyway")})
+    return kept, skipped
 
 # --------------------------------------------------------------------------------------------
 # The run
@@ -263,6 +329,11 @@ def _run(settings: LatencySettings, model: HIDiff, model_source: str, out_dir: P
             say(f"skip {name}: {reason}")
 
     cases = [(size, batch) for size in settings.sizes for batch in settings.batches]
+    if device.type == "cuda" and settings.memory_check:
+        cases, too_large = fit_cases(cases, model.config.network_g.dim, *available_device_memory(device))
+        for item in too_large:
+            skipped.append(item)
+            say(f"skip {item['size']} batch {item['batch']}: {item['reason']}")
     # z_T as the runtime draws it: (N, C') from a CPU generator, shared by every frame of a batch.
     noise = torch.randn(prior_shape, generator=torch.Generator(device="cpu").manual_seed(settings.seed))
     frames = {(size, batch): natural_frames(size, batch, settings.input_image) for size, batch in cases}
@@ -430,9 +501,10 @@ def _one_line(result: Mapping[str, Any]) -> str:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(
-        prog="python bench/latency.py",
+        prog=PROG,
         description="Latency, throughput, memory and accuracy of every backend against eager PyTorch FP32.",
     )
+    parser.add_argument("--version", action="version", version=version_text(PROG))
     parser.add_argument("--sizes", default=None,
                         help="WIDTHxHEIGHT list (default 256x256,1280x720,1920x1080 on a GPU, 256x256 on the CPU)")
     parser.add_argument("--batches", default=None, help="batch sizes (default 1,4 on a GPU, 1 on the CPU)")
@@ -457,6 +529,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-cuda-graph", action="store_true",
                         help="run the denoising steps as T plain calls (default: one CUDA graph, as the runtime does)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-memory-check", action="store_true",
+                        help="run the cases estimated not to fit the free device memory too (default: skip them)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder (default: %(default)s)")
     return parser.parse_args(argv)
 
@@ -489,6 +563,7 @@ def settings_from_args(args: argparse.Namespace, command: str) -> tuple[LatencyS
         tf32=args.tf32,
         cuda_graph=not args.no_cuda_graph,
         threads=args.threads,
+        memory_check=not args.no_memory_check,
         command=command,
     )
     return settings, model_choice_from_args(args)
@@ -500,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse_args(argv)
     try:
-        settings, choice = settings_from_args(args, shlex.join(["python", "bench/latency.py", *argv]))
+        settings, choice = settings_from_args(args, shlex.join([PROG, *argv]))
         if settings.is_cuda and not torch.cuda.is_available():
             raise ValueError(f"--device {settings.device}: no CUDA GPU is visible; use --device cpu")
         model, model_source = load_model(choice, settings.seed)

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,7 +83,13 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str],
 
 
 def describe_environment(device: str) -> dict[str, Any]:
-    """Machine, library versions and source revision, for the JSON report."""
+    """Machine, library versions and source revision, for the JSON report.
+
+    Device properties come from torch (name, compute capability, memory, SM count, integrated);
+    the driver's CUDA version from cudaDriverGetVersion (cuda-bindings), which a Jetson answers
+    too, and its release from nvidia-smi where there is one; on a Jetson also the power mode,
+    the clocks and one tegrastats sample (:func:`jetson_state`).
+    """
     import torch
 
     dev = torch.device(device)
@@ -90,6 +97,7 @@ def describe_environment(device: str) -> dict[str, Any]:
     props = torch.cuda.get_device_properties(dev) if cuda else None
     cudnn = torch.backends.cudnn.version() if cuda and torch.backends.cudnn.is_available() else None
     commit = _git("rev-parse", "HEAD")  # None outside a git checkout (a copied tree, an installed package)
+    integrated = bool(getattr(props, "is_integrated", False)) if props is not None else None
     return {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
@@ -102,9 +110,13 @@ def describe_environment(device: str) -> dict[str, Any]:
         "tensorrt": _installed_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
         "device": str(dev),
         "device_name": props.name if props is not None else _cpu_name(),
-        "driver": _driver_version() if cuda else None,
+        "driver": _driver_cuda_version() if cuda else None,
+        "driver_release": _driver_release() if cuda else None,
         "compute_capability": f"{props.major}.{props.minor}" if props is not None else None,
         "device_memory_mb": props.total_memory / MIB if props is not None else None,
+        "sm_count": int(props.multi_processor_count) if props is not None else None,
+        "integrated": integrated,
+        "jetson": jetson_state() if cuda else None,
         "git_commit": commit,
         "git_dirty": None if commit is None else bool(_git("status", "--porcelain")),
     }
@@ -130,13 +142,54 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _driver_version() -> str | None:
+def _driver_cuda_version() -> str | None:
+    """The CUDA version the driver supports ("12.6"), from cudaDriverGetVersion; None without
+    cuda-bindings or a driver."""
+    from engines.base import BackendUnavailable
+    from engines.cuda import CudaError, call
+
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True)
+        version = int(call("cudaDriverGetVersion"))
+    except (BackendUnavailable, CudaError):
+        return None
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def _driver_release() -> str | None:
+    """The driver release ("560.35.03") from nvidia-smi; None where it has none (a Jetson's
+    nvidia-smi shows no driver version) or is missing."""
+    out = _command_output(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    first = out.splitlines()[0].strip() if out else ""
+    return first if first and first[0].isdigit() else None
+
+
+def _command_output(command: list[str], timeout: float = 10.0, first_line_only: bool = False) -> str | None:
+    """A command's stdout (None if it is missing or fails). ``first_line_only``: for a command
+    that prints until it is stopped (tegrastats): the first line within ``timeout``."""
+    if shutil.which(command[0]) is None:
+        return None
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True).stdout
+    except subprocess.TimeoutExpired as exc:  # run() killed it; what it printed until then is kept
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
+    out = out.strip()
+    if first_line_only:
+        out = out.splitlines()[0] if out else ""
+    return out or None
+
+
+def jetson_state() -> dict[str, str | None] | None:
+    """A Jetson's power mode (``nvpmodel -q``), clocks (``jetson_clocks --show``, which may need
+    root) and one ``tegrastats`` sample; None on a machine without these tools."""
+    if not any(shutil.which(tool) for tool in ("nvpmodel", "jetson_clocks", "tegrastats")):
+        return None
+    return {
+        "power_mode": _command_output(["nvpmodel", "-q"]),
+        "clocks": _command_output(["jetson_clocks", "--show"]),
+        "tegrastats": _command_output(["tegrastats", "--interval", "500"], timeout=2.0, first_line_only=True),
+    }
 
 
 def _git(*args: str) -> str | None:
@@ -236,7 +289,7 @@ def format_table(report: Mapping[str, Any]) -> str:
             continue
         lines.append("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
     for item in report["skipped"]:
-        lines.append(f"skipped {item['backend']}: {item['reason']}")
+        lines.append(f"skipped {_skipped_label(item)}: {item['reason']}")
     if not report["complete"]:
         lines.append("PARTIAL: not every case has run")
     return "\n".join(lines)
@@ -253,6 +306,15 @@ def trtexec_section(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _skipped_label(item: Mapping[str, Any]) -> str:
+    """A skipped backend's name, or a skipped case's size and batch (every backend skips it)."""
+    return f"{item['size']} batch {item['batch']}" if "size" in item else str(item["backend"])
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join(text.split()) if text else "-"
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """The report as a markdown page: context, the summary table, stage and memory details."""
     env = report["environment"]
@@ -263,8 +325,11 @@ def markdown(report: Mapping[str, Any]) -> str:
         "",
         f"- date: {report['date']}; host {env['hostname']}; git {env['git_commit'] or 'unknown'}"
         + (" (uncommitted changes)" if env["git_dirty"] else ""),
-        f"- device: {env['device_name']} ({env['device']}), driver {env['driver'] or '-'}, "
-        f"compute capability {env['compute_capability'] or '-'}; CPU {env['cpu']}",
+        f"- device: {env['device_name']} ({env['device']}), driver {env.get('driver_release') or '-'} (CUDA "
+        f"{env['driver'] or '-'}), compute capability {env['compute_capability'] or '-'}"
+        f"{', integrated GPU' if env.get('integrated') else ''}; CPU {env['cpu']}",
+        *([f"- Jetson: power mode {_one_line(env['jetson'].get('power_mode'))}; tegrastats "
+           f"{_one_line(env['jetson'].get('tegrastats'))}"] if env.get("jetson") else []),
         f"- versions: {versions}",
         f"- model: {s['model']['source']}; {s['model']['parameters']:,} parameters; prior {s['model']['prior_shape']}; "
         f"{s['model']['timesteps']} denoising steps",
@@ -310,7 +375,7 @@ def markdown(report: Mapping[str, Any]) -> str:
                 _number(mem[k], 0) for k in ("torch_max_allocated_mb", "torch_max_reserved_mb",
                                              "cold_torch_max_allocated_mb", "device_used_delta_mb")) + " |")
     if report["skipped"]:
-        out += ["", "## Skipped", ""] + [f"- {i['backend']}: {i['reason']}" for i in report["skipped"]]
+        out += ["", "## Skipped", ""] + [f"- {_skipped_label(i)}: {i['reason']}" for i in report["skipped"]]
     notes = sorted({r["memory"]["note"] for r in ok})
     if notes:
         out += ["", "## Memory notes", ""] + [f"- {n}" for n in notes]

@@ -101,6 +101,7 @@ class PlanManifest:
     created: str  # ISO 8601, UTC
     versions: dict[str, str] = field(default_factory=dict)  # library versions at build time
     contract: dict[str, Any] = field(default_factory=dict)  # GraphContract.as_dict() of the graph
+    dla_core: int | None = None  # the DLA core the plan runs on (GPU fallback for the rest); None: the GPU
     format: int = MANIFEST_FORMAT
 
     @classmethod
@@ -129,6 +130,7 @@ class PlanManifest:
             "created": self.created,
             "versions": dict(self.versions),
             "contract": self.contract,
+            "dla_core": self.dla_core,
         }
 
     @classmethod
@@ -154,6 +156,7 @@ class PlanManifest:
                 created=str(d["created"]),
                 versions={str(k): str(v) for k, v in d["versions"].items()},
                 contract=dict(d["contract"]),
+                dla_core=None if d.get("dla_core") is None else int(d["dla_core"]),  # absent before DLA builds
             )
         except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
             raise ValueError(f"manifest field missing or malformed: {exc!r}") from exc

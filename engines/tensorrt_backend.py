@@ -176,6 +176,8 @@ class TensorRTEngine(Engine):
         with torch.cuda.device(self._device):
             self._logger = self.trt.Logger(self.trt.Logger.WARNING)
             self._runtime = self.trt.Runtime(self._logger)
+            if self.manifest.dla_core is not None:  # a DLA plan runs on the core the runtime names
+                self._runtime.DLA_core = self.manifest.dla_core
             engine: trt_types.ICudaEngine | None = self._runtime.deserialize_cuda_engine(plan)
             if engine is None:
                 raise EngineError(

@@ -6,7 +6,9 @@
 - :mod:`export.verify`: ONNX Runtime against PyTorch, per graph and chained
 - :mod:`export.pipeline`: all of it into one folder with a manifest, all or nothing
 - :mod:`export.trt_build`: TensorRT engines from that folder
-- ``python export/build_engines.py``: the command over both
+- :mod:`export.compare`: Polygraphy's comparison of ONNX Runtime with TensorRT (or PyTorch)
+- :mod:`export.adopt_plan`: a ``trtexec`` plan checked against the contracts and described
+- ``hidiff-build-engines`` (``python export/build_engines.py``): the command over all of it
 
 Submodules import their heavy dependencies (torch.onnx, onnx, onnxruntime, tensorrt) themselves,
 so importing this package costs nothing.

@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 IMAGE_GRAPHS = ("le_dm", "restormer")  # the graphs whose work depends on the frame size
 
+# Inductor's mode for CUDA packages: autotuned kernels; CUDA graphs are the backend's own (per shape).
+CUDA_COMPILE_MODE = "max-autotune-no-cudagraphs"
+
 
 @dataclass(frozen=True)
 class PackageResult:
@@ -75,8 +78,6 @@ def build_options(device: torch.device, precision: Precision, fuse_kernels: bool
         return {"channels_last": False, "align_channels": False, "fuse_kernels": False, "inductor": {}}
     from torch._inductor import list_mode_options
 
-    from engines.torch_backend import CUDA_COMPILE_MODE
-
     return {"channels_last": True, "align_channels": precision is Precision.FP16, "fuse_kernels": fuse_kernels,
             "inductor": dict(list_mode_options(CUDA_COMPILE_MODE))}
 
@@ -85,10 +86,12 @@ def prepared_modules(model: "HIDiff", device: torch.device, precision: Precision
                      options: dict[str, Any]) -> dict[str, torch.nn.Module]:
     """The three graph modules as the PyTorch backend runs them with ``options`` (a copy of the model)."""
     from engines.torch_backend import TorchEngine, torch_engines
+    from engines.torch_settings import TorchSettings
 
-    engines = torch_engines(model, device, precision, channels_last=options["channels_last"],
-                            align_channels=options["align_channels"], fuse_gates=options["fuse_kernels"],
-                            fuse_norms=options["fuse_kernels"])
+    fused = bool(options["fuse_kernels"])
+    settings = TorchSettings(channels_last=options["channels_last"], pad_channels=options["align_channels"],
+                             fuse_gdfn_gate=fused, fuse_block_norms=fused, fuse_prior_attention=fused)
+    engines = torch_engines(model, device, precision, settings)
     modules = {}
     for name, engine in engines.items():
         assert isinstance(engine, TorchEngine) and engine.module is not None  # torch_engines makes these

@@ -8,9 +8,11 @@ One code path for TensorRT 10.x, 11.x and TensorRT-RTX 1.x (``flavour``):
 3. strongly typed network (precision comes from the ONNX graph's own types; never
    ``BuilderFlag.FP16``, which 11.x removed), ``OnnxParser.parse_from_file`` with every parser
    error reported, one optimization profile per :class:`ShapeProfile`, the builder optimization
-   level, the timing cache loaded from and saved back to disk, progress while it builds, and
-   TensorRT's log kept in ``out_dir/build.log``;
-4. write plan and manifest atomically.
+   level, the workspace limit, the timing cache loaded from and saved back to disk, progress
+   while it builds, and TensorRT's log kept in ``out_dir/build.log``;
+4. with ``dla_core``: the DLA as default device with GPU fallback (layers the DLA cannot run,
+   attention among them, stay on the GPU); the core is recorded in the manifest;
+5. write plan and manifest atomically.
 
 Without TensorRT (or, for TensorRT proper, without a GPU) nothing is built and nothing is
 written: the report says "not built" with the reason, and :func:`trtexec_commands` gives the
@@ -103,13 +105,13 @@ def _shape_spec(ranges: InputRanges, which: int) -> str:
 
 def trtexec_commands(onnx_dir: str | Path, out_dir: str | Path, profiles: Sequence[ShapeProfile] = (DEFAULT_PROFILE,),
                      *, graphs: Sequence[str] = GRAPH_NAMES, opt_level: int = 3, workspace_gib: float | None = None,
-                     timing_cache: str | Path | None = None) -> list[str]:
+                     timing_cache: str | Path | None = None, dla_core: int | None = None) -> list[str]:
     """The ``trtexec`` command line that builds each graph's plan as :func:`build_engines` would.
 
     Each profile is one ``--minShapes/--optShapes/--maxShapes`` group (repeated groups give
     several optimization profiles). ``--stronglyTyped``: see :data:`TRTEXEC_NOTE`. The plan gets
-    no manifest this way, so the runtime refuses it until ``build_engines`` has described it;
-    use these lines to build on a machine where the Python bindings are missing.
+    no manifest this way, so the runtime refuses it until ``python -m export.adopt_plan`` has
+    checked and described it; use these lines to build where the Python bindings are missing.
     """
     export = ExportManifest.read(onnx_dir)
     cache = Path(timing_cache) if timing_cache is not None else Path(out_dir) / TIMING_CACHE_NAME
@@ -122,6 +124,8 @@ def trtexec_commands(onnx_dir: str | Path, out_dir: str | Path, profiles: Sequen
         parts += ["--stronglyTyped", f"--builderOptimizationLevel={opt_level}"]
         if workspace_gib is not None:
             parts.append(f"--memPoolSize=workspace:{int(workspace_gib * 1024)}")  # MiB
+        if dla_core is not None:
+            parts += [f"--useDLACore={dla_core}", "--allowGPUFallback"]
         parts += [f"--timingCacheFile={cache}", "--skipInference"]
         lines.append(shlex.join(parts))
     return lines
@@ -170,6 +174,47 @@ def _not_built(out_dir: Path, graphs: Sequence[str], reason: str, trt: ModuleTyp
 
 class BuildFailed(RuntimeError):
     """TensorRT could not build one graph; the message says why."""
+
+
+class DlaUnavailable(RuntimeError):
+    """TensorRT or a GPU is missing, so whether the device has DLA cores cannot be asked."""
+
+
+class DlaRefused(ValueError):
+    """The requested DLA core does not exist on this device (none do on a discrete GPU)."""
+
+
+@dataclass(frozen=True)
+class DlaCores:
+    device: str  # the GPU's name
+    count: int  # TensorRT's builder.num_DLA_cores
+
+
+def dla_cores(flavour: str = "auto") -> DlaCores:
+    """How many DLA cores TensorRT sees on GPU 0 (0 on every discrete GPU, 2 on an AGX Orin).
+
+    Raises DlaUnavailable when TensorRT or a GPU is missing."""
+    try:
+        trt, _ = import_tensorrt(flavour)
+        gpu = device_properties(0)
+    except BackendUnavailable as exc:
+        raise DlaUnavailable(str(exc)) from exc
+    builder = trt.Builder(trt.Logger(trt.Logger.WARNING))
+    return DlaCores(gpu.name, int(getattr(builder, "num_DLA_cores", 0)))
+
+
+def _check_dla_core(trt: ModuleType, logger: Any, dla_core: int, precision: str, gpu: DeviceInfo | None) -> None:
+    """DlaRefused unless ``dla_core`` exists here and the graphs are FP16 (the DLA computes FP16 or
+    INT8, and a strongly typed build takes its precision from the graphs)."""
+    if precision != "fp16":
+        raise DlaRefused(f"DLA core {dla_core} requested for {precision} graphs: the DLA runs FP16 and INT8 only; "
+                         "export the graphs with --precision fp16")
+    count = int(getattr(trt.Builder(logger), "num_DLA_cores", 0))
+    if dla_core >= count:
+        device = gpu.name if gpu is not None else "this device"
+        have = "no DLA cores" if count == 0 else f"DLA cores 0..{count - 1} only"
+        raise DlaRefused(f"DLA core {dla_core} requested, but {device} has {have} (builder.num_DLA_cores = {count}); "
+                         "DLA exists on Jetson AGX Orin and Orin NX (2 cores) and Orin Nano (1)")
 
 
 def _make_logger(trt: ModuleType, log_file: TextIO, echo: Log) -> Any:
@@ -283,7 +328,8 @@ def _network_flags(trt: ModuleType) -> int:
 
 
 def _build_plan(trt: ModuleType, logger: Any, graph: GraphEntry, profiles: Sequence[ShapeProfile], *,
-                opt_level: int, workspace_gib: float | None, timing: _TimingCache | None) -> bytes:
+                opt_level: int, workspace_gib: float | None, timing: _TimingCache | None,
+                dla_core: int | None = None) -> bytes:
     """Parse one ONNX file and build its serialized plan; BuildFailed says why it could not."""
     builder: trt_types.Builder = trt.Builder(logger)
     network: trt_types.INetworkDefinition = builder.create_network(_network_flags(trt))
@@ -303,6 +349,12 @@ def _build_plan(trt: ModuleType, logger: Any, graph: GraphEntry, profiles: Seque
         config.builder_optimization_level = opt_level
     if hasattr(trt, "ProfilingVerbosity"):  # layer precisions and tactics for the engine inspector
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if dla_core is not None:
+        # What trtexec's --useDLACore=N --allowGPUFallback sets. No precision flag: the strongly
+        # typed network's FP16 tensors are what the DLA runs.
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     for ranges in input_profiles(graph.contract, profiles):
         profile = builder.create_optimization_profile()
         for name, (lo, opt, hi) in ranges.items():
@@ -342,15 +394,17 @@ def _library_versions(trt: ModuleType, flavour: str) -> dict[str, str]:
 def build_engines(onnx_dir: str | Path, out_dir: str | Path, profiles: Sequence[ShapeProfile] = (DEFAULT_PROFILE,),
                   *, graphs: Sequence[str] = GRAPH_NAMES, opt_level: int = 3, workspace_gib: float | None = None,
                   timing_cache: str | Path | None = None, flavour: str = "auto", force: bool = False,
-                  log: Log = print) -> BuildReport:
+                  dla_core: int | None = None, log: Log = print) -> BuildReport:
     """Build (or reuse) ``out_dir/NAME.plan`` + ``NAME.plan.json`` for each graph of the export.
 
     ``profiles``: image-size profiles, one TensorRT optimization profile each (sides rounded up
-    to multiples of 8). ``timing_cache``: file to load and update, default
-    ``out_dir/timing.cache`` (TensorRT-RTX ignores timing caches). ``flavour``: "auto",
-    "tensorrt" or "tensorrt_rtx". ``force`` rebuilds plans that still match. Raises for a bad
-    export folder or bad arguments; a missing TensorRT or GPU gives a report of "not built"
-    graphs instead, with nothing written.
+    to multiples of 8). ``workspace_gib``: TensorRT's workspace pool limit (default TensorRT's).
+    ``timing_cache``: file to load and update, default ``out_dir/timing.cache`` (TensorRT-RTX
+    ignores timing caches). ``flavour``: "auto", "tensorrt" or "tensorrt_rtx". ``force`` rebuilds
+    plans that still match. ``dla_core``: build for that DLA core with GPU fallback (fp16
+    exports only; :class:`DlaRefused` where the core does not exist). Raises for a bad export
+    folder or bad arguments; a missing TensorRT or GPU gives a report of "not built" graphs
+    instead, with nothing written.
     """
     onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
     export = ExportManifest.read(onnx_dir)
@@ -360,6 +414,8 @@ def build_engines(onnx_dir: str | Path, out_dir: str | Path, profiles: Sequence[
         raise ValueError("build_engines needs at least one ShapeProfile")
     if not 0 <= opt_level <= 5:
         raise ValueError(f"opt_level {opt_level}: TensorRT's builder optimization levels are 0..5")
+    if workspace_gib is not None and not workspace_gib > 0:
+        raise ValueError(f"workspace_gib {workspace_gib}: the workspace limit must be more than 0 GiB")
     padded = tuple(p.padded() for p in profiles)
     if padded != profiles:
         log(f"profiles rounded up to multiples of 8: {[p.as_dict() for p in padded]}")
@@ -377,6 +433,10 @@ def build_engines(onnx_dir: str | Path, out_dir: str | Path, profiles: Sequence[
     version = trt_version(trt)
     log(f"{flavour_name} {version}" + (f" on {gpu.name} (sm_{gpu.compute_capability[0]}{gpu.compute_capability[1]})"
                                        if gpu else " without a GPU (ahead-of-time build)"))
+    if dla_core is not None:
+        if flavour_name != "tensorrt":
+            raise DlaRefused(f"DLA core {dla_core} requested: {flavour_name} has no DLA support")
+        _check_dla_core(trt, trt.Logger(trt.Logger.WARNING), dla_core, export.precision, gpu)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     timing: _TimingCache | None = None
@@ -392,16 +452,29 @@ def build_engines(onnx_dir: str | Path, out_dir: str | Path, profiles: Sequence[
         logger = _make_logger(trt, log_file, log)
         for graph in selected:
             result = _build_one(trt, flavour_name, logger, export, graph, padded, out_dir, gpu,
-                                opt_level=opt_level, workspace_gib=workspace_gib, timing=timing, force=force, log=log)
+                                opt_level=opt_level, workspace_gib=workspace_gib, timing=timing, force=force,
+                                dla_core=dla_core, log=log)
             log(str(result))
             log_file.write(f"--- {result}\n")
             results.append(result)
     return BuildReport(out_dir, flavour_name, version, tuple(results))
 
 
+def _dla_mismatch(plan_path: Path, dla_core: int | None) -> str | None:
+    """Why a plan that matches everything else was built for another device (GPU or DLA core)."""
+    have = PlanManifest.read(manifest_path(plan_path)).dla_core
+    if have == dla_core:
+        return None
+
+    def name(core: int | None) -> str:
+        return "the GPU" if core is None else f"DLA core {core}"
+    return f"device changed: built for {name(have)}, {name(dla_core)} requested"
+
+
 def _build_one(trt: ModuleType, flavour: str, logger: Any, export: ExportManifest, graph: GraphEntry,
                profiles: tuple[ShapeProfile, ...], out_dir: Path, gpu: DeviceInfo | None, *, opt_level: int,
-               workspace_gib: float | None, timing: _TimingCache | None, force: bool, log: Log) -> GraphResult:
+               workspace_gib: float | None, timing: _TimingCache | None, force: bool, log: Log,
+               dla_core: int | None = None) -> GraphResult:
     plan_path = plan_path_for(out_dir, graph.name)
     try:
         export.verified_file(graph.name)
@@ -420,19 +493,21 @@ def _build_one(trt: ModuleType, flavour: str, logger: Any, export: ExportManifes
     existed = plan_path.exists()
     reason = "forced" if force else needs_rebuild(plan_path, expected)
     if reason is None:
+        reason = _dla_mismatch(plan_path, dla_core)
+    if reason is None:
         return GraphResult(graph.name, "reused", plan=plan_path)
     log(f"{graph.name}: building ({reason})")
     start = time.perf_counter()
     try:
         plan = _build_plan(trt, logger, graph, profiles, opt_level=opt_level, workspace_gib=workspace_gib,
-                           timing=timing)
+                           timing=timing, dla_core=dla_core)
     except BuildFailed as exc:
         return GraphResult(graph.name, "failed", str(exc), seconds=time.perf_counter() - start)
     manifest = PlanManifest.describe(
         plan, graph=graph.name, precision=precision, flavour=flavour, trt_version=trt_version(trt),
         gpu_name=gpu.name if gpu else None, compute_capability=gpu.compute_capability if gpu else None,
         profiles=profiles, onnx_sha256=onnx_sha, opt_level=opt_level, versions=_library_versions(trt, flavour),
-        contract=graph.contract.as_dict(),
+        contract=graph.contract.as_dict(), dla_core=dla_core,
     )
     # Plan first, manifest last: a crash in between leaves a manifest that no longer matches the
     # plan's hash, which the next build (and the runtime) reports as corrupt rather than trusting.

@@ -57,6 +57,8 @@ log = logging.getLogger("runtime")
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Deblur an image, a folder of images or a video with HI-Diff.")
+    from engines.version import version_text
+    p.add_argument("--version", action="version", version=version_text(PROG))
     p.add_argument("input", type=Path, help="an image, a folder of images or a video (.mp4, .avi, ...)")
     p.add_argument("output", type=Path, help="where to write: an image, a folder, or a video")
     p.add_argument("--device", default="0", help="CUDA index, cuda:N or cpu (default 0, CPU if no GPU)")

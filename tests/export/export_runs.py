@@ -103,6 +103,14 @@ def _run_in_process(argv: tuple[str, ...], out_dir: Path) -> CliRun:
                   time.perf_counter() - start)
 
 
+def installed_env() -> dict[str, str]:
+    """The environment of a subprocess that runs a script of this checkout as ``pip install -e .``
+    would make it importable (the scripts carry no sys.path fix of their own)."""
+    import os
+
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
 @functools.cache
 def export_runs(base: Path) -> ExportRuns:
     """The fp32 run as a subprocess (the script as a user starts it) while this process does the
@@ -116,7 +124,7 @@ def export_runs(base: Path) -> ExportRuns:
                  "--out", str(fp32_dir))
     with open(base / "fp32.out", "w+") as out, open(base / "fp32.err", "w+") as err:
         start = time.perf_counter()
-        process = subprocess.Popen(fp32_argv, cwd=REPO, stdout=out, stderr=err, text=True)
+        process = subprocess.Popen(fp32_argv, cwd=REPO, stdout=out, stderr=err, text=True, env=installed_env())
         try:
             fp16 = _run_in_process(("--weights", str(weights), "--precision", "fp16", "--no-engines", "--no-aoti",
                                     "--out", str(fp16_dir)), fp16_dir)

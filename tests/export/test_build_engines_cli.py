@@ -1,22 +1,37 @@
 """export/build_engines.py as a user runs it: what a run writes (graphs, manifest, report), the
-engine step where TensorRT is missing, and bad input (exit 2, one line, nothing written).
+engine step where TensorRT is missing or expected, bad input (exit 2, one line, nothing written),
+--help without the optional packages, --version, and the refusals (int8/fp8, DLA).
 
 The two full runs are the session's (tests/export/export_runs.py); bad-input cases call ``main``
-in-process because they stop before anything is exported.
+in-process because they stop before anything is exported. TensorRT and a GPU cannot run here:
+the DLA and "TensorRT installed" cases use the stand-ins of tests/export/trt_stand_in.py.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from export_runs import ExportRuns, export_runs, export_test_config, make_model
+from export_runs import REPO, ExportRuns, export_runs, export_test_config, installed_env, make_model
+from trt_stand_in import TRT_MODULES, cuda_runtime, fake_tensorrt, write_export
 
 from engines.contracts import GRAPH_NAMES, graph_contracts
-from export.build_engines import main
+from engines.version import project_version
+from export.build_engines import (
+    EXIT_BAD_INPUT,
+    EXIT_NO_ENGINES,
+    EXIT_OK,
+    REFUSED_PRECISIONS,
+    EngineOptions,
+    build_trt_engines,
+    main,
+)
 from export.model_source import ModelSource
 
 EXPORT_FILES = {"le_dm.onnx", "denoise_step.onnx", "restormer.onnx", "manifest.json", "export_report.json"}
@@ -121,7 +136,7 @@ def test_fp16_run_writes_a_verified_fp16_export(runs: ExportRuns) -> None:
 def test_existing_export_is_kept_without_force(runs: ExportRuns, capsys: pytest.CaptureFixture) -> None:
     out_dir = runs.fp16.out_dir
     before = {p.name: _sha256(p) for p in out_dir.iterdir()}
-    code = main(["--weights", str(runs.weights), "--precision", "fp16", "--no-engines", "--out", str(out_dir)])
+    code = main(["--weights", str(runs.weights), "--precision", "fp16", "--no-engines", "--no-aoti", "--out", str(out_dir)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and "already holds an export" in err[0] and "--force" in err[0]
@@ -213,15 +228,143 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case: str, official_
 def test_fresh_cpu_machine_exports_the_embedded_model_and_prints_trtexec_lines(tmp_path: Path) -> None:
     """Issue 5: ``python export/build_engines.py`` with no model options and no TensorRT exits 0 with
     the three graphs, the manifest, and the trtexec lines to build the engines elsewhere."""
-    import subprocess
-    import sys
-
     repo = Path(__file__).resolve().parents[2]
     out = tmp_path / "artifacts"
-    done = subprocess.run([sys.executable, "export/build_engines.py", "--precision", "fp16", "--no-aoti", "--out", str(out)],
-                          cwd=repo, capture_output=True, text=True, timeout=900)
+    # --no-compare: the ONNX Runtime-PyTorch comparison at 1 x 720 x 1280 would add minutes on a CPU
+    # (tests/export/test_compare.py checks it on the small model's export); --no-aoti: the packages
+    # are tests/export/test_aoti_package.py's.
+    done = subprocess.run([sys.executable, "export/build_engines.py", "--precision", "fp16", "--no-compare",
+                           "--no-aoti", "--out", str(out)],
+                          cwd=repo, capture_output=True, text=True, timeout=900, env=installed_env())
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"le_dm.onnx", "denoise_step.onnx", "restormer.onnx", "manifest.json"} <= {p.name for p in out.iterdir()}
     trtexec = [line.strip() for line in done.stdout.splitlines() if line.strip().startswith("trtexec --onnx=")]
     assert len(trtexec) == 3 and all("--stronglyTyped" in line for line in trtexec)
     assert done.stdout.count("not built") >= 3
+
+
+# ------------------------------------------------------------------------------------ without optional packages
+
+OPTIONAL = ("onnx", "onnxscript", "onnxruntime", "polygraphy", *TRT_MODULES)
+
+
+def _run_blocked(tmp_path: Path, *command: str) -> subprocess.CompletedProcess:
+    """``command`` in a fresh interpreter where importing any of OPTIONAL fails (a sitecustomize
+    puts None into sys.modules for them), with the repository importable as an install makes it."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(f"import sys\nsys.modules.update(dict.fromkeys({OPTIONAL!r}))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    return subprocess.run([sys.executable, *command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_help_works_without_onnx_onnxruntime_or_tensorrt(tmp_path: Path) -> None:
+    probe = _run_blocked(tmp_path, "-c", "import onnx")
+    assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr  # the block works
+    for command in ([str(REPO / "export" / "build_engines.py"), "--help"], ["-m", "export.build_engines", "--help"]):
+        done = _run_blocked(tmp_path, *command)
+        assert done.returncode == 0, done.stderr[-2000:]
+        for flag in ("--workspace", "--dla-core", "--require-tensorrt", "--version", "--no-compare"):
+            assert flag in done.stdout
+
+
+def test_export_without_onnx_exits_2_naming_what_to_install(tmp_path: Path) -> None:
+    weights = tmp_path / "w.safetensors"
+    make_model().save(weights)
+    done = _run_blocked(tmp_path, str(REPO / "export" / "build_engines.py"), "--weights", str(weights),
+                        "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "the ONNX export needs onnx, onnxscript, onnxruntime, which are not installed" in done.stderr
+    assert "pip install -e '.[onnx]'" in done.stderr and "'.[jetson]'" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_version(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hidiff-build-engines (hidiff-deploy) {project_version()}"
+
+
+# ------------------------------------------------------------------------------------ refusals
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> Path:
+    path = tmp_path / "model.safetensors"
+    make_model().save(path)
+    return path
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_8_bit_precisions_are_refused_with_the_measured_reason(precision: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    code = main(["--precision", precision, "--out", str(tmp_path / "out")])
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_BAD_INPUT and line == f"error: --precision {precision}: {REFUSED_PRECISIONS[precision]}"
+    assert "dB" in line and "python -m bench.int8_accuracy" in line  # the measurement and how to repeat it
+    assert not (tmp_path / "out").exists()
+
+
+def test_dla_core_is_refused_on_a_gpu_without_dla(weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    for name in TRT_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("tensorrt", "10.13.0.35", dla_cores=0))
+    out = tmp_path / "out"
+    with cuda_runtime(monkeypatch, "NVIDIA H100 80GB HBM3", (9, 0)):
+        code = main(["--weights", str(weights), "--dla-core", "0", "--out", str(out)])
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_BAD_INPUT, line
+    assert line.startswith("error: --dla-core 0: NVIDIA H100 80GB HBM3 has no DLA cores (TensorRT's "
+                           "builder.num_DLA_cores = 0)") and "Leave out --dla-core" in line
+    assert not out.exists()
+
+
+def test_dla_core_needs_fp16_graphs(weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["--weights", str(weights), "--dla-core", "0", "--precision", "fp32", "--out", str(tmp_path / "o")])
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_BAD_INPUT and "the DLA runs FP16 and INT8 only" in line and "--precision fp16" in line
+
+
+# ------------------------------------------------------------------------------------ TensorRT expected
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in TRT_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_without_tensorrt_the_engine_step_prints_trtexec_and_adoption_and_exits_0(
+        tmp_path: Path, no_tensorrt: None, capsys: pytest.CaptureFixture) -> None:
+    onnx_dir = write_export(tmp_path / "onnx")
+    status, report = build_trt_engines(onnx_dir, EngineOptions((), 3, "auto", False, workspace_gib=2.0))
+    out = capsys.readouterr().out
+    assert status == EXIT_OK and [r.status for r in report.results] == ["not built"] * 3
+    assert out.count("trtexec --onnx=") == 3 and out.count("--memPoolSize=workspace:2048") == 3
+    assert f"python -m export.adopt_plan {onnx_dir}/GRAPH.plan --onnx {onnx_dir}" in out
+
+
+def test_require_tensorrt_exits_3_with_the_reason(tmp_path: Path, no_tensorrt: None,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    onnx_dir = write_export(tmp_path / "onnx")
+    status, _ = build_trt_engines(onnx_dir, EngineOptions((), 3, "auto", False, require_tensorrt=True))
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert status == EXIT_NO_ENGINES
+    assert line.startswith("error: no TensorRT plan was built although --require-tensorrt was given: "
+                           "TensorRT is not importable")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_an_installed_tensorrt_that_cannot_build_exits_3(tmp_path: Path, no_tensorrt: None,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("tensorrt", "10.13.0.35"))
+    onnx_dir = write_export(tmp_path / "onnx")
+    status, _ = build_trt_engines(onnx_dir, EngineOptions((), 3, "tensorrt", False))
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert status == EXIT_NO_ENGINES
+    assert line.startswith("error: no TensorRT plan was built although a TensorRT module is installed: "
+                           "no CUDA GPU to build on")

@@ -2,30 +2,30 @@
 rebuild and failure paths.
 
 Most tests are pure. The build itself needs TensorRT's builder objects, and TensorRT cannot be
-installed on this CPU machine, so :func:`fake_tensorrt` stands in for the ``tensorrt`` /
+installed on this CPU machine, so ``trt_stand_in.fake_tensorrt`` stands in for the ``tensorrt`` /
 ``tensorrt_rtx`` module: it implements only the calls build_engines makes and encodes what it
 was asked into the "plan" bytes so that the tests can check it. TensorRT-RTX builds need no GPU,
-so ``flavour="tensorrt_rtx"`` runs the whole build path here; the real builders run on a GPU
-machine (tests/engines/test_tensorrt_backend.py).
+so ``flavour="tensorrt_rtx"`` runs the whole build path here; TensorRT proper builds on a GPU, so
+its tests (the workspace, the DLA) add ``trt_stand_in.cuda_runtime``, a stand-in for the CUDA
+runtime with one GPU. The real builders run on a GPU machine (tests/engines/test_tensorrt_backend.py).
 """
 from __future__ import annotations
 
-import enum
 import json
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
-import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper
+from trt_stand_in import TRT_MODULES, cuda_runtime, fake_tensorrt, write_export
 
 from engines.artifacts import ExportManifest, sha256_file
 from engines.contracts import DENOISE_STEP, GRAPH_NAMES, LE_DM, RESTORMER, ShapeProfile, graph_contracts
 from engines.plan import PlanManifest, PlanRequirements, check_plan, manifest_path
 from export.trt_build import (
     DEFAULT_PROFILE,
+    DlaRefused,
     _TimingCache,
     build_engines,
     input_profiles,
@@ -33,155 +33,12 @@ from export.trt_build import (
     trtexec_commands,
 )
 
-TRT_MODULES = ("tensorrt", "tensorrt_bindings", "tensorrt_rtx", "tensorrt_rtx_bindings")
-ONNX_TYPES = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}
-
-
 # ----------------------------------------------------------------------------- fixtures
-
-
-def write_export(onnx_dir: Path, bad_op: str | None = None) -> Path:
-    """Three small ONNX files with the contracts' I/O (the nodes are placeholders: only the fake
-    parser reads them) and the export manifest the ONNX exporter writes."""
-    onnx_dir.mkdir(parents=True, exist_ok=True)
-    entries = {}
-    for name, contract in graph_contracts().items():
-        def info(spec):
-            return helper.make_tensor_value_info(spec.name, ONNX_TYPES[spec.dtype], list(spec.shape))
-        op = bad_op if bad_op and name == RESTORMER else "Identity"
-        nodes = [helper.make_node(op, [contract.inputs[0].name], [contract.outputs[0].name])]
-        graph = helper.make_graph(nodes, name, [info(s) for s in contract.inputs], [info(s) for s in contract.outputs])
-        path = onnx_dir / f"{name}.onnx"
-        onnx.save(helper.make_model(graph), path)
-        entries[name] = {"file": path.name, "sha256": sha256_file(path), "contract": contract.as_dict()}
-    manifest = {"graphs": entries, "precision": "fp16", "model": {"prior_tokens": 16, "prior_channels": 256}}
-    (onnx_dir / "manifest.json").write_text(json.dumps(manifest))
-    return onnx_dir
 
 
 @pytest.fixture
 def onnx_dir(tmp_path: Path) -> Path:
     return write_export(tmp_path / "onnx")
-
-
-def fake_tensorrt(module_name: str, version: str) -> ModuleType:
-    """A stand-in for TensorRT's Python module (TensorRT cannot run here; see the module docstring).
-
-    ``trt.fail_graphs`` names graphs whose build returns None; ``trt.log_calls`` and
-    ``trt.builds`` record what happened.
-    """
-    trt = ModuleType(module_name)
-    trt.__version__ = version
-    trt.fail_graphs = set()
-    trt.builds = []
-    trt.phases = []
-
-    class Severity(enum.IntEnum):
-        INTERNAL_ERROR = 0
-        ERROR = 1
-        WARNING = 2
-        INFO = 3
-        VERBOSE = 4
-
-    class ILogger:
-        def __init__(self):
-            pass
-
-    ILogger.Severity = Severity
-
-    class IProgressMonitor:
-        def __init__(self):
-            pass
-
-    class Network:
-        def __init__(self, flags):
-            self.flags, self.inputs, self.name = flags, [], None
-
-        @property
-        def num_inputs(self):
-            return len(self.inputs)
-
-        def get_input(self, i):
-            return SimpleNamespace(name=self.inputs[i])
-
-    class OnnxParser:
-        def __init__(self, network, logger):
-            self.network, self.errors = network, []
-
-        def parse_from_file(self, path):
-            model = onnx.load(path)
-            self.network.name = model.graph.name
-            self.network.inputs = [i.name for i in model.graph.input]
-            self.errors = [f"node {n.name or i}: no importer for op {n.op_type}"
-                           for i, n in enumerate(model.graph.node) if n.op_type != "Identity"]
-            self.errors += [f"while parsing {Path(path).name}"] if self.errors else []
-            return not self.errors
-
-        @property
-        def num_errors(self):
-            return len(self.errors)
-
-        def get_error(self, i):
-            return self.errors[i]
-
-    class Profile:
-        def __init__(self):
-            self.shapes = {}
-
-        def set_shape(self, name, lo, opt, hi):
-            self.shapes[name] = [list(lo), list(opt), list(hi)]
-
-    class Config:
-        def __init__(self):
-            self.profiles, self.pools = [], {}
-            self.builder_optimization_level = None
-            self.profiling_verbosity = None
-            self.progress_monitor = None
-
-        def set_memory_pool_limit(self, pool, size):
-            self.pools[pool.name] = size
-
-        def add_optimization_profile(self, profile):
-            self.profiles.append(profile.shapes)
-            return len(self.profiles) - 1
-
-    class Builder:
-        def __init__(self, logger):
-            self.logger = logger
-
-        def create_network(self, flags):
-            return Network(flags)
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            self.logger.log(Severity.INFO, f"building {network.name}")
-            self.logger.log(Severity.VERBOSE, "tactic noise")
-            monitor = config.progress_monitor
-            if monitor is not None:
-                monitor.phase_start("Building engine", None, 2)
-                assert monitor.step_complete("Building engine", 0) and monitor.step_complete("Building engine", 1)
-                monitor.phase_finish("Building engine")
-                trt.phases.append(network.name)
-            trt.builds.append(network.name)
-            if network.name in trt.fail_graphs:
-                self.logger.log(Severity.ERROR, f"no implementation for a layer of {network.name}")
-                return None
-            asked = {"graph": network.name, "flags": network.flags, "profiles": config.profiles,
-                     "opt_level": config.builder_optimization_level, "pools": config.pools,
-                     "verbosity": config.profiling_verbosity.name}
-            return b"ftrt" + json.dumps(asked).encode()
-
-    trt.ILogger, trt.IProgressMonitor, trt.Builder, trt.OnnxParser = ILogger, IProgressMonitor, Builder, OnnxParser
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 1})
-    trt.MemoryPoolType = enum.Enum("MemoryPoolType", "WORKSPACE")
-    trt.ProfilingVerbosity = enum.Enum("ProfilingVerbosity", "LAYER_NAMES_ONLY DETAILED")
-    trt.Dims = tuple
-    return trt
 
 
 @pytest.fixture
@@ -420,6 +277,58 @@ def test_bad_arguments_raise(onnx_dir, tmp_path, rtx):
         build_engines(onnx_dir, tmp_path, opt_level=7, flavour="tensorrt_rtx")
     with pytest.raises(ValueError, match="unknown TensorRT flavour"):
         build_engines(onnx_dir, tmp_path, flavour="tensorrt-llm")
+
+
+# ----------------------------------------------------------------------------- workspace and DLA
+
+
+@pytest.fixture
+def orin(monkeypatch, no_tensorrt) -> ModuleType:
+    """TensorRT 10.3 on a Jetson AGX Orin (2 DLA cores), both stand-ins (see the module docstring)."""
+    trt = fake_tensorrt("tensorrt", "10.3.0.30", dla_cores=2)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    with cuda_runtime(monkeypatch, "Orin", (8, 7)):
+        yield trt
+
+
+def test_the_workspace_limit_reaches_the_builder_and_trtexec(onnx_dir, tmp_path, rtx):
+    out = tmp_path / "plans"
+    build_engines(onnx_dir, out, graphs=[LE_DM], workspace_gib=1.5, flavour="tensorrt_rtx", log=lambda line: None)
+    assert asked(out / "le_dm.plan")["pools"] == {"WORKSPACE": 3 * 2**29}
+    [line] = trtexec_commands(onnx_dir, out, graphs=[LE_DM], workspace_gib=1.5)
+    assert "--memPoolSize=workspace:1536 " in line
+    with pytest.raises(ValueError, match="more than 0 GiB"):
+        build_engines(onnx_dir, out, workspace_gib=0, flavour="tensorrt_rtx")
+
+
+def test_a_dla_build_sets_the_core_and_gpu_fallback_and_records_it(onnx_dir, tmp_path, orin):
+    out, quiet = tmp_path / "plans", (lambda line: None)
+    report = build_engines(onnx_dir, out, graphs=[RESTORMER], flavour="tensorrt", dla_core=1, log=quiet)
+    assert report.ok and (out / "timing.cache").is_file()
+    restormer = asked(out / "restormer.plan")
+    assert (restormer["device"], restormer["dla_core"], restormer["builder_flags"]) == ("DLA", 1, ["GPU_FALLBACK"])
+    assert PlanManifest.read(manifest_path(out / "restormer.plan")).dla_core == 1
+    # The same plan for the GPU is another plan: rebuilt, and the reason says why.
+    [result] = build_engines(onnx_dir, out, graphs=[RESTORMER], flavour="tensorrt", log=quiet).results
+    assert result.status == "built" and result.reason == "device changed: built for DLA core 1, the GPU requested"
+    assert asked(out / "restormer.plan")["device"] == "GPU"
+    assert PlanManifest.read(manifest_path(out / "restormer.plan")).dla_core is None
+    [line] = trtexec_commands(onnx_dir, out, graphs=[RESTORMER], dla_core=1)
+    assert "--useDLACore=1 --allowGPUFallback" in line
+
+
+def test_dla_is_refused_where_it_cannot_run(onnx_dir, tmp_path, orin):
+    out = tmp_path / "plans"
+    with pytest.raises(DlaRefused, match=r"DLA core 2 requested, but Orin has DLA cores 0\.\.1 only"):
+        build_engines(onnx_dir, out, flavour="tensorrt", dla_core=2)
+    orin.dla_cores = 0  # a discrete GPU
+    with pytest.raises(DlaRefused, match=r"has no DLA cores \(builder.num_DLA_cores = 0\)"):
+        build_engines(onnx_dir, out, flavour="tensorrt", dla_core=0)
+    orin.dla_cores = 2
+    fp32 = write_export(tmp_path / "fp32", precision="fp32")
+    with pytest.raises(DlaRefused, match="the DLA runs FP16 and INT8 only"):
+        build_engines(fp32, out, flavour="tensorrt", dla_core=0)
+    assert not out.exists() and orin.builds == []
 
 
 # ----------------------------------------------------------------------------- the timing cache
