@@ -34,10 +34,10 @@ from typing import Any
 
 import torch
 
+from engines.artifacts import contract_from_dict, sha256_file, write_atomic
 from engines.base import Engine, EngineError, caller_stream, parse_device
 from engines.contracts import GRAPH_NAMES, GraphContract, Precision
 from engines.cuda_graphs import ShapeGraphs
-from engines.artifacts import contract_from_dict, sha256_file, write_atomic
 
 FORMAT = "hidiff-deploy/aoti-package/1"
 SUFFIX = ".pt2"

@@ -195,9 +195,9 @@ def adopt_plan(plan_path: str | Path, graph: str | None = None, *, onnx_dir: str
     ``GRAPH.plan``. ``trt`` / ``gpu``: the TensorRT module and the GPU (default: imported and
     queried here). Raises BadInput, PlanRejected, or BackendUnavailable (no TensorRT or GPU).
     """
+    from engines.artifacts import ExportManifest
     from engines.cuda import device_properties
     from engines.tensorrt_backend import import_tensorrt, trt_version
-    from engines.artifacts import ExportManifest
 
     source = Path(plan_path)
     if not source.is_file():
