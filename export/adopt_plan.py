@@ -34,17 +34,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from engines.artifacts import write_atomic
 from engines.base import BackendUnavailable
 from engines.contracts import GRAPH_NAMES, GraphContract, Precision, ShapeProfile, TensorSpec, graph_contracts
 from engines.cuda import DeviceInfo
-from engines.plan import (
-    PlanManifest,
-    PlanRequirements,
-    check_plan,
-    manifest_path,
-    plan_path_for,
-    write_atomic,
-)
+from engines.plan import PlanManifest, PlanRequirements, check_plan, manifest_path, plan_path_for
 from engines.version import project_version, version_text
 
 if TYPE_CHECKING:

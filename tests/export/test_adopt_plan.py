@@ -14,9 +14,10 @@ import pytest
 import torch
 from trt_stand_in import TRT_MODULES, cuda_runtime, fake_plan, fake_tensorrt, write_export
 
+from engines.artifacts import sha256_file
 from engines.contracts import DENOISE_STEP, LE_DM, RESTORMER, ShapeProfile, graph_contracts
 from engines.cuda import DeviceInfo
-from engines.plan import PlanManifest, PlanRequirements, check_plan, manifest_path, sha256_file
+from engines.plan import PlanManifest, PlanRequirements, check_plan, manifest_path
 from export.adopt_plan import UNKNOWN_ONNX, BadInput, PlanRejected, adopt_plan, main
 
 ORIN = DeviceInfo("Orin", (8, 7), 64 << 30, 16)

@@ -1,5 +1,5 @@
-"""export.aoti_package on the embedded model's CPU packages (built once per session, see
-conftest.py): what the build writes, a second build reusing it, a new process that deblurs two
+"""export.aoti_package on the embedded model's CPU packages (built once per session by the
+fixture below): what the build writes, a second build reusing it, a new process that deblurs two
 frame sizes through ``python -m runtime --engines`` within one grey level of eager FP32 (with its
 cold start printed), the first and the hundredth output of one frame bitwise equal, and a stale
 or corrupt package found, refused and rebuilt.
@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -31,6 +32,28 @@ SIZES = ((64, 96), (75, 101))  # (H, W): a multiple of 8, and one the runtime pa
 COLD_START_BOUND_S = 120.0  # a sanity bound for a shared 2-core machine; the target (10 s) is printed, not asserted
 
 pytestmark = pytest.mark.slow  # every test here needs the session's package build (minutes on 2 cores)
+
+
+# The embedded model's CPU packages, built once per test session: the C++ compilation of the three
+# graphs with dynamic shapes takes minutes on a 2-core CPU.
+@dataclass(frozen=True)
+class BuiltPackages:
+    folder: Path
+    results: list  # export.aoti_package.PackageResult, one per package
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def embedded_cpu_packages(tmp_path_factory) -> BuiltPackages:
+    import hidiff
+    from export.aoti_package import build_aoti_packages
+
+    folder = tmp_path_factory.mktemp("aoti-cpu")
+    start = time.perf_counter()
+    results = build_aoti_packages(hidiff.default_model(), folder, "cpu", log=print)
+    seconds = time.perf_counter() - start
+    print(f"embedded model, CPU FP32 AOTInductor packages: built in {seconds:.0f} s")
+    return BuiltPackages(folder, results, seconds)
 
 
 def test_the_build_writes_three_dynamic_packages_with_their_manifests(embedded_cpu_packages):

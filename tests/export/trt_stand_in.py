@@ -25,8 +25,8 @@ from typing import Any
 import onnx
 from onnx import TensorProto, helper
 
+from engines.artifacts import sha256_file
 from engines.contracts import RESTORMER, graph_contracts
-from engines.plan import sha256_file
 
 TRT_MODULES = ("tensorrt", "tensorrt_bindings", "tensorrt_rtx", "tensorrt_rtx_bindings")
 ONNX_TYPES = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}
