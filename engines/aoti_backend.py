@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from engines.artifacts import contract_from_dict, sha256_file, write_atomic
+from engines.artifacts import ArtifactError, ArtifactMismatch, contract_from_dict, sha256_file, write_atomic
 from engines.base import Engine, EngineError, caller_stream, parse_device
 from engines.contracts import GRAPH_NAMES, GraphContract, Precision
 from engines.cuda_graphs import ShapeGraphs
@@ -174,27 +174,20 @@ class PackageRequirements:
     check_shape: bool = False  # compare shape (None is a value here: the dynamic package)
 
 
-class PackageError(EngineError):
+class PackageError(ArtifactError):
     """A package cannot be used; ``reason`` names why in a few words, ``path`` is the package."""
-
-    def __init__(self, path: Path, reason: str, message: str):
-        self.path, self.reason = path, reason
-        super().__init__(message)
 
 
 class CorruptPackage(PackageError):
     """The package or its manifest is missing, damaged, or not an AOTInductor package at all."""
 
 
-class PackageMismatch(PackageError):
+class PackageMismatch(PackageError, ArtifactMismatch):
     """The package is intact but built for something else; ``reasons`` and ``details`` list each."""
 
     def __init__(self, path: Path, mismatches: list[tuple[str, str]]):
-        self.reasons = tuple(r for r, _ in mismatches)
-        self.details = tuple(d for _, d in mismatches)
-        listed = "; ".join(f"{r}: {d}" for r, d in mismatches)
-        super().__init__(path, self.reasons[0], f"AOTInductor package {path} cannot be used here ({listed}). "
-                                                "Rebuild it with python export/build_engines.py on this machine")
+        ArtifactMismatch.__init__(self, path, mismatches, "AOTInductor package",
+                                  "Rebuild it with python export/build_engines.py on this machine")
 
 
 def _read_manifest(path: Path) -> PackageManifest:

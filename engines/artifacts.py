@@ -40,6 +40,25 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+class ArtifactError(EngineError):
+    """An artifact (plan, package) cannot be used; ``reason`` names why in a few words, ``path`` is the file."""
+
+    def __init__(self, path: Path, reason: str, message: str):
+        self.path, self.reason = path, reason
+        super().__init__(message)
+
+
+class ArtifactMismatch(ArtifactError):
+    """The artifact is intact but was built for something else. ``reasons`` lists every mismatch
+    (``reason`` is the first), ``details`` says what was found and what was expected for each."""
+
+    def __init__(self, path: Path, mismatches: list[tuple[str, str]], what: str, rebuild: str):
+        self.reasons = tuple(r for r, _ in mismatches)
+        self.details = tuple(d for _, d in mismatches)
+        listed = "; ".join(f"{r}: {d}" for r, d in mismatches)
+        super().__init__(path, self.reasons[0], f"{what} {path} cannot be used here ({listed}). {rebuild}")
+
+
 class ArtifactPathError(ValueError):
     """A manifest names a file outside its own folder; the folder is refused."""
 

@@ -18,8 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from engines.artifacts import ArtifactPathError, resolve_inside, write_atomic
-from engines.base import EngineError
+from engines.artifacts import ArtifactError, ArtifactMismatch, ArtifactPathError, resolve_inside, write_atomic
 from engines.contracts import ShapeProfile
 
 Flavour = Literal["tensorrt", "tensorrt_rtx"]
@@ -57,29 +56,21 @@ def manifest_path(plan_path: str | Path) -> Path:
     return plan_path.with_name(plan_path.name + ".json")
 
 
-class PlanError(EngineError):
+class PlanError(ArtifactError):
     """A plan file cannot be used; ``reason`` names why in a few words, ``path`` is the plan."""
-
-    def __init__(self, path: Path, reason: str, message: str):
-        self.path, self.reason = path, reason
-        super().__init__(message)
 
 
 class CorruptPlan(PlanError):
     """The plan or its manifest is missing, damaged or not a TensorRT plan at all."""
 
 
-class PlanMismatch(PlanError):
-    """The plan is intact but was built for something else. ``reasons`` lists every mismatch
-    (``reason`` is the first), ``details`` says what was found and what was expected for each."""
+class PlanMismatch(PlanError, ArtifactMismatch):
+    """The plan is intact but was built for something else (every mismatch in ``reasons``)."""
 
     def __init__(self, path: Path, mismatches: list[tuple[str, str]]):
-        self.reasons = tuple(r for r, _ in mismatches)
-        self.details = tuple(d for _, d in mismatches)
-        listed = "; ".join(f"{r}: {d}" for r, d in mismatches)
-        super().__init__(path, self.reasons[0],
-                         f"engine plan {path} cannot be used here ({listed}). Rebuild it with "
-                         "python export/build_engines.py (it rebuilds only the plans that no longer match)")
+        ArtifactMismatch.__init__(self, path, mismatches, "engine plan",
+                                  "Rebuild it with python export/build_engines.py (it rebuilds only the plans that "
+                                  "no longer match)")
 
 
 @dataclass(frozen=True)
