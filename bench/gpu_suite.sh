@@ -205,7 +205,7 @@ if step demo; then
   run python3 -m torch.distributed.run --standalone --nproc_per_node "${DEMO_NPROC:-1}" -m hidiff.train_default "$demo" --workers 12 \
     ${DEMO_ARGS:-} 2>&1 | tee "$out/train_default.log"
   cp "$demo/default.safetensors" "$demo/eval.json" "$out/" 2>/dev/null
-  # Files over 16 MiB do not come back from the lent machine (nor more than 8): the float32
+  # Keep every output file under 16 MiB (some remote runners cap the size they send back): the float32
   # weights of each stage travel in two parts (cat stage1.safetensors.part* > stage1.safetensors).
   for stage in stage1 stage2; do
     [ -f "$demo/$stage/model.safetensors" ] && split -b 15m -d "$demo/$stage/model.safetensors" "$out/$stage.safetensors.part"

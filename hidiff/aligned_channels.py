@@ -1,13 +1,12 @@
 """Zero-padded channel counts for tensor cores: the same network, every convolution aligned.
 
 Tensor-core convolution and GEMM kernels want channel counts that are multiples of 8 in float16.
-The GoPro Restormer has three kinds that are not, and cuDNN runs them with slow kernels (kernel
-profile of the compiled FP16 model at 1280x720 on an H100, docs/benchmarks.md):
+The GoPro Restormer has three kinds that are not, and cuDNN runs them with slow kernels:
 
 - the first and last convolutions (3 -> 48 and 96 -> 3 channels, 3x3, full resolution) run as a
-  generic direct kernel, ``conv2d_c1_k1_nhwc``: 15.5 ms of a 69 ms frame;
+  generic direct kernel;
 - GDFN's hidden width is ``int(dim * 2.66)``: 127 and 255, so ``project_in`` writes 254 / 510
-  channels and ``project_out`` reads 127 / 255: "align1"/"align2" CUTLASS kernels, about 19 ms.
+  channels and ``project_out`` reads 127 / 255, which get the "align1"/"align2" CUTLASS kernels.
 
 :func:`align_channels` pads them with zeros, in place: GDFN's two halves to a multiple of 8
 each (``project_in`` and the depthwise convolution gain zero filters, ``project_out`` zero
@@ -15,8 +14,7 @@ input columns: ``gelu(0) * 0 = 0`` adds nothing), the first convolution's input 
 (the module pads the image with zero channels) and the last one's output to 8 (sliced back to
 3). Products with zeros are exact, so the output is the same up to the kernels' own rounding
 (tests/hidiff/test_aligned_channels.py). The padded weights have other shapes than the
-checkpoint's: this is an inference form (the PyTorch backend's ``align_channels`` option), never
-saved.
+checkpoint's: this is an inference form (``TorchSettings.pad_channels``), never saved.
 """
 from __future__ import annotations
 
