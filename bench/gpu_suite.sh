@@ -61,6 +61,9 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)  # absolute: the compare step runs from another folder
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+# The scripts (bench/latency.py, export/build_engines.py) import the project as installed; this
+# checkout is used without pip install -e, so it goes on the path.
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 [ -d /tmp/wheelparts/site ] && export PYTHONPATH="/tmp/wheelparts/site:${PYTHONPATH:-}"
 graphs=/tmp/gopro_fp16
 status=0
