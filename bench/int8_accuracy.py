@@ -120,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from export.onnx_export import export_graphs
     from export.verify import cpu_session, run_chain
     from hidiff import default_model
+    from hidiff.files import write_atomic
     from hidiff.model import HIDiff
 
     parser = argparse.ArgumentParser(prog="python bench/int8_accuracy.py", description=__doc__.splitlines()[0])
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      "method": "E4M3 rounding of conv/linear weights (per output channel) and inputs "
                                                "(per tensor, own maximum), simulated in PyTorch",
                                      "seconds": time.perf_counter() - start}
-        (args.out / "int8_accuracy.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_atomic(args.out / "int8_accuracy.json", json.dumps(results, indent=2) + "\n")
         print(f"fp8: PSNR against FP32 {results['formats']['fp8']['mean_psnr_vs_fp32_db']:.2f} dB")
     for fmt in (f for f in formats if f in methods):
         qtype, method, extra = methods[fmt]
@@ -225,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "calibration_method": method.name,
             "seconds": time.perf_counter() - start,
         }
-        (args.out / "int8_accuracy.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_atomic(args.out / "int8_accuracy.json", json.dumps(results, indent=2) + "\n")
         print(f"{fmt}: PSNR against FP32 {results['formats'][fmt]['mean_psnr_vs_fp32_db']:.2f} dB "
               f"(Restormer alone {results['formats'][fmt]['restormer_only_mean_db']:.2f} dB) on "
               f"{', '.join(psnrs)}")
