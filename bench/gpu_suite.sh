@@ -187,7 +187,8 @@ if step compare; then
   baseline=${BASELINE:?the compare step needs BASELINE, the folder of the earlier tree}
   for tree in new old; do
     dir=.; [ "$tree" = old ] && dir=$baseline
-    (cd "$dir" && run python3 bench/latency.py --preset gopro --device cuda:0 --sizes "${COMPARE_SIZE:-1280x720}" \
+    # Each tree imports its own packages: its folder first on the path.
+    (cd "$dir" && export PYTHONPATH="$PWD:$PYTHONPATH" && run python3 bench/latency.py --preset gopro --device cuda:0 --sizes "${COMPARE_SIZE:-1280x720}" \
       --batches 1 --min-iters 5 --max-case-s 6 --backends "${COMPARE_BACKENDS:-torch-compile-fp16-fused-norms-graphs}" \
       --out "$out/compare_$tree" 2>&1 | tee "$out/compare_$tree.log") || status=1
   done
