@@ -98,7 +98,7 @@ def test_a_new_process_deblurs_two_sizes_through_the_packages(embedded_cpu_packa
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     total = time.time() - start
     assert run.returncode == 0, run.stderr
-    assert "backend: aoti on cpu (auto: AOTInductor packages in" in run.stderr
+    assert "runtime: using aoti on cpu: auto: AOTInductor packages in" in run.stderr
     first_frame = min((outputs / name).stat().st_mtime for name in frames) - start
     print(f"\ncold start, process start to the first sharp frame (CPU, one thread): {first_frame:.2f} s "
           f"(target 10 s); both frames: {total:.2f} s")
