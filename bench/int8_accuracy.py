@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["formats"]["fp16"] = {"psnr_vs_fp32_db": psnrs, "mean_psnr_vs_fp32_db": float(np.mean(list(psnrs.values()))),
                                       "method": "the PyTorch model in float16 on the CPU",
                                       "seconds": time.perf_counter() - start}
+        write_atomic(args.out / "int8_accuracy.json", json.dumps(results, indent=2) + "\n")
         print(f"fp16: PSNR against FP32 {results['formats']['fp16']['mean_psnr_vs_fp32_db']:.2f} dB")
     if "fp8" in formats:
         import torch

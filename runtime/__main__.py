@@ -102,7 +102,7 @@ class Report:
         if self.notes:
             lines.append(f"notes: {len(self.notes)}")
             lines += [f"  {name}: {note}" for name, note in self.notes]
-        lines += [f"backend: {backend}", f"speed: {rate:.2f} frames/s"]
+        lines += [f"backend: {backend}", f"speed: {rate:.3g} frames/s"]
         return "\n".join(lines)
 
 
