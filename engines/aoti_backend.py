@@ -34,7 +34,13 @@ from typing import Any
 
 import torch
 
-from engines.artifacts import ArtifactError, ArtifactMismatch, contract_from_dict, sha256_file, write_atomic
+from engines.artifacts import (
+    ArtifactError,
+    ArtifactMismatch,
+    JsonManifest,
+    contract_from_dict,
+    sha256_file,
+)
 from engines.base import Engine, EngineError, caller_stream, parse_device
 from engines.contracts import GRAPH_NAMES, GraphContract, Precision
 from engines.cuda_graphs import ShapeGraphs
@@ -93,7 +99,7 @@ def target_facts(device: torch.device) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class PackageManifest:
+class PackageManifest(JsonManifest):
     """Everything one package was built from and for; written as ``NAME.pt2.json`` beside it."""
 
     graph: str
@@ -142,14 +148,6 @@ class PackageManifest:
             )
         except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
             raise ValueError(f"manifest field missing or malformed: {exc!r}") from exc
-
-    def write(self, path: str | Path) -> None:
-        write_atomic(path, json.dumps(self.as_dict(), indent=2) + "\n")
-
-    @classmethod
-    def read(cls, path: str | Path) -> "PackageManifest":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
 
     def covers(self, dims: Mapping[str, int]) -> bool:
         """Whether this package runs inputs with these symbolic dimensions (batch, height, width)."""

@@ -26,7 +26,7 @@ from engines.contracts import GraphContract, Precision, TensorSpec
 from hidiff.files import atomic_path, replace_durably, write_atomic
 
 __all__ = ["MANIFEST_NAME", "ArtifactPathError", "ExportManifest", "GraphEntry", "atomic_path", "contract_from_dict",
-           "replace_durably", "resolve_inside", "sha256_file", "write_atomic"]
+           "replace_durably", "resolve_inside", "JsonManifest", "sha256_file", "write_atomic"]
 
 MANIFEST_NAME = "manifest.json"
 
@@ -38,6 +38,26 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+class JsonManifest:
+    """What a plan's and a package's manifest share: written atomically as JSON beside the file
+    it describes, read back through the subclass's ``as_dict`` / ``from_dict``."""
+
+    def as_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def write(self, path: str | Path) -> None:
+        write_atomic(path, json.dumps(self.as_dict(), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> Any:
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
 
 
 class ArtifactError(EngineError):

@@ -12,13 +12,18 @@ Pure Python: reading and checking a plan needs neither TensorRT nor a GPU.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from engines.artifacts import ArtifactError, ArtifactMismatch, ArtifactPathError, resolve_inside, write_atomic
+from engines.artifacts import (
+    ArtifactError,
+    ArtifactMismatch,
+    ArtifactPathError,
+    JsonManifest,
+    resolve_inside,
+)
 from engines.contracts import ShapeProfile
 
 Flavour = Literal["tensorrt", "tensorrt_rtx"]
@@ -74,7 +79,7 @@ class PlanMismatch(PlanError, ArtifactMismatch):
 
 
 @dataclass(frozen=True)
-class PlanManifest:
+class PlanManifest(JsonManifest):
     """Everything a plan was built from and for. Written as ``NAME.plan.json`` beside ``NAME.plan``."""
 
     graph: str
@@ -151,14 +156,6 @@ class PlanManifest:
             )
         except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
             raise ValueError(f"manifest field missing or malformed: {exc!r}") from exc
-
-    def write(self, path: str | Path) -> None:
-        write_atomic(path, json.dumps(self.as_dict(), indent=2) + "\n")
-
-    @classmethod
-    def read(cls, path: str | Path) -> "PlanManifest":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
 
 
 @dataclass(frozen=True)
