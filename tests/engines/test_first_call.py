@@ -5,8 +5,6 @@ The AOTInductor backend's checks are in tests/export/test_aoti_package.py (CPU) 
 tests/engines/test_aoti_backend.py (CUDA)."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -37,10 +35,7 @@ def test_eager_on_the_cpu():
             assert all(torch.equal(out, first[name]) for name, out in engines[graph].infer(feeds).items()), graph
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("HIDIFF_HEAVY_TESTS") != "1",
-                    reason="compiles the three graphs with inductor's C++ backend (2-3 minutes on 2 cores; the "
-                           "suite's budget is 15 minutes); set HIDIFF_HEAVY_TESTS=1 to run it")
+@pytest.mark.slow  # compiles the three graphs with inductor's C++ backend (1-2 minutes on 2 cores)
 def test_compiled_on_the_cpu():
     with Deblurrer(model=tiny_model(), backend="torch", device="cpu", torch_settings="compiled") as deblurrer:
         first, later = first_and_later(deblurrer)

@@ -1,18 +1,16 @@
 """runtime.memory: the default memory budget on the CPU (from the available RAM, capped), what a
 Deblurrer makes of it (frames above it are tiled, max_pixels and tile=0 override it), and the
-acceptance case: a 6-megapixel photo with default options peaks below 4 GB of resident memory."""
+peak-memory benchmark that checks a 6-megapixel photo against 4 GB (bench/peak_memory.py)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import pytest
 import torch
-from runtime_helpers import frame_u8, make_tiny_model
+from runtime_helpers import make_tiny_model
 
+from bench import peak_memory
 from runtime import memory
 from runtime.deblurrer import Deblurrer
 
@@ -50,34 +48,17 @@ def test_deblurrer_tiles_frames_above_the_default_budget():
         assert deblurrer.tiling.max_pixels is None and deblurrer.pipeline.plan(2000, 3000) is None
 
 
-def _peak_rss_of(argv: list[str]) -> tuple[int, str]:
-    """Run ``python -m runtime ARGV`` in a fresh process and return (peak resident bytes of that
-    process, its output). The peak is ru_maxrss of the waited-for child (VmHWM at its exit),
-    read in a wrapper process so that no earlier child of pytest counts."""
-    wrapper = ("import resource, subprocess, sys; "
-               "r = subprocess.run([sys.executable, '-m', 'runtime'] + sys.argv[1:]); "
-               "print('peak', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, r.returncode)")
-    done = subprocess.run([sys.executable, "-c", wrapper, *argv], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=3600)
-    last = done.stdout.strip().splitlines()[-1].split()
-    assert last[0] == "peak" and last[2] == "0", done.stdout + done.stderr
-    return int(last[1]), done.stdout + done.stderr
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("HIDIFF_HEAVY_TESTS") != "1",
-                    reason="a 6-megapixel photo through the embedded model took 13 minutes on a shared "
-                           "2-core CPU; set HIDIFF_HEAVY_TESTS=1 to run it")
-def test_six_megapixel_photo_with_default_options_peaks_below_4_gb(tmp_path):
-    src = tmp_path / "photo.png"
-    cv2.imwrite(str(src), frame_u8(2000, 3000, seed=1))
-    peak, output = _peak_rss_of([str(src), str(tmp_path / "sharp.png"), "--device", "cpu", "-q"])
-    assert peak < 4 * GB, f"peak resident memory {peak / GB:.2f} GB\n{output}"
-    assert cv2.imread(str(tmp_path / "sharp.png")).shape == (2000, 3000, 3)
+def test_peak_memory_benchmark_measures_a_default_run(capsys):
+    """bench/peak_memory.py, the check of the 6-megapixel case (``--size 3000x2000``, minutes on a
+    2-core CPU), on a small photo: the run completes and its peak is reported against the budget."""
+    assert peak_memory.main(["--size", "96x64", "--budget-gb", "4"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("96x64 on cpu, default options: peak resident memory ") and "(budget 4 GB)" in line
+    assert 0.05 < float(line.split("memory ")[1].split(" GB")[0]) < 4
 
 
 def test_rusage_reads_a_childs_peak():
-    """The measuring method of the test above, checked on a child that holds 300 MB once."""
+    """The measuring method of bench/peak_memory.py, checked on a child that holds 300 MB once."""
     code = "import numpy as np; a = np.ones(300 * 10**6, np.uint8); print(a.sum())"
     done = subprocess.run([sys.executable, "-c",
                            "import resource, subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1]]); "
