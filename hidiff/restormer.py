@@ -137,7 +137,9 @@ def channel_cosine(qk: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     inference = not (torch.is_grad_enabled() and qk.requires_grad)  # bmm.dtype has no backward
     # meta tensors (shape-only traces, bench/traffic.py) follow the CUDA path
     on_gpu = qk.device.type in ("cuda", "meta")
-    if inference and on_gpu and qk.dtype in (torch.float16, torch.bfloat16) and not torch.onnx.is_in_onnx_export():
+    # Neither ONNX nor AOTInductor's C shim (torch 2.11) has bmm with an out_dtype: exports upcast.
+    exporting = torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+    if inference and on_gpu and qk.dtype in (torch.float16, torch.bfloat16) and not exporting:
         gram = _bmm_float32_out(qk, qk.transpose(1, 2))
     if gram is None:
         qk = qk.float()

@@ -10,7 +10,7 @@ from torch import nn
 from hidiff.config import HIDiffConfig, RestormerConfig
 from hidiff.latent_encoder import adaptive_avg_pool2d
 from hidiff.model import HIDiff, crop_image, pad_image
-from hidiff.restormer import HIM, MDTA, LayerNorm, PriorGuidedRestormer
+from hidiff.restormer import HIM, MDTA, LayerNorm, PriorGuidedRestormer, channel_cosine
 
 
 def official_layernorm(x4d, weight, bias):
@@ -53,6 +53,19 @@ def test_mdta_is_channel_attention_with_normalised_qk():
     a = torch.einsum("bhcn,bhdn->bhcd", q, k) * attn.temperature
     out = torch.einsum("bhcd,bhdn->bhcn", a.softmax(-1), v).reshape(2, 8, 6, 5)
     torch.testing.assert_close(attn(x), attn.project_out(out), rtol=1e-5, atol=1e-5)
+
+
+def test_an_exported_channel_cosine_has_no_bmm_with_an_out_dtype():
+    # AOTInductor's C shim (torch 2.11) lacks bmm.dtype: a CUDA package that held one failed to compile.
+    # Meta tensors take the CUDA path, so the export below sees what a CUDA export sees.
+    class Cosine(nn.Module):
+        def forward(self, qk):
+            return channel_cosine(qk)
+
+    with torch.no_grad():
+        program = torch.export.export(Cosine(), (torch.empty(1, 8, 64, dtype=torch.float16, device="meta"),))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert "aten.bmm.default" in targets and "aten.bmm.dtype" not in targets, targets
 
 
 @pytest.mark.parametrize("bias", [False, True])

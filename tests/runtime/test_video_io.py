@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-import av
 import numpy as np
 import pytest
 from media_helpers import audio_packets, decoded_frames, make_video, video_frame
@@ -14,6 +13,8 @@ from runtime_helpers import deblurrer_fixture, model_fixture  # noqa: F401  (pyt
 
 from runtime import io
 from runtime.jobs import ShortVideo, deblur_video_file
+
+av = pytest.importorskip("av", reason="PyAV (a runtime dependency) is not installed here")
 
 
 @pytest.mark.parametrize("suffix, fourcc", [(".mp4", None), (".avi", None), (".mkv", "FFV1"), (".mov", None)])
