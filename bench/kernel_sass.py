@@ -23,9 +23,10 @@ from typing import Any
 _INSTRUCTION = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", re.M)
 
 
-def compile_sm90(kernel: Any, types: Mapping[str, str], constants: Mapping[str, Any], warps: int,
-                 stages: int | None = None, aligned: Collection[str] = ()) -> Any:
-    """``kernel`` (a ``@triton.jit`` function) compiled for sm_90 as a launch would compile it:
+def compile_cuda(kernel: Any, types: Mapping[str, str], constants: Mapping[str, Any], warps: int,
+                 stages: int | None = None, aligned: Collection[str] = (), capability: int = 90) -> Any:
+    """``kernel`` (a ``@triton.jit`` function) compiled for sm_``capability`` (90: H100, 80: A100,
+    87: Jetson Orin) as a launch would compile it:
     ``types`` gives each non-constant argument's Triton type (``*fp16``, ``i32``, ``fp32``,
     ``tensordesc<fp16[64, 64]>``...), ``aligned`` the arguments specialised as multiples of 16."""
     import triton
@@ -38,7 +39,7 @@ def compile_sm90(kernel: Any, types: Mapping[str, str], constants: Mapping[str, 
     if stages is not None:
         options["num_stages"] = stages
     return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=dict(constants), attrs=attrs),
-                          target=GPUTarget("cuda", 90, 32), options=options)
+                          target=GPUTarget("cuda", capability, 32), options=options)
 
 
 def cuobjdump(compiled: Any, flag: str) -> str:
@@ -84,7 +85,7 @@ def gated_dwconv_loop(channels: int, pairs: int, block_c: int, warps: int, rows:
     second, with masks, runs the strips at the image's edges."""
     from engines.kernels.gated_dwconv import gated_dwconv3x3_kernel
 
-    compiled = compile_sm90(gated_dwconv3x3_kernel.fn, {"y_ptr": "*fp16", "w_ptr": "*fp16", "b_ptr": "*fp16",
+    compiled = compile_cuda(gated_dwconv3x3_kernel.fn, {"y_ptr": "*fp16", "w_ptr": "*fp16", "b_ptr": "*fp16",
                                                         "out_ptr": "*fp16", "H": "i32", "W": "i32"},
                             {"C": channels, "HAS_BIAS": False, "ROWS": rows, "PAIRS": pairs, "BLOCK_C": block_c},
                             warps, aligned=("y_ptr", "w_ptr", "b_ptr", "out_ptr"))

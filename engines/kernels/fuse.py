@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engines.kernels.gated_dwconv import gated_dwconv3x3
+from engines.kernels.gdfn_block import gdfn_block
 from engines.kernels.head_gram import head_cosine
 from engines.kernels.norm_matmul import conv1x1_residual, norm_conv1x1
 from engines.kernels.prior_attention import fold_prior_attention
@@ -23,7 +24,7 @@ from hidiff.restormer import GDFN, HIM, LayerNorm, TransformerBlock, modulate
 
 
 def fuse_restormer(restormer: nn.Module, *, gates: bool = True, norms: bool = True, prior_attention: bool = True,
-                   head_gram: bool = True) -> None:
+                   head_gram: bool = True, whole_gdfn: bool = False) -> None:
     """Swap the modules of ``restormer`` (a :class:`~hidiff.restormer.PriorGuidedRestormer`, or any
     module holding its blocks) for their fused forms, in place, with the same weights:
 
@@ -34,6 +35,9 @@ def fuse_restormer(restormer: nn.Module, *, gates: bool = True, norms: bool = Tr
     - ``head_gram``: in the blocks ``norms`` fuses, MDTA's per-head cosines from one pass over q
       and k (:func:`~engines.kernels.head_gram.head_cosine`) instead of cuBLAS's Gram product of
       all channels; needs ``norms``;
+    - ``whole_gdfn``: in the blocks ``norms`` fuses, the whole feed-forward half (LayerNorm, both
+      projections, depthwise convolution, gate, residual) as one kernel
+      (:func:`~engines.kernels.gdfn_block.gdfn_block`); needs ``norms``;
     - ``prior_attention``: every HIM (the cross-attention to the prior tokens, with its LayerNorm)
       as one kernel (:class:`FusedHIM`).
 
@@ -41,14 +45,15 @@ def fuse_restormer(restormer: nn.Module, *, gates: bool = True, norms: bool = Tr
     before ``torch.compile``. The kernels run where :func:`~engines.kernels.unavailable_reason`
     finds nothing missing.
     """
-    if head_gram and not norms:
-        raise ValueError("head_gram=True computes MDTA's cosines inside the blocks that norms=True fuses: pass "
-                         "norms=True, or head_gram=False")
+    for name, wanted in (("head_gram", head_gram), ("whole_gdfn", whole_gdfn)):
+        if wanted and not norms:
+            raise ValueError(f"{name}=True runs inside the blocks that norms=True fuses: pass norms=True, or "
+                             f"{name}=False")
     if gates:
         _swap(restormer, lambda m: isinstance(m, GDFN), FusedGateGDFN)
     if norms:  # after the gates: a fused block keeps its GDFN's fused gate
         _swap(restormer, lambda m: isinstance(m, TransformerBlock) and not m.attn.modulated,
-              lambda block: FusedNormBlock(block, head_gram=head_gram))
+              lambda block: FusedNormBlock(block, head_gram=head_gram, whole_gdfn=whole_gdfn))
     if prior_attention:
         _swap(restormer, lambda m: isinstance(m, HIM), FusedHIM)
 
@@ -122,9 +127,12 @@ class FusedNormBlock(nn.Module):
 
     For blocks without the prior's modulation (``attn.modulated`` false). The GDFN may be a
     :class:`FusedGateGDFN`; its convolution and gate are kept. ``head_gram``: MDTA's per-head
-    cosines from :func:`~engines.kernels.head_gram.head_cosine`, else as MDTA computes them."""
+    cosines from :func:`~engines.kernels.head_gram.head_cosine`, else as MDTA computes them.
+    ``whole_gdfn``: the feed-forward half as one :func:`~engines.kernels.gdfn_block.gdfn_block`."""
 
-    def __init__(self, block: TransformerBlock, head_gram: bool = True):
+    w_out_t: torch.Tensor  # (HIDDEN, C): the GDFN's output projection, transposed
+
+    def __init__(self, block: TransformerBlock, head_gram: bool = True, whole_gdfn: bool = False):
         super().__init__()
         attn, ffn = block.attn, block.ffn
         if attn.modulated or ffn.modulated:
@@ -135,6 +143,8 @@ class FusedNormBlock(nn.Module):
         self.qkv = NormProjection(block.norm1, attn.qkv)
         self.project_in = NormProjection(block.norm2, ffn.project_in)
         self.head_gram = head_gram
+        self.whole_gdfn = whole_gdfn
+        self.register_buffer("w_out_t", ffn.project_out.weight.detach().flatten(1).t().contiguous())
 
     def _gate(self, hidden: torch.Tensor) -> torch.Tensor:
         conv = self.ffn.dwconv
@@ -144,17 +154,27 @@ class FusedNormBlock(nn.Module):
         return F.gelu(y1) * y2
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        return self.feed_forward(self.attention(x))
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """x + MDTA(LN1(x)): LN1 inside the qkv projection, the residual inside M v."""
         c = x.shape[1]
-        # x = x + MDTA(LN1(x)): LN1 inside the qkv projection, the residual inside M v
         qkv = self.attn.qkv_dwconv(self.qkv(x)).flatten(2)  # (B, 3C, H*W)
         qk, v = qkv[:, : 2 * c], qkv[:, 2 * c :]
         if self.head_gram:
             mixing = self.attn.mixing_from_cosine(head_cosine(qk, self.attn.num_heads), qk.dtype)
         else:
             mixing = self.attn.mixing(qk)
-        x = conv1x1_residual(v, mixing, self.attn.project_out.bias, x)
-        # x = x + GDFN(LN2(x)): LN2 inside project_in, the residual inside project_out
+        return conv1x1_residual(v, mixing, self.attn.project_out.bias, x)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x + GDFN(LN2(x)): one gdfn_block kernel (``whole_gdfn``), else LN2 inside project_in and
+        the residual inside project_out."""
         out = self.ffn.project_out
+        if self.whole_gdfn:
+            conv, norm_in = self.ffn.dwconv, self.project_in
+            return gdfn_block(x, norm_in.weight_t, norm_in.bias, conv.weight, conv.bias, self.w_out_t, out.bias,
+                              norm_in.eps, norm_in.bias_free)
         return conv1x1_residual(self._gate(self.project_in(x)), out.weight.flatten(1), out.bias, x)
 
 

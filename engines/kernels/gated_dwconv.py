@@ -102,7 +102,7 @@ if triton is not None:
                 left * a0 + even * a1 + odd * a2, even * a0 + odd * a1 + right * a2)
 
     @triton.jit
-    def _gelu(x):
+    def gelu(x):
         """x Phi(x), exact GELU, with erf by Abramowitz and Stegun 7.1.26 (absolute error at most
         1.5e-7, far below float16's rounding of the output): one polynomial in t = 1 / (1 + p|z|),
         z = x / sqrt(2), times exp(-z^2), constants folded. libdevice's erff chooses between two
@@ -120,8 +120,8 @@ if triton is not None:
         program's rows [first, end)."""
         if (row >= first) & (row < end):
             q = o_image + row.to(tl.int64) * W * C + o_offsets
-            gated_e = (_gelu(done_e) * done_e2).to(o_image.dtype.element_ty)
-            gated_o = (_gelu(done_o) * done_o2).to(o_image.dtype.element_ty)
+            gated_e = (gelu(done_e) * done_e2).to(o_image.dtype.element_ty)
+            gated_o = (gelu(done_o) * done_o2).to(o_image.dtype.element_ty)
             if MASKED:
                 tl.store(q, gated_e, mask=at_even)
                 tl.store(q + C, gated_o, mask=at_odd)

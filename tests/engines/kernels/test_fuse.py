@@ -79,9 +79,24 @@ def test_each_switch_alone_swaps_only_its_modules(switch, kind, original):
         torch.testing.assert_close(fused(*feeds), model(*feeds), rtol=1e-5, atol=1e-5)
 
 
-def test_head_gram_without_norms_is_refused():
-    with pytest.raises(ValueError, match="head_gram=True computes MDTA's cosines inside the blocks that norms=True"):
-        fuse_restormer(_restormer(), norms=False)
+@pytest.mark.parametrize("norm_kind, bias", [("WithBias", False), ("BiasFree", True)])
+def test_the_whole_gdfn_switch_keeps_the_output(norm_kind, bias):
+    """Float32 on the CPU: gdfn_block's reference in every block that norms=True fuses is the
+    block's own feed-forward half (LN2's affine folded into W_in, the residual added)."""
+    model = _restormer(norm_kind, bias)
+    fused = copy.deepcopy(model)
+    fuse_restormer(fused, whole_gdfn=True)
+    blocks = [b for b in fused.modules() if isinstance(b, FusedNormBlock)]
+    assert blocks and all(b.whole_gdfn for b in blocks)
+    feeds = _feeds(model)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(*feeds), model(*feeds), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("switch", ["head_gram", "whole_gdfn"])
+def test_a_switch_inside_the_norm_blocks_without_norms_is_refused(switch):
+    with pytest.raises(ValueError, match=f"{switch}=True runs inside the blocks that norms=True fuses"):
+        fuse_restormer(_restormer(), **{"norms": False, "head_gram": False, switch: True})
 
 
 def test_a_modulated_block_is_refused():
@@ -103,12 +118,15 @@ class _OpNames(TorchDispatchMode):
 
 
 KERNEL_OPS = {"gates": {"hidiff.gated_dwconv3x3"}, "norms": {"hidiff.norm_conv1x1", "hidiff.conv1x1_residual"},
-              "head_gram": {"hidiff.head_gram_partials"}, "prior_attention": {"hidiff.prior_attention"}}
+              "head_gram": {"hidiff.head_gram_partials"}, "prior_attention": {"hidiff.prior_attention"},
+              "whole_gdfn": {"hidiff.gdfn_block"}}
+DEFAULT_SWITCHES = {"gates": True, "norms": True, "head_gram": True, "prior_attention": True, "whole_gdfn": False}
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("switches", [dict(), dict(gates=False), dict(head_gram=False),
-                                      dict(norms=False, head_gram=False), dict(prior_attention=False)])
+                                      dict(norms=False, head_gram=False), dict(prior_attention=False),
+                                      dict(whole_gdfn=True)])
 def test_on_the_gpu_the_switched_on_kernels_run(switches):
     """Float16 channels-last CUDA tensors: the model calls the op of every switch that is on and of
     none that is off."""
@@ -118,7 +136,7 @@ def test_on_the_gpu_the_switched_on_kernels_run(switches):
     with _OpNames() as called, torch.no_grad():
         model(blur.contiguous(memory_format=torch.channels_last), prior)
     for switch, ops in KERNEL_OPS.items():
-        assert (ops <= called.names) is switches.get(switch, True), (switch, sorted(called.names))
+        assert (ops <= called.names) is switches.get(switch, DEFAULT_SWITCHES[switch]), (switch, sorted(called.names))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
@@ -189,8 +207,9 @@ def test_fused_him_compiles_without_graph_breaks():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("fuse_gates, fuse_norms", [(True, False), (False, True), (True, True)])
-def test_fused_fp16_restormer_matches_the_unfused_one(fuse_gates, fuse_norms):
+@pytest.mark.parametrize("fuse_gates, fuse_norms, whole_gdfn", [(True, False, False), (False, True, False),
+                                                              (True, True, False), (True, True, True)])
+def test_fused_fp16_restormer_matches_the_unfused_one(fuse_gates, fuse_norms, whole_gdfn):
     model = HIDiff(tiny_config()).eval()
     with torch.no_grad():  # non-trivial norms
         for module in model.restormer.modules():
@@ -199,10 +218,11 @@ def test_fused_fp16_restormer_matches_the_unfused_one(fuse_gates, fuse_norms):
     plain_settings = TorchSettings.preset("channels-last")
     plain = torch_engines(model, "cuda:0", "fp16", plain_settings)["restormer"]
     fused_settings = plain_settings.replace(fuse_gdfn_gate=fuse_gates, fuse_block_norms=fuse_norms,
-                                            fuse_prior_attention=fuse_norms)
+                                            fuse_prior_attention=fuse_norms, fuse_whole_gdfn=whole_gdfn)
     fused = torch_engines(model, "cuda:0", "fp16", fused_settings)["restormer"]
     assert (_count(fused.module, FusedGateGDFN) > 0) is fuse_gates
     assert (_count(fused.module, FusedNormBlock) > 0) is fuse_norms and (_count(fused.module, FusedHIM) > 0) is fuse_norms
+    assert all(b.whole_gdfn is whole_gdfn for b in fused.module.modules() if isinstance(b, FusedNormBlock))
     assert _count(plain.module, FusedGateGDFN) + _count(plain.module, FusedNormBlock) == 0
     feeds = {"blur": torch.rand(1, 3, 48, 80, device="cuda"), "prior": torch.randn(1, *model.prior_shape, device="cuda")}
     got, expected = fused.infer(feeds)["sharp"], plain.infer(feeds)["sharp"]

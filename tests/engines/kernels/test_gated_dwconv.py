@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from triton_cpu import run_in_interpreter, sm90_resources
+from triton_cpu import cuda_resources, run_in_interpreter
 
 from engines.kernels import gated_dwconv as gated
 from engines.kernels.support import DISK_CACHE
@@ -73,7 +73,7 @@ def test_kernel_in_tritons_interpreter_matches_reference():
 def _compile_for_h100(pairs: int, channels: int, rows: int, warps: int) -> dict[str, int]:
     """The float16 kernel's resources on sm_90, specialised as a launch on channels-last tensors
     specialises it (unit channel strides, multiples of 16)."""
-    return sm90_resources(gated.gated_dwconv3x3_kernel.fn, ("y_ptr", "w_ptr", "b_ptr", "out_ptr"),
+    return cuda_resources(gated.gated_dwconv3x3_kernel.fn, ("y_ptr", "w_ptr", "b_ptr", "out_ptr"),
                           {"C": 256, "HAS_BIAS": False, "ROWS": rows, "PAIRS": pairs, "BLOCK_C": channels}, warps,
                           unaligned=("H", "W"))
 

@@ -156,11 +156,11 @@ def _sm90(d: int, block_n: int, warps: int, stages: int, squares: int) -> dict[s
     """The kernel compiled for sm_90 as a launch on MDTA's qk specialises it (channel stride 1,
     strides and ROWS multiples of 16, N and the head count not): REG, STACK, LOCAL and the shared
     memory in bytes."""
-    from bench.kernel_sass import compile_sm90, resources
+    from bench.kernel_sass import compile_cuda, resources
 
     types = {"qk_ptr": "*fp16", "out_ptr": "*fp32", "N": "i32", "ROWS": "i32", "HEADS": "i32", "stride_b": "i32",
              "stride_n": "i32"}
-    compiled = compile_sm90(gram.head_gram_kernel.fn, types,
+    compiled = compile_cuda(gram.head_gram_kernel.fn, types,
                             {"stride_c": 1, "D": d, "D_PAD": dot_block(d), "BLOCK_N": block_n, "SQUARES": squares},
                             warps, stages,
                             aligned=("qk_ptr", "out_ptr", "ROWS", "stride_b", "stride_n"))

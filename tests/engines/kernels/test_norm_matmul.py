@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from triton_cpu import run_in_interpreter, sm90_resources
+from triton_cpu import cuda_resources, run_in_interpreter
 
 from engines.kernels import norm_matmul as fused
 
@@ -84,13 +84,13 @@ def test_kernels_in_tritons_interpreter_match_the_references():
 
 
 def _norm_resources(block_k: int, block_m: int, block_n: int, warps: int, stages: int = 2) -> dict[str, int]:
-    return sm90_resources(fused.norm_matmul_kernel.fn, ("x_ptr", "w_ptr", "b_ptr", "y_ptr"),
+    return cuda_resources(fused.norm_matmul_kernel.fn, ("x_ptr", "w_ptr", "b_ptr", "y_ptr"),
                           {"BIAS_FREE": False, "BLOCK_K": block_k, "BLOCK_M": block_m, "BLOCK_N": block_n}, warps,
                           unaligned=("M",), scalars={"eps": "fp32"}, stages=stages)
 
 
 def _residual_resources(block_n: int, block_m: int, block_k: int, warps: int, stages: int = 3) -> dict[str, int]:
-    return sm90_resources(fused.matmul_residual_kernel.fn, ("a_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"),
+    return cuda_resources(fused.matmul_residual_kernel.fn, ("a_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"),
                           {"HAS_BIAS": False, "BLOCK_N": block_n, "BLOCK_M": block_m, "BLOCK_K": block_k,
                            "stride_wk": 1}, warps, unaligned=("M",), stages=stages)
 
@@ -98,12 +98,12 @@ def _residual_resources(block_n: int, block_m: int, block_k: int, warps: int, st
 def _tma_resources(block_k: int, block_m: int, warps: int, stages: int) -> dict[str, int]:
     """The TMA kernel compiled for sm_90 (descriptor arguments typed as its launches type them):
     its resources, and how many tensor-memory-accelerator copies its machine code holds."""
-    from bench.kernel_sass import compile_sm90, cuobjdump, resources
+    from bench.kernel_sass import compile_cuda, cuobjdump, resources
 
     types = {"x_ptr": "*fp16", "b_ptr": "*fp16", "eps": "fp32", "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32",
              "w_desc": f"tensordesc<fp16[{block_k}, {fused.TMA_BLOCK_N}]>",
              "y_desc": f"tensordesc<fp16[{block_m}, {fused.TMA_BLOCK_N}]>"}
-    compiled = compile_sm90(fused.norm_matmul_tma_kernel.fn, types,
+    compiled = compile_cuda(fused.norm_matmul_tma_kernel.fn, types,
                             {"BIAS_FREE": False, "BLOCK_K": block_k, "BLOCK_M": block_m,
                              "BLOCK_N": fused.TMA_BLOCK_N}, warps, stages, aligned=("x_ptr", "b_ptr", "N", "K", "stride_xm"))
     found = resources(compiled)

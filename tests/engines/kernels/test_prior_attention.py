@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from triton_cpu import run_in_interpreter, sm90_resources
+from triton_cpu import cuda_resources, run_in_interpreter
 
 from engines.kernels import prior_attention as fused
 
@@ -59,7 +59,7 @@ def test_kernel_in_tritons_interpreter_matches_the_reference():
 
 
 def _resources(block_c: int, block_m: int, warps: int, groups: int = 4, tokens: int = 4) -> dict[str, int]:
-    return sm90_resources(fused.prior_attention_kernel.fn, ("x_ptr", "a_ptr", "bm_ptr", "bias_ptr", "y_ptr"),
+    return cuda_resources(fused.prior_attention_kernel.fn, ("x_ptr", "a_ptr", "bm_ptr", "bias_ptr", "y_ptr"),
                           {"BIAS_FREE": False, "HAS_BIAS": True, "BLOCK_C": block_c, "GROUPS": groups, "TOKENS": tokens,
                            "BLOCK_M": block_m}, warps, unaligned=("HW",), scalars={"eps": "fp32", "a0_ptr": "*fp32"},
                           stages=1)

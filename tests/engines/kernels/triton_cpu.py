@@ -23,17 +23,17 @@ def run_in_interpreter(script: str) -> str:
     return done.stdout
 
 
-def sm90_resources(kernel: Any, pointers: Collection[str], constants: Mapping[str, Any], warps: int,
+def cuda_resources(kernel: Any, pointers: Collection[str], constants: Mapping[str, Any], warps: int,
                    unaligned: Collection[str] = (), scalars: Mapping[str, str] | None = None,
-                   stages: int | None = None) -> dict[str, int]:
-    """REG, STACK and LOCAL of ``kernel`` (a ``@triton.jit`` function) compiled for sm_90:
+                   stages: int | None = None, capability: int = 90) -> dict[str, int]:
+    """REG, STACK and LOCAL of ``kernel`` (a ``@triton.jit`` function) compiled for sm_``capability``:
     ``pointers`` are float16 pointers, ``constants`` the constexprs and specialised values, the
     other arguments int32 (``scalars`` names other types, e.g. ``{"eps": "fp32"}``) and, except
     ``unaligned``, multiples of 16, as a launch on channels-last tensors specialises them."""
-    from bench.kernel_sass import compile_sm90, resources
+    from bench.kernel_sass import compile_cuda, resources
 
     scalars = dict(scalars or {})
     types = {name: "*fp16" if name in pointers else scalars.get(name, "i32") for name in kernel.arg_names
              if name not in constants}
     aligned = [name for name in types if name not in unaligned and name not in scalars]
-    return resources(compile_sm90(kernel, types, constants, warps, stages, aligned))
+    return resources(compile_cuda(kernel, types, constants, warps, stages, aligned, capability))

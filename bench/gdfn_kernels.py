@@ -1,0 +1,120 @@
+"""The feed-forward half of the Restormer's blocks, kernel by kernel: the per-operation Triton
+kernels (norm + 1x1 in, depthwise + gate, 1x1 out + residual) against engines.kernels.gdfn_block's
+one kernel, at the shapes one frame runs.
+
+    python bench/gdfn_kernels.py --preset gopro --size 1280x720 [--out DIR]
+
+The shapes are recorded from one forward pass of the FP16 channels-last Restormer with padded
+channels, for the blocks whose norms the fastest form fuses (all but the bottleneck's). For every
+distinct shape the table gives each form's median time per call (triton.testing.do_bench), the
+whole kernel's effective bandwidth (x read once, the result written once), the tile the
+autotuner chose and each form's largest difference from the float32 reference; the last row
+weights each by how often a frame calls it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from bench.inputs import ImageSize, engine_restormer
+from hidiff.config import HIDiffConfig, preset
+from hidiff.restormer import TransformerBlock
+
+Shape = tuple[int, int, int]  # channels, height, width
+
+
+def frame_blocks(config: HIDiffConfig, size: ImageSize,
+                 device: str = "cuda") -> tuple[Counter[Shape], dict[Shape, TransformerBlock]]:
+    """How often one frame of ``config``'s Restormer at ``size`` runs the feed-forward half of an
+    unmodulated block at each input shape, and one such block per shape (FP16 on CUDA, else FP32)."""
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    restormer, blur, prior = engine_restormer(config, size, device, dtype)
+    seen: Counter[Shape] = Counter()
+    blocks: dict[Shape, TransformerBlock] = {}
+
+    def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        _, c, h, w = args[0].shape
+        seen[(c, h, w)] += 1
+        blocks.setdefault((c, h, w), module)
+
+    for module in restormer.modules():
+        if isinstance(module, TransformerBlock) and not module.attn.modulated:
+            module.register_forward_pre_hook(record)
+    with torch.inference_mode():
+        restormer(blur, prior)
+    return seen, blocks
+
+
+def measure(shapes: Counter[Shape], blocks: dict[Shape, TransformerBlock]) -> list[dict]:
+    from triton.testing import do_bench
+
+    from engines.kernels import gdfn_block as gb
+    from engines.kernels.fuse import FusedNormBlock
+
+    rows = []
+    torch.manual_seed(0)
+    for (c, h, w), count in sorted(shapes.items(), key=lambda item: -item[0][0] * item[0][1] * item[0][2]):
+        forms = {"per_op": FusedNormBlock(blocks[(c, h, w)]), "whole": FusedNormBlock(blocks[(c, h, w)], whole_gdfn=True)}
+        x = torch.randn(1, c, h, w, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+        whole = forms["whole"]
+        conv = whole.ffn.dwconv
+        weights = (whole.project_in.weight_t, whole.project_in.bias, conv.weight, conv.bias, whole.w_out_t,
+                   whole.ffn.project_out.bias)
+        expected = gb.gdfn_block_reference(x.float(), *[None if t is None else t.float() for t in weights],
+                                           whole.project_in.eps, whole.project_in.bias_free)
+        row: dict = {"channels": c, "hidden": whole.w_out_t.shape[0], "height": h, "width": w, "calls_per_frame": count}
+        for name, form in forms.items():
+            with torch.inference_mode():
+                got = form.feed_forward(x)
+                row[f"{name}_max_abs_err"] = (got.float() - expected).abs().max().item()
+                row[f"{name}_ms"] = do_bench(lambda form=form: form.feed_forward(x), warmup=25, rep=100,
+                                             return_mode="median")
+        row["whole_config"] = str(getattr(gb.gdfn_block_kernel, "best_config", "?"))
+        row["whole_GB_per_s"] = 2 * x.numel() * 2 / row["whole_ms"] / 1e6
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    lines = [f"## {title}", "",
+             "| C | hidden | H x W | calls | per-op kernels ms | whole kernel ms | whole GB/s | max err per-op / whole | tile |",
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['channels']} | {r['hidden']} | {r['height']} x {r['width']} | {r['calls_per_frame']} | "
+                     f"{r['per_op_ms']:.3f} | {r['whole_ms']:.3f} | {r['whole_GB_per_s']:.0f} | "
+                     f"{r['per_op_max_abs_err']:.1e} / {r['whole_max_abs_err']:.1e} | "
+                     f"{r['whole_config'].split(', num_ctas')[0]} |")
+    totals = [sum(r[f"{name}_ms"] * r["calls_per_frame"] for r in rows) for name in ("per_op", "whole")]
+    lines.append(f"| **per frame** | | | {sum(r['calls_per_frame'] for r in rows)} | **{totals[0]:.2f}** | "
+                 f"**{totals[1]:.2f}** | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="gopro", help="architecture preset (hidiff.config.preset)")
+    parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("1280x720"), help="WIDTHxHEIGHT")
+    parser.add_argument("--out", type=Path, help="folder for gdfn_kernels.json and .md")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("this benchmark times CUDA kernels: run it on a machine with a GPU")
+    rows = measure(*frame_blocks(preset(args.preset), args.size))
+    title = (f"GDFN halves of one {args.size.label} frame, {args.preset} preset, FP16 channels-last, "
+             f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    table = markdown(rows, title)
+    print(table)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gdfn_kernels.json").write_text(json.dumps({"title": title, "rows": rows}, indent=1))
+        (args.out / "gdfn_kernels.md").write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

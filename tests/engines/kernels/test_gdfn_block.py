@@ -1,0 +1,152 @@
+"""The whole GDFN kernel (engines.kernels.gdfn_block): its reference against the Transformer
+block's own feed-forward half, the kernel through Triton's interpreter on the CPU and compiled on
+a GPU, its registers for sm_80, sm_87 and sm_90, and the op's shape for torch.compile."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from triton_cpu import cuda_resources, run_in_interpreter
+
+from engines.kernels import gdfn_block as gb
+from engines.kernels.fuse import NormProjection
+from engines.kernels.support import dot_block
+from hidiff.config import RestormerConfig
+from hidiff.restormer import TransformerBlock
+
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+
+
+def _block(channels: int, bias: bool, norm_kind: str) -> TransformerBlock:
+    return TransformerBlock(channels, 1, RestormerConfig(bias=bias, LayerNorm_type=norm_kind, embed_dim=2),
+                            modulated=False).eval()
+
+
+def _block_weights(block: TransformerBlock) -> tuple:
+    """gdfn_block's weights from a block: LN2 folded into project_in, project_out transposed."""
+    ffn = block.ffn
+    norm_in = NormProjection(block.norm2, ffn.project_in)
+    return (norm_in.weight_t, norm_in.bias, ffn.dwconv.weight, ffn.dwconv.bias,
+            ffn.project_out.weight.flatten(1).t(), ffn.project_out.bias, norm_in.eps, norm_in.bias_free)
+
+
+@pytest.mark.parametrize("norm_kind, bias", [("WithBias", True), ("BiasFree", False)])
+def test_reference_is_the_blocks_feed_forward_half(norm_kind, bias):
+    torch.manual_seed(0)
+    block = _block(12, bias, norm_kind)
+    with torch.no_grad():
+        block.norm2.body.weight.normal_(1.0, 0.3)
+        x = torch.randn(2, 12, 9, 13)
+        expected = x + block.ffn(block.norm2(x))
+        got = gb.gdfn_block_reference(x, *_block_weights(block))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_shapes_are_refused():
+    x = torch.zeros(1, 8, 4, 4)
+    with pytest.raises(ValueError, match=r"gdfn_block expects x \(B, C, H, W\), w_in_t \(C, 2H\)"):
+        gb.gdfn_block(x, torch.zeros(8, 10), torch.zeros(10), torch.zeros(10, 1, 3, 3), None, torch.zeros(4, 8), None,
+                      1e-5)
+
+
+def test_every_gopro_width_has_a_tile_on_every_gpu():
+    for channels in (48, 96, 192, 384):
+        for hopper in (True, False):
+            assert any(gb.tile_fits(th, tw, bp, dot_block(channels), hopper, chunk)
+                       for th, tw, bp, chunk, _, _ in gb.TILES), (channels, hopper)
+
+
+INTERPRETED = """
+import torch
+from engines.kernels import gdfn_block as gb
+
+kernel = gb.gdfn_block_kernel.fn  # the kernel under the autotuner, run with explicit tiles
+torch.manual_seed(0)
+# Partial tiles at the right and bottom edges, a partial last chunk of hidden channels (31 of 16 + 16;
+# 21 of 16 + 16), channel counts that are not a power of two, both norms; and 180 tiles on the
+# interpreter's 132 programs, so that programs loop over tiles and rewrite their scratch slots.
+for (b, c, hidden, h, w), (th, tw, block_p, chunk), bias, bias_free in (
+        ((1, 12, 31, 9, 23), (8, 8, 64, 16), False, True),
+        ((2, 8, 21, 40, 72), (4, 8, 32, 16), True, False)):
+    x = torch.randn(b, c, h, w).to(memory_format=torch.channels_last)
+    weights = (torch.randn(c, 2 * hidden) * 0.3, torch.randn(2 * hidden), torch.randn(2 * hidden, 1, 3, 3) * 0.3,
+               torch.randn(2 * hidden) if bias else None, torch.randn(hidden, c) * 0.3,
+               torch.randn(c) if bias else None, 1e-5, bias_free)
+    out = gb.launch_gdfn_block(kernel, x, *weights, TH=th, TW=tw, BLOCK_P=block_p, CHUNK=chunk, PER_SM=1)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, gb.gdfn_block_reference(x, *weights), rtol=1e-4, atol=1e-4)
+    print("ok", b, c, hidden, h, w)
+"""
+
+
+@needs_triton
+@pytest.mark.slow  # about 25 s in the interpreter
+def test_kernel_in_tritons_interpreter_matches_reference():
+    """Indexing, masks, the halo, the chunks and the persistent loop, by Triton's CPU interpreter."""
+    assert run_in_interpreter(INTERPRETED).count("ok ") == 2
+
+
+@needs_triton
+@pytest.mark.slow  # 15 compilations, about 30 s
+@pytest.mark.parametrize("capability", [90, 80, 87])
+def test_no_tile_spills_registers(capability):
+    """Each tile, at the widest GoPro map it takes on the GPU (sm_90 H100, sm_80 A100, sm_87 Jetson
+    Orin), compiles without spilling registers; without the tensor memory accelerator."""
+    hopper = capability >= 90
+    for th, tw, block_p, chunk, warps, per_sm in gb.TILES:
+        widths = [c for c in (48, 96, 192, 384) if gb.tile_fits(th, tw, block_p, dot_block(c), hopper, chunk)]
+        if not widths:
+            continue
+        c = max(widths)
+        usage = cuda_resources(
+            gb.gdfn_block_kernel.fn,
+            ("x_ptr", "w_in_ptr", "b_in_ptr", "dw_w_ptr", "dw_b_ptr", "w_out_ptr", "b_out_ptr", "y_ptr", "scratch_ptr"),
+            {"C": c, "HIDDEN": int(c * 2.66), "BLOCK_C": dot_block(c), "BIAS_FREE": False, "HAS_DW_BIAS": False,
+             "HAS_OUT_BIAS": False, "TH": th, "TW": tw, "BLOCK_P": block_p, "CHUNK": chunk, "PER_SM": per_sm},
+            warps, unaligned=("B", "H", "W", "slot_elements"), scalars={"eps": "fp32"}, stages=1,
+            capability=capability)
+        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (capability, c, (th, tw, block_p, chunk), usage)
+
+
+def test_compile_sees_the_output_shape_and_layout():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        def empty(*shape: int) -> torch.Tensor:
+            return torch.empty(*shape, device="cuda", dtype=torch.float16)
+
+        out = torch.ops.hidiff.gdfn_block(empty(1, 48, 8, 12), empty(48, 256), empty(256), empty(256, 1, 3, 3), None,
+                                          empty(128, 48), None, 1e-5, False)
+        assert out.shape == (1, 48, 8, 12) and out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("norm_kind, bias", [("WithBias", True), ("BiasFree", False)])
+def test_kernel_matches_reference_on_the_gpu(norm_kind, bias):
+    """Float16 at the GoPro widths, odd sizes (partial tiles), against the float32 reference."""
+    torch.manual_seed(0)
+    for c, (h, w) in ((48, (37, 70)), (96, (20, 33)), (192, (11, 17)), (384, (6, 9))):
+        block = _block(c, bias, norm_kind)
+        weights = [t.cuda().half() if isinstance(t, torch.Tensor) else t for t in _block_weights(block)]
+        x = torch.randn(2, c, h, w, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+        got = gb.gdfn_block(x, *weights)
+        expected = gb.gdfn_block_reference(x.float(), *[t.float() if isinstance(t, torch.Tensor) and t.is_floating_point()
+                                                       else t for t in weights])
+        assert got.dtype == torch.float16 and got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got.float(), expected, rtol=2e-2, atol=2e-2, msg=f"C={c}")
+
+
+@pytest.mark.gpu
+def test_compiles_without_graph_breaks():
+    torch.manual_seed(0)
+    block = _block(48, False, "WithBias")
+    weights = [t.cuda().half() if isinstance(t, torch.Tensor) else t for t in _block_weights(block)]
+    x = torch.randn(1, 48, 16, 24, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+
+    def ffn(x: torch.Tensor) -> torch.Tensor:
+        return gb.gdfn_block(x, *weights) * 2
+
+    assert torch._dynamo.explain(ffn)(x).graph_break_count == 0
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(ffn, fullgraph=True)(x), ffn(x))
