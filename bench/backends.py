@@ -83,11 +83,8 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
         _torch("torch-compile-fp16-fused-graphs", COMPILED.replace(fuse_gdfn_gate=True, cuda_graphs=True)),
         _torch("torch-compile-fp16-fused-norms", FASTEST.replace(cuda_graphs=False)),
         _torch("torch-compile-fp16-fused-norms-graphs", FASTEST),
-        _torch("torch-compile-fp16-fused-norms-gdfn-graphs", FASTEST.replace(fuse_whole_gdfn=True)),
         _torch("torch-fp16-nhwc", CHANNELS_LAST),
         _torch("torch-fp16-nhwc-fused", CHANNELS_LAST.replace(fuse_gdfn_gate=True)),
-        _torch("torch-fp16-nhwc-fused-norms-graphs", FASTEST.replace(compile_mode=None)),
-        _torch("torch-fp16-nhwc-fused-norms-gdfn-graphs", FASTEST.replace(compile_mode=None, fuse_whole_gdfn=True)),
         _torch("torch-fp16-nhwc-unaligned", CHANNELS_LAST.replace(pad_channels=False)),
         # The baselines: the eager model as a user runs it (.half() / float32, default memory layout).
         _torch("torch-fp16", EAGER),

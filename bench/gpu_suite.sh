@@ -38,9 +38,7 @@
 #             beside the fused GDFN model they extend: 1280x720 then 1920x1080, batch 1 (NORMS_720P
 #             and NORMS_1080P name other backend lists)
 #   gdfn      engines.kernels.gdfn_block's whole feed-forward half against the per-operation kernels at the
-#             shapes of a 1280x720 and a 1920x1080 frame (bench/gdfn_kernels.py), then the model with it and
-#             without, eager with the other kernels and CUDA graphs (no compilation), 1280x720 batch 1
-#             (GDFN_BACKENDS names others, e.g. the compiled forms)
+#             shapes of a 1280x720 and a 1920x1080 frame (bench/gdfn_kernels.py)
 #   counters  Nsight Compute's counters (speed of light, memory, occupancy, warp stalls) of one launch
 #             of each Triton kernel and of cuDNN's depthwise convolution at a 1280x720 frame's largest
 #             shapes (bench/kernel_counters.py)
@@ -184,9 +182,6 @@ if step gdfn; then
   for size in 1280x720 1920x1080; do
     run python3 bench/gdfn_kernels.py --preset gopro --size $size --out "$out/gdfn_$size" 2>&1 | tail -n 14
   done
-  run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1280x720 --batches 1 --min-iters 5 --max-case-s 6 \
-    --backends "${GDFN_BACKENDS:-torch-fp16-nhwc-fused-norms-gdfn-graphs,torch-fp16-nhwc-fused-norms-graphs}" \
-    --out "$out/gdfn_latency"
 fi
 if step counters; then
   ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)

@@ -14,9 +14,15 @@ gate, the attention's depthwise convolutions, MDTA's products, ...). For each ki
   LayerNorms, activations, residual additions and casts ride along inside them for free, and
   GDFN's gate inside its depthwise convolution (read 2 x hidden channels, write hidden): the least
   this formulation can move, whatever the kernels;
+- **bytes, whole blocks**: as fused, but every Transformer block without the prior's modulation
+  runs its feed-forward half as one kernel (x read once, written once: the hidden tensor never
+  reaches memory) and its attention in two passes (pass 1 reads x and accumulates q k^T without
+  writing q or k; pass 2 reads x again, recomputes v and writes x): five passes over x a block,
+  its weights aside. The row "whole-block kernels" holds those passes;
 - **FLOPs** of the convolutions, products and attention (2 per multiply-add);
 - **floor ms**: the larger of fused bytes / ``--bandwidth`` and FLOPs / ``--flops`` (defaults: an
-  H100 SXM's 3.35 TB/s of HBM3 and 989 TFLOP/s of dense FP16 tensor-core work).
+  H100 SXM's 3.35 TB/s of HBM3 and 989 TFLOP/s of dense FP16 tensor-core work); **blocks floor
+  ms** the same with the whole-block bytes (the halo's recomputed pixels not counted).
 
 Peak figures are datasheet figures; real kernels reach perhaps 80-90 % of the bandwidth. The
 floor says how far a frame is from the hardware and which work is worth a kernel of its own. One
@@ -54,7 +60,9 @@ ANCHORS = {"convolution", "bmm", "mm", "addmm", "_scaled_dot_product_flash_atten
            "_scaled_dot_product_flash_attention_for_cpu", "scaled_dot_product_attention", "_efficient_attention_forward"}
 KINDS = ("1x1 convolutions (GEMMs)", "GDFN depthwise 3x3 + gate", "attention depthwise 3x3", "MDTA products (Gram, mixing)",
          "HIM cross-attention", "dense convolutions (embed, output, resampling)", "prior projections and modulation",
-         "norms, activations, residuals")
+         "norms, activations, residuals", "whole-block kernels")
+WHOLE_BLOCK_PASSES = 5  # over x per unmodulated block: GDFN reads and writes it, MDTA reads it twice and writes it
+UNMODULATED_BLOCK = "TransformerBlock"  # the owner label of a block without the prior's modulation
 
 
 @dataclass
@@ -64,11 +72,13 @@ class Work:
     calls: int = 0
     bytes_per_op: int = 0
     bytes_fused: int = 0
+    bytes_blocks: int = 0
     flops: int = 0
     ops: dict[str, int] = field(default_factory=dict)
 
-    def floor_ms(self, bandwidth: float, flops: float) -> float:
-        return 1e3 * max(self.bytes_fused / bandwidth, self.flops / flops)
+    def floor_ms(self, bandwidth: float, flops: float, whole_blocks: bool = False) -> float:
+        moved = self.bytes_blocks if whole_blocks else self.bytes_fused
+        return 1e3 * max(moved / bandwidth, self.flops / flops)
 
 
 def _nbytes(value: Any) -> int:
@@ -141,9 +151,19 @@ class Ledger(TorchDispatchMode):
         work.bytes_per_op += read + written
         if name in ANCHORS:
             gated = name == "convolution" and kind == KINDS[1]  # the gate halves what is written
-            work.bytes_fused += read + (written // 2 if gated else written)
+            fused = read + (written // 2 if gated else written)
+            work.bytes_fused += fused
+            inside = set(self.owners)
+            if not (UNMODULATED_BLOCK in inside and inside & {"GDFN", "FusedGateGDFN", "MDTA"}):
+                work.bytes_blocks += fused  # inside a whole-block kernel it stays on chip
             work.flops += _flops(name, args, out)
         return out
+
+    def whole_block(self, x: torch.Tensor) -> None:
+        """The passes over ``x`` of an unmodulated block's whole-block kernels."""
+        work = self.work[KINDS[8]]
+        work.calls += 1
+        work.bytes_blocks += WHOLE_BLOCK_PASSES * _nbytes(x)
 
 
 def frame_work(config: HIDiffConfig, size: ImageSize) -> dict[str, Work]:
@@ -151,9 +171,16 @@ def frame_work(config: HIDiffConfig, size: ImageSize) -> dict[str, Work]:
     Restormer's multiple), in float16, channels-last, with padded channels, on the meta device."""
     restormer, blur, prior = engine_restormer(config, size, "meta", torch.float16)
     owners: list[str] = []
+    ledger = Ledger(owners)
 
-    def enter(module: torch.nn.Module, _: Any) -> None:
-        owners.append(type(module).__name__)
+    def enter(module: torch.nn.Module, args: Any) -> None:
+        label = type(module).__name__
+        if label == UNMODULATED_BLOCK:
+            if getattr(module, "attn").modulated:
+                label = "ModulatedBlock"
+            else:
+                ledger.whole_block(args[0])
+        owners.append(label)
 
     def leave(module: torch.nn.Module, _: Any, __: Any) -> None:
         owners.pop()
@@ -161,7 +188,6 @@ def frame_work(config: HIDiffConfig, size: ImageSize) -> dict[str, Work]:
     for module in restormer.modules():
         module.register_forward_pre_hook(enter)
         module.register_forward_hook(leave)
-    ledger = Ledger(owners)
     with torch.no_grad(), ledger:  # not inference_mode: composite ops would reach the ledger undecomposed
         restormer(blur, prior)
     return {kind: ledger.work[kind] for kind in KINDS if kind in ledger.work}
@@ -170,19 +196,23 @@ def frame_work(config: HIDiffConfig, size: ImageSize) -> dict[str, Work]:
 def markdown(work: dict[str, Work], title: str, bandwidth: float, flops: float) -> str:
     lines = [f"## {title}", "",
              f"Floors at {bandwidth / 1e12:.2f} TB/s and {flops / 1e12:.0f} TFLOP/s.", "",
-             "| kind of work | ops | GB op by op | GB fused | GFLOP | ms at bandwidth | ms at FLOP/s | floor ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| kind of work | ops | GB op by op | GB fused | GB whole blocks | GFLOP | ms at bandwidth | ms at FLOP/s "
+             "| floor ms | blocks floor ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for kind, w in work.items():
         lines.append(f"| {kind} | {w.calls} | {w.bytes_per_op / 1e9:.2f} | {w.bytes_fused / 1e9:.2f} | "
-                     f"{w.flops / 1e9:.0f} | {1e3 * w.bytes_fused / bandwidth:.2f} | {1e3 * w.flops / flops:.2f} | "
-                     f"{w.floor_ms(bandwidth, flops):.2f} |")
+                     f"{w.bytes_blocks / 1e9:.2f} | {w.flops / 1e9:.0f} | {1e3 * w.bytes_fused / bandwidth:.2f} | "
+                     f"{1e3 * w.flops / flops:.2f} | {w.floor_ms(bandwidth, flops):.2f} | "
+                     f"{w.floor_ms(bandwidth, flops, whole_blocks=True):.2f} |")
     per_op = sum(w.bytes_per_op for w in work.values())
     fused = sum(w.bytes_fused for w in work.values())
+    blocks = sum(w.bytes_blocks for w in work.values())
     total_flops = sum(w.flops for w in work.values())
     floor = sum(w.floor_ms(bandwidth, flops) for w in work.values())
+    blocks_floor = sum(w.floor_ms(bandwidth, flops, whole_blocks=True) for w in work.values())
     lines.append(f"| **frame** | {sum(w.calls for w in work.values())} | **{per_op / 1e9:.2f}** | **{fused / 1e9:.2f}** | "
-                 f"**{total_flops / 1e9:.0f}** | {1e3 * fused / bandwidth:.2f} | {1e3 * total_flops / flops:.2f} | "
-                 f"**{floor:.2f}** |")
+                 f"**{blocks / 1e9:.2f}** | **{total_flops / 1e9:.0f}** | {1e3 * fused / bandwidth:.2f} | "
+                 f"{1e3 * total_flops / flops:.2f} | **{floor:.2f}** | **{blocks_floor:.2f}** |")
     lines += ["", f"Op by op, the frame would take {1e3 * per_op / bandwidth:.1f} ms at the full bandwidth."]
     return "\n".join(lines) + "\n"
 

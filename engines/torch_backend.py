@@ -122,8 +122,7 @@ def fuse_kernels(restormer: nn.Module, settings: TorchSettings) -> None:
 
     # MDTA's per-head q k^T kernel lives inside the blocks whose norms are fused.
     fuse_restormer(restormer, gates=settings.fuse_gdfn_gate, norms=settings.fuse_block_norms,
-                   prior_attention=settings.fuse_prior_attention, head_gram=settings.fuse_block_norms,
-                   whole_gdfn=settings.fuse_whole_gdfn)
+                   prior_attention=settings.fuse_prior_attention, head_gram=settings.fuse_block_norms)
 
 
 def prepare_model(model: "HIDiff", device: torch.device, dtype: torch.dtype, settings: TorchSettings) -> "HIDiff":

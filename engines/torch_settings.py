@@ -23,8 +23,8 @@ from engines.contracts import Precision
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 # The fields that swap Triton kernels into the Restormer, and what each needs besides CUDA and Triton.
-KERNEL_FIELDS = ("fuse_gdfn_gate", "fuse_block_norms", "fuse_whole_gdfn", "fuse_prior_attention")
-FP16_CHANNELS_LAST_FIELDS = ("fuse_block_norms", "fuse_whole_gdfn", "fuse_prior_attention")
+KERNEL_FIELDS = ("fuse_gdfn_gate", "fuse_block_norms", "fuse_prior_attention")
+FP16_CHANNELS_LAST_FIELDS = ("fuse_block_norms", "fuse_prior_attention")
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,6 @@ class TorchSettings:
     - ``fuse_block_norms``: every Transformer block without the prior runs its LayerNorms inside
       the 1x1 projections after them, its residual additions inside the projections before them,
       and MDTA's per-head q k^T cosines as one kernel (Triton; FP16, channels-last).
-    - ``fuse_whole_gdfn``: in those blocks, the whole feed-forward half (LayerNorm, 1x1 in,
-      depthwise 3x3, gate, 1x1 out, residual) as one Triton kernel whose hidden tensor never
-      reaches memory; needs ``fuse_block_norms``.
     - ``fuse_prior_attention``: each HIM (the cross-attention to the prior tokens, with its
       LayerNorm) as one Triton kernel (FP16, channels-last).
     - ``cuda_graphs``: each engine replays its work as one CUDA graph per input shape from the
@@ -66,7 +63,6 @@ class TorchSettings:
     pad_channels: bool = False
     fuse_gdfn_gate: bool = False
     fuse_block_norms: bool = False
-    fuse_whole_gdfn: bool = False
     fuse_prior_attention: bool = False
     cuda_graphs: bool = False
 
@@ -86,9 +82,6 @@ class TorchSettings:
         if pairs and self.compile_mode is None:
             raise ValueError(f"inductor_options {dict(pairs)} without a compile_mode would be ignored; "
                              f"pass compile_mode='default' (or another of {COMPILE_MODES})")
-        if self.fuse_whole_gdfn and not self.fuse_block_norms:
-            raise ValueError("fuse_whole_gdfn runs inside the blocks that fuse_block_norms fuses: pass "
-                             "fuse_block_norms=True as well")
         needs_layout = [name for name in FP16_CHANNELS_LAST_FIELDS if getattr(self, name)]
         if needs_layout and not self.channels_last:
             raise ValueError(f"{' and '.join(needs_layout)} run(s) Triton kernels on channels-last tensors: "

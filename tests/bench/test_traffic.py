@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench import traffic
 from bench.inputs import ImageSize, engine_restormer
-from hidiff.restormer import GDFN
+from hidiff.restormer import GDFN, TransformerBlock
 
 SIZE = ImageSize.parse("64x40")
 
@@ -80,6 +80,26 @@ def test_gram_product_reads_its_operand_once():
     """[q; k] and its transpose are one memory region: the products' bytes count it once."""
     work = traffic.frame_work(tiny_config(), SIZE)["MDTA products (Gram, mixing)"]
     assert work.ops["bmm"] > 0 and work.bytes_fused == work.bytes_per_op
+
+
+def test_whole_blocks_move_five_passes_over_x_per_unmodulated_block():
+    """The whole-block formulation: each unmodulated block's GDFN and MDTA move nothing of their own,
+    the block moves x five times (counted here with module hooks); the rest as fused."""
+    restormer, blur, prior = meta_restormer(tiny_config())
+    passes = []
+    for module in restormer.modules():
+        if isinstance(module, TransformerBlock) and not module.attn.modulated:
+            module.register_forward_pre_hook(lambda _, args: passes.append(5 * nbytes(args[0])))
+    with torch.no_grad():
+        restormer(blur, prior)
+    work = traffic.frame_work(tiny_config(), SIZE)
+    whole = work["whole-block kernels"]
+    assert whole.calls == len(passes) > 0 and whole.bytes_blocks == sum(passes) and whole.bytes_fused == 0
+    for kind in ("GDFN depthwise 3x3 + gate", "attention depthwise 3x3", "MDTA products (Gram, mixing)"):
+        assert work[kind].bytes_blocks < work[kind].bytes_fused  # the modulated bottleneck's blocks remain
+    for kind in ("HIM cross-attention", "dense convolutions (embed, output, resampling)"):
+        assert work[kind].bytes_blocks == work[kind].bytes_fused
+    assert sum(w.bytes_blocks for w in work.values()) < sum(w.bytes_fused for w in work.values())
 
 
 def test_cli_writes_table_and_json(tmp_path, capsys):
