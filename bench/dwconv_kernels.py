@@ -12,17 +12,16 @@ often a frame calls it: the frame time it would spend in these operations.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from bench.inputs import ImageSize, engine_restormer
+from bench.kernel_tables import frame_title, kernel_parser, parse_on_a_gpu, per_frame_totals, write_results
 from hidiff.config import HIDiffConfig, preset
 from hidiff.restormer import GDFN
 
@@ -124,33 +123,23 @@ def markdown(rows: list[dict], title: str) -> str:
         lines.append(f"| {r['channels_in']} | {r['height']} x {r['width']} | {r['calls_per_frame']} | "
                      f"{r['cudnn_ms']:.3f} | {r['fused_ms']:.3f} | {r['fused_GB_per_s']:.0f} | "
                      f"{r['fused_max_abs_err']:.1e} | {r['fused_config'].split(', num_ctas')[0]} |")
-    totals = [sum(r[f"{name}_ms"] * r["calls_per_frame"] for r in rows) for name in ("cudnn", "fused")]
+    totals = per_frame_totals(rows, ("cudnn", "fused"))
     lines.append(f"| **per frame** | | {sum(r['calls_per_frame'] for r in rows)} | **{totals[0]:.2f}** | "
                  f"**{totals[1]:.2f}** | | | |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="gopro", help="architecture preset (hidiff.config.preset): gopro, realblur_j, ...")
-    parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("1280x720"), help="WIDTHxHEIGHT")
+    parser = kernel_parser(__doc__, "dwconv_kernels")
     parser.add_argument("--sweep", action="store_true", help="also time a grid of tiles at the two largest shapes")
-    parser.add_argument("--out", type=Path, help="folder for dwconv_kernels.json and .md")
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        parser.error("this benchmark times CUDA kernels: run it on a machine with a GPU")
+    args = parse_on_a_gpu(parser, argv)
     shapes = frame_shapes(preset(args.preset), args.size)
     rows = measure(shapes)
-    title = (f"GDFN depthwise convolution and gate of one {args.size.label} frame, {args.preset} preset, FP16 channels-last, "
-             f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    title = frame_title("GDFN depthwise convolution and gate", args)
     table = markdown(rows, title)
     print(table)
     swept = sweep(shapes) if args.sweep else []
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "dwconv_kernels.json").write_text(json.dumps({"title": title, "rows": rows, "sweep": swept},
-                                                                 indent=1))
-        (args.out / "dwconv_kernels.md").write_text(table)
+    write_results(args.out, "dwconv_kernels", {"title": title, "rows": rows, "sweep": swept}, table)
     return 0
 
 

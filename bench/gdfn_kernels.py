@@ -1,6 +1,6 @@
-"""The feed-forward half of the Restormer's blocks, kernel by kernel: the per-operation Triton
-kernels (norm + 1x1 in, depthwise + gate, 1x1 out + residual) against engines.kernels.gdfn_block's
-one kernel, at the shapes one frame runs.
+"""The feed-forward half of the Restormer's blocks, kernel by kernel: the fastest form's
+per-operation Triton kernels (norm + 1x1 in, depthwise + gate, 1x1 out + residual) against
+engines.kernels.gdfn_block's one kernel, at the shapes one frame runs.
 
     python bench/gdfn_kernels.py --preset gopro --size 1280x720 [--out DIR]
 
@@ -13,15 +13,14 @@ weights each by how often a frame calls it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from bench.inputs import ImageSize, engine_restormer
+from bench.kernel_tables import frame_title, kernel_parser, parse_on_a_gpu, per_frame_totals, write_results
 from hidiff.config import HIDiffConfig, preset
 from hidiff.restormer import TransformerBlock
 
@@ -32,8 +31,12 @@ def frame_blocks(config: HIDiffConfig, size: ImageSize,
                  device: str = "cuda") -> tuple[Counter[Shape], dict[Shape, TransformerBlock]]:
     """How often one frame of ``config``'s Restormer at ``size`` runs the feed-forward half of an
     unmodulated block at each input shape, and one such block per shape (FP16 on CUDA, else FP32)."""
+    from engines.kernels import fuse_restormer
+
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     restormer, blur, prior = engine_restormer(config, size, device, dtype)
+    # The per-operation form as the fastest preset runs it: the depthwise convolution and gate as one kernel.
+    fuse_restormer(restormer, gates=True, norms=False, prior_attention=False, head_gram=False)
     seen: Counter[Shape] = Counter()
     blocks: dict[Shape, TransformerBlock] = {}
 
@@ -90,29 +93,19 @@ def markdown(rows: list[dict], title: str) -> str:
                      f"{r['per_op_ms']:.3f} | {r['whole_ms']:.3f} | {r['whole_GB_per_s']:.0f} | "
                      f"{r['per_op_max_abs_err']:.1e} / {r['whole_max_abs_err']:.1e} | "
                      f"{r['whole_config'].split(', num_ctas')[0]} |")
-    totals = [sum(r[f"{name}_ms"] * r["calls_per_frame"] for r in rows) for name in ("per_op", "whole")]
+    totals = per_frame_totals(rows, ("per_op", "whole"))
     lines.append(f"| **per frame** | | | {sum(r['calls_per_frame'] for r in rows)} | **{totals[0]:.2f}** | "
                  f"**{totals[1]:.2f}** | | | |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="gopro", help="architecture preset (hidiff.config.preset)")
-    parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("1280x720"), help="WIDTHxHEIGHT")
-    parser.add_argument("--out", type=Path, help="folder for gdfn_kernels.json and .md")
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        parser.error("this benchmark times CUDA kernels: run it on a machine with a GPU")
+    args = parse_on_a_gpu(kernel_parser(__doc__, "gdfn_kernels"), argv)
     rows = measure(*frame_blocks(preset(args.preset), args.size))
-    title = (f"GDFN halves of one {args.size.label} frame, {args.preset} preset, FP16 channels-last, "
-             f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    title = frame_title("GDFN halves", args)
     table = markdown(rows, title)
     print(table)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gdfn_kernels.json").write_text(json.dumps({"title": title, "rows": rows}, indent=1))
-        (args.out / "gdfn_kernels.md").write_text(table)
+    write_results(args.out, "gdfn_kernels", {"title": title, "rows": rows}, table)
     return 0
 
 

@@ -37,6 +37,12 @@
 #             block with and without them (bench/block_code.py), then the model with each and both,
 #             beside the fused GDFN model they extend: 1280x720 then 1920x1080, batch 1 (NORMS_720P
 #             and NORMS_1080P name other backend lists)
+#   aoti      CUDA FP16 AOTInductor packages of the GoPro architecture (random weights, seed 0), dynamic and
+#             per shape for 1280x720 and 1920x1080, with the fused Triton kernels (AOTI_FUSED=0: without), in AOTI_DIR (default .gpu_work/aoti, git-ignored: a
+#             build cut off by a call's time limit goes on in the next call on the same machine, reusing
+#             the packages done), then bench/aoti_start.py: process start to the first frame, steady
+#             state and peak memory of the packages against the just-in-time fastest form, and PSNR
+#             against eager FP32, at both sizes (AOTI_FORMS=aoti measures the packages alone)
 #   gdfn      engines.kernels.gdfn_block's whole feed-forward half against the per-operation kernels at the
 #             shapes of a 1280x720 and a 1920x1080 frame (bench/gdfn_kernels.py)
 #   counters  Nsight Compute's counters (speed of light, memory, occupancy, warp stalls) of one launch
@@ -177,6 +183,20 @@ if step norms; then
     --out "$out/norms_720p"
   run python3 bench/latency.py --preset gopro --device cuda:0 --sizes 1920x1080 --batches 1 --min-iters 3 --max-case-s 8 \
     --backends "${NORMS_1080P:-torch-compile-fp16-fused-norms-graphs,torch-compile-fp16-fused}" --out "$out/norms_1080p"
+fi
+if step aoti; then
+  aoti_dir=${AOTI_DIR:-$PWD/.gpu_work/aoti}
+  mkdir -p "$aoti_dir"
+  weights="$aoti_dir/gopro_random.safetensors"
+  [ -f "$weights" ] || run python3 -c "import sys, torch; from hidiff import HIDiff; from hidiff.config import preset
+torch.manual_seed(0); HIDiff(preset('gopro')).eval().save(sys.argv[1])" "$weights"
+  # Padded sizes (multiples of 8): 1080 rows run as 1088.
+  run python3 -c "import sys; from hidiff import HIDiff; from export.aoti_package import build_aoti_packages
+build_aoti_packages(HIDiff.load(sys.argv[1]), sys.argv[2], 'cuda', 'fp16', shapes=[(1, 720, 1280), (1, 1088, 1920)],
+                    fuse_kernels=sys.argv[3] == '1', log=print)" "$weights" "$aoti_dir" "${AOTI_FUSED:-1}" \
+    2>&1 | tee -a "$out/aoti_build.log"
+  run python3 bench/aoti_start.py --engines "$aoti_dir" --weights "$weights" --device cuda:0 --sizes 1280x720 1920x1080 \
+    ${AOTI_FORMS:+--forms $AOTI_FORMS} 2>&1 | tee "$out/aoti_start.log"
 fi
 if step gdfn; then
   for size in 1280x720 1920x1080; do

@@ -29,6 +29,7 @@ def cases(size: ImageSize) -> dict[str, Callable[[], torch.Tensor]]:
     """The launches to count, at the GoPro model's full-resolution (96 channels: decoder level 1
     and refinement) and 192-channel (level 3) shapes of a frame of ``size``."""
     from engines.kernels.gated_dwconv import gated_dwconv3x3
+    from engines.kernels.gdfn_block import gdfn_block
     from engines.kernels.norm_matmul import conv1x1_residual, norm_conv1x1
 
     h, w = size.height, size.width
@@ -47,6 +48,8 @@ def cases(size: ImageSize) -> dict[str, Callable[[], torch.Tensor]]:
         runs[f"norm_conv1x1 {label} {c}->{2 * hidden}"] = functools.partial(norm_conv1x1, x, w_in, b_in, 1e-5)
         runs[f"norm_conv1x1 {label} {c}->{3 * c}"] = functools.partial(norm_conv1x1, x, w_qkv, b_qkv, 1e-5)
         runs[f"conv1x1_residual {label} {hidden}->{c}"] = functools.partial(conv1x1_residual, gated, w_out, None, x)
+        runs[f"gdfn_block {label} {c}ch"] = functools.partial(gdfn_block, x, w_in, b_in, wd, None, w_out.t().contiguous(),
+                                                               None, 1e-5)
         runs[f"cudnn depthwise {label} {3 * c}ch"] = functools.partial(F.conv2d, qkv, w_dw, padding=1,
                                                                        groups=qkv.shape[1])
     return runs

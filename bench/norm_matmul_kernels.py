@@ -21,17 +21,16 @@ set of tiles at each site kind's largest shape and prints the best, to tune the 
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from bench.inputs import ImageSize, engine_restormer
+from bench.kernel_tables import frame_title, kernel_parser, parse_on_a_gpu, per_frame_totals, write_results
 from hidiff.config import HIDiffConfig, preset
 
 # (kind, images, rows per image M, input channels K, output channels N); kind is "norm",
@@ -215,36 +214,25 @@ def markdown(rows: list[dict], title: str) -> str:
         lines.append(f"| {r['kind']} | {r['images'] * r['rows']} | {channels} | {r['calls_per_frame']} | "
                      f"{r['unfused_ms']:.3f} | {r['product_ms']:.3f} | {r['fused_ms']:.3f} | {r['fused_GB_per_s']:.0f} | "
                      f"{r['fused_max_abs_err']:.1e} | {r['fused_config']} |")
-    totals = [sum(r[f"{name}_ms"] * r["calls_per_frame"] for r in rows) for name in ("unfused", "product", "fused")]
+    totals = per_frame_totals(rows, ("unfused", "product", "fused"))
     lines.append(f"| **per frame** | | | {sum(r['calls_per_frame'] for r in rows)} | **{totals[0]:.2f}** | "
                  f"**{totals[1]:.2f}** | **{totals[2]:.2f}** | | | |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="gopro", help="architecture preset (hidiff.config.preset): gopro, realblur_j, ...")
-    parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("1280x720"), help="WIDTHxHEIGHT")
+    parser = kernel_parser(__doc__, "norm_matmul_kernels")
     parser.add_argument("--sweep", nargs="?", const="norm", metavar="KINDS",
                         help="also time a grid of tiles at every shape of these site kinds (comma-separated: norm, "
                              "residual, mixing, gram; default norm)")
-    parser.add_argument("--out", type=Path, help="folder for norm_matmul_kernels.json and .md")
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        parser.error("this benchmark times CUDA kernels: run it on a machine with a GPU")
+    args = parse_on_a_gpu(parser, argv)
     sites = frame_sites(preset(args.preset), args.size)
     rows = measure(sites)
-    title = (f"LayerNorm + projection, projection + residual and MDTA's cosines of one {args.size.label} frame, "
-             f"{args.preset} preset, "
-             f"FP16 channels-last, {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    title = frame_title("LayerNorm + projection, projection + residual and MDTA's cosines", args)
     table = markdown(rows, title)
     print(table)
     swept = sweep(sites, args.sweep.split(",")) if args.sweep else []
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "norm_matmul_kernels.json").write_text(json.dumps({"title": title, "rows": rows, "sweep": swept},
-                                                                      indent=1))
-        (args.out / "norm_matmul_kernels.md").write_text(table)
+    write_results(args.out, "norm_matmul_kernels", {"title": title, "rows": rows, "sweep": swept}, table)
     return 0
 
 

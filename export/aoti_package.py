@@ -7,7 +7,7 @@ Each graph gets a dynamic package (batch 1..64, height and width any multiple of
 and, for the image graphs, one package per shape in ``shapes`` (compiled and, on CUDA, autotuned
 for that shape alone). What is compiled is the PyTorch backend's form for the device
 (:func:`engines.torch_backend.torch_engines`): plain FP32 on the CPU; on CUDA channels-last with
-aligned channels, autotuned (``max-autotune``), and with ``fuse_kernels=True`` the fused Triton
+aligned channels, in the fastest preset's inductor mode, and with ``fuse_kernels=True`` the fused Triton
 kernels. Those are ``torch.library.custom_op``s today: a package reaches them through AOTInductor's
 proxy executor, so their Python must be importable where the package runs (the manifest lists
 them, the backend imports them); hence off by default.
@@ -44,14 +44,16 @@ from engines.aoti_backend import (
 )
 from engines.base import parse_device
 from engines.contracts import GRAPH_NAMES, IMAGE_MULTIPLE, GraphContract, Precision, graph_contracts
+from engines.torch_settings import TorchSettings
 
 if TYPE_CHECKING:
     from hidiff.model import HIDiff
 
 IMAGE_GRAPHS = ("le_dm", "restormer")  # the graphs whose work depends on the frame size
 
-# Inductor's mode for CUDA packages: autotuned kernels; CUDA graphs are the backend's own (per shape).
-CUDA_COMPILE_MODE = "max-autotune-no-cudagraphs"
+# Inductor's mode for CUDA packages: the fastest PyTorch form's, the one measured; CUDA graphs are
+# the backend's own (per shape).
+CUDA_COMPILE_MODE = TorchSettings.preset("fastest").compile_mode or "default"
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,6 @@ def prepared_modules(model: "HIDiff", device: torch.device, precision: Precision
                      options: dict[str, Any]) -> dict[str, torch.nn.Module]:
     """The three graph modules as the PyTorch backend runs them with ``options`` (a copy of the model)."""
     from engines.torch_backend import TorchEngine, torch_engines
-    from engines.torch_settings import TorchSettings
 
     fused = bool(options["fuse_kernels"])
     settings = TorchSettings(channels_last=options["channels_last"], pad_channels=options["align_channels"],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from bench.gdfn_kernels import frame_blocks, markdown
 from bench.inputs import ImageSize
+from engines.kernels.fuse import FusedGateGDFN
 from hidiff.config import preset
 
 
@@ -15,6 +16,7 @@ def test_frame_blocks_count_every_unmodulated_block():
     assert shapes[(48, 184, 320)] == config.num_blocks[0]  # the frame padded from 180 to 184 rows
     assert shapes[(96, 184, 320)] == config.num_blocks[0] + config.num_refinement_blocks  # decoder level 1, refinement
     assert set(blocks) == set(shapes) and all(not b.attn.modulated for b in blocks.values())
+    assert all(isinstance(b.ffn, FusedGateGDFN) for b in blocks.values())  # the per-operation form's gate kernel
 
 
 def test_markdown_totals_weight_by_calls():

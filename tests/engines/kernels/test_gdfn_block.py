@@ -63,12 +63,12 @@ from engines.kernels import gdfn_block as gb
 
 kernel = gb.gdfn_block_kernel.fn  # the kernel under the autotuner, run with explicit tiles
 torch.manual_seed(0)
-# Partial tiles at the right and bottom edges, a partial last chunk of hidden channels (31 of 16 + 16;
-# 21 of 16 + 16), channel counts that are not a power of two, both norms; and 180 tiles on the
-# interpreter's 132 programs, so that programs loop over tiles and rewrite their scratch slots.
+# Partial tiles at the right and bottom edges, a partial last chunk of hidden channels (31 of 16 + 16),
+# one partial chunk (21 of 32), channel counts that are not a power of two, both norms; and 143 tiles
+# on the interpreter's 132 programs, so that programs loop over tiles and rewrite their scratch slots.
 for (b, c, hidden, h, w), (th, tw, block_p, chunk), bias, bias_free in (
         ((1, 12, 31, 9, 23), (8, 8, 64, 16), False, True),
-        ((2, 8, 21, 40, 72), (4, 8, 32, 16), True, False)):
+        ((1, 8, 21, 43, 100), (4, 8, 32, 32), True, False)):
     x = torch.randn(b, c, h, w).to(memory_format=torch.channels_last)
     weights = (torch.randn(c, 2 * hidden) * 0.3, torch.randn(2 * hidden), torch.randn(2 * hidden, 1, 3, 3) * 0.3,
                torch.randn(2 * hidden) if bias else None, torch.randn(hidden, c) * 0.3,
@@ -81,7 +81,7 @@ for (b, c, hidden, h, w), (th, tw, block_p, chunk), bias, bias_free in (
 
 
 @needs_triton
-@pytest.mark.slow  # about 25 s in the interpreter
+@pytest.mark.slow  # about 15 s in the interpreter
 def test_kernel_in_tritons_interpreter_matches_reference():
     """Indexing, masks, the halo, the chunks and the persistent loop, by Triton's CPU interpreter."""
     assert run_in_interpreter(INTERPRETED).count("ok ") == 2
@@ -139,6 +139,8 @@ def test_kernel_matches_reference_on_the_gpu(norm_kind, bias):
 
 @pytest.mark.gpu
 def test_compiles_without_graph_breaks():
+    from torch._inductor.utils import run_and_get_code
+
     torch.manual_seed(0)
     block = _block(48, False, "WithBias")
     weights = [t.cuda().half() if isinstance(t, torch.Tensor) else t for t in _block_weights(block)]
@@ -149,4 +151,7 @@ def test_compiles_without_graph_breaks():
 
     assert torch._dynamo.explain(ffn)(x).graph_break_count == 0
     torch._dynamo.reset()
-    torch.testing.assert_close(torch.compile(ffn, fullgraph=True)(x), ffn(x))
+    compiled, codes = run_and_get_code(torch.compile(ffn, fullgraph=True), x)
+    assert "hidiff.gdfn_block" in "\n".join(codes)
+    # float16 outputs; the autotuner may pick another tile (another summation order) for each
+    torch.testing.assert_close(compiled, ffn(x), rtol=1e-2, atol=2e-3)
