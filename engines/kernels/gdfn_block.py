@@ -61,18 +61,23 @@ def gdfn_block_reference(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tens
 # The tiles the autotuner tries: (TH, TW, BLOCK_P, CHUNK, warps, programs per SM), one software
 # pipeline stage. A tile's accumulator is TH * TW x C float32 values in registers, so wide maps
 # take small tiles: a launch keeps the tiles whose accumulator and pixel blocks hold at most
-# MAX_TILE_VALUES values (C padded to a power of two), 64 KiB of float32 over 8 warps. Each tile,
-# at the widest map it takes there, fits the registers of sm_80, sm_87 and sm_90 without spilling
-# (a CPU test compiles them).
+# MAX_TILE_VALUES values (C padded to a power of two), 64 KiB of float32 over the program. Each
+# tile, at the widest map it takes on a GPU, fits its registers without spilling (a CPU test
+# compiles them for sm_80, sm_87 and sm_90): 16 warps (twice the warps an SM has to switch
+# between while products and scratch loads wait) only on Hopper.
 TILES = ((16, 16, 64, 32, 8, 1), (8, 16, 64, 32, 8, 1), (8, 16, 64, 16, 8, 1), (8, 8, 64, 32, 8, 2),
-         (4, 8, 32, 16, 8, 2))
+         (4, 8, 32, 16, 8, 2),
+         (16, 16, 64, 32, 16, 1), (8, 16, 64, 32, 16, 1), (8, 16, 64, 64, 16, 1), (8, 8, 64, 32, 16, 1))
 MAX_TILE_VALUES = 128 * 128
 
 
-def tile_fits(th: int, tw: int, block_p: int, block_c: int, hopper: bool = True, chunk: int = 16) -> bool:
-    """Whether a tile of th x tw pixels with BLOCK_P-pixel blocks and CHUNK-channel chunks holds a
-    (padded) width of block_c channels, on a Hopper GPU or (``hopper=False``) an earlier one."""
-    if not hopper and chunk >= 32 and block_c >= 128:
+def tile_fits(th: int, tw: int, block_p: int, block_c: int, hopper: bool = True, chunk: int = 16,
+              warps: int = 8) -> bool:
+    """Whether a tile of th x tw pixels with BLOCK_P-pixel blocks and CHUNK-channel chunks, run by
+    ``warps`` warps, holds a (padded) width of block_c channels, on a Hopper GPU or
+    (``hopper=False``) an earlier one, where 16 warps and 32-channel chunks of maps of 128
+    channels or more spill registers."""
+    if not hopper and (warps > 8 or (chunk >= 32 and block_c >= 128)):
         return False
     return th * tw * block_c <= MAX_TILE_VALUES and block_p * block_c <= MAX_TILE_VALUES
 
@@ -91,9 +96,9 @@ def slot_size(th: int, tw: int, block_p: int, chunk: int, block_c: int) -> int:
 def _fits(config: Any, arguments: dict[str, Any]) -> bool:
     meta = config.kwargs
     x = arguments["x_ptr"]
-    # Before Hopper, 32-channel chunks of maps of 128 channels or more spill registers (sm_80).
     hopper = x.device.type != "cuda" or torch.cuda.get_device_capability(x.device)[0] >= 9
-    return tile_fits(meta["TH"], meta["TW"], meta["BLOCK_P"], arguments["BLOCK_C"], hopper, meta["CHUNK"])
+    return tile_fits(meta["TH"], meta["TW"], meta["BLOCK_P"], arguments["BLOCK_C"], hopper, meta["CHUNK"],
+                     config.num_warps)
 
 
 if triton is not None:

@@ -50,11 +50,11 @@ def test_bad_shapes_are_refused():
                       1e-5)
 
 
-def test_every_gopro_width_has_a_tile_on_every_gpu():
+def test_every_gopro_width_has_an_8_warp_tile_on_every_gpu():
     for channels in (48, 96, 192, 384):
         for hopper in (True, False):
             assert any(gb.tile_fits(th, tw, bp, dot_block(channels), hopper, chunk)
-                       for th, tw, bp, chunk, _, _ in gb.TILES), (channels, hopper)
+                       for th, tw, bp, chunk, warps, _ in gb.TILES if warps == 8), (channels, hopper)
 
 
 INTERPRETED = """
@@ -87,26 +87,32 @@ def test_kernel_in_tritons_interpreter_matches_reference():
     assert run_in_interpreter(INTERPRETED).count("ok ") == 2
 
 
+def _resources(c: int, th: int, tw: int, block_p: int, chunk: int, warps: int, per_sm: int,
+               capability: int) -> dict[str, int]:
+    """The float16 kernel's registers and spills on sm_``capability`` at width c (hidden int(2.66 c))."""
+    return cuda_resources(
+        gb.gdfn_block_kernel.fn,
+        ("x_ptr", "w_in_ptr", "b_in_ptr", "dw_w_ptr", "dw_b_ptr", "w_out_ptr", "b_out_ptr", "y_ptr", "scratch_ptr"),
+        {"C": c, "HIDDEN": int(c * 2.66), "BLOCK_C": dot_block(c), "BIAS_FREE": False, "HAS_DW_BIAS": False,
+         "HAS_OUT_BIAS": False, "TH": th, "TW": tw, "BLOCK_P": block_p, "CHUNK": chunk, "PER_SM": per_sm},
+        warps, unaligned=("B", "H", "W", "slot_elements"), scalars={"eps": "fp32"}, stages=1, capability=capability)
+
+
 @needs_triton
-@pytest.mark.slow  # 15 compilations, about 30 s
+@pytest.mark.slow  # 20 compilations, about 40 s
 @pytest.mark.parametrize("capability", [90, 80, 87])
 def test_no_tile_spills_registers(capability):
     """Each tile, at the widest GoPro map it takes on the GPU (sm_90 H100, sm_80 A100, sm_87 Jetson
     Orin), compiles without spilling registers; without the tensor memory accelerator."""
     hopper = capability >= 90
-    for th, tw, block_p, chunk, warps, per_sm in gb.TILES:
-        widths = [c for c in (48, 96, 192, 384) if gb.tile_fits(th, tw, block_p, dot_block(c), hopper, chunk)]
-        if not widths:
-            continue
-        c = max(widths)
-        usage = cuda_resources(
-            gb.gdfn_block_kernel.fn,
-            ("x_ptr", "w_in_ptr", "b_in_ptr", "dw_w_ptr", "dw_b_ptr", "w_out_ptr", "b_out_ptr", "y_ptr", "scratch_ptr"),
-            {"C": c, "HIDDEN": int(c * 2.66), "BLOCK_C": dot_block(c), "BIAS_FREE": False, "HAS_DW_BIAS": False,
-             "HAS_OUT_BIAS": False, "TH": th, "TW": tw, "BLOCK_P": block_p, "CHUNK": chunk, "PER_SM": per_sm},
-            warps, unaligned=("B", "H", "W", "slot_elements"), scalars={"eps": "fp32"}, stages=1,
-            capability=capability)
-        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (capability, c, (th, tw, block_p, chunk), usage)
+    for tile in gb.TILES:
+        th, tw, block_p, chunk, warps, _ = tile
+        widths = [c for c in (48, 96, 192, 384) if gb.tile_fits(th, tw, block_p, dot_block(c), hopper, chunk, warps)]
+        if widths:
+            usage = _resources(max(widths), *tile, capability)
+            assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (capability, max(widths), tile, usage)
+    if not hopper:  # the check can fail: a tile that tile_fits leaves out before Hopper spills there
+        assert _resources(96, 8, 16, 64, 32, 16, 1, capability)["STACK"] > 0
 
 
 def test_compile_sees_the_output_shape_and_layout():
