@@ -6,7 +6,7 @@ packages against the just-in-time compiled PyTorch form, each form in a new proc
 
 ``aoti`` opens the packages in ``--engines`` (export/build_engines.py writes them); ``jit`` runs the
 model (same model options as bench/latency.py) compiled with torch.compile: on CUDA in FP16 with
-the fused Triton kernels and CUDA graphs (``python -m runtime --compile``), on the CPU in FP32.
+the fused Triton kernels and CUDA graphs (the ``fastest`` preset), on the CPU in FP32 (``compiled``).
 Each form's process deblurs one frame of each size (the first frame of the first size is the cold
 start, timed from before the parent starts the process), then ``--frames`` more of each size
 (steady state: their median), and compares its last frame with eager FP32 of the same model (PSNR;
@@ -24,9 +24,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 RESULT = "RESULT "  # the prefix of the child's one line of JSON
 
@@ -53,7 +50,6 @@ def run_form(args: argparse.Namespace) -> dict:
 
     from bench.inputs import ImageSize, load_model, model_choice_from_args, natural_frames
     from hidiff.metrics import psnr
-    from runtime.cli import COMPILED_TORCH_OPTIONS
     from runtime.deblurrer import Deblurrer
 
     cuda = args.device != "cpu"
@@ -62,9 +58,8 @@ def run_form(args: argparse.Namespace) -> dict:
         model, source = None, ""  # loaded after the timing: the packages' start needs no model
     else:
         model, source = load_model(model_choice_from_args(args), seed=0)
-        options = dict(COMPILED_TORCH_OPTIONS) if cuda else {"compile": True}
         deblurrer = Deblurrer(model=model, backend="torch", device=args.device, precision="fp16" if cuda else "fp32",
-                              engine_options=options, strict=True)
+                              torch_settings="fastest" if cuda else "compiled", strict=True)
     result: dict = {"form": args.child, "backend": deblurrer.backend, "reason": deblurrer.backend_reason,
                     "model": source, "device": str(deblurrer.device), "sizes": {}}
     if cuda:
@@ -101,7 +96,7 @@ def spawn(form: str, args: argparse.Namespace, argv: Sequence[str]) -> dict:
     if args.threads is not None:
         env["OMP_NUM_THREADS"] = str(args.threads)
     started = time.time()
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--child", form,
+    done = subprocess.run([sys.executable, "-m", "bench.aoti_start", *argv, "--child", form,
                            "--started", repr(started)], env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if done.returncode != 0 or not lines:
