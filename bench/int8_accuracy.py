@@ -65,16 +65,30 @@ def _blurred(names: Sequence[str], crop: int | None, per_photo: int) -> list[tup
     return out
 
 
-class _RecordingSession:
-    """An ONNX Runtime session that keeps every feed it is given (the calibration inputs)."""
+class _Recording:
+    """An engine that keeps every feed it is given (the calibration inputs), as numpy arrays."""
 
-    def __init__(self, session: Any):
-        self.session = session
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.contract = engine.contract
         self.feeds: list[dict[str, np.ndarray]] = []
 
-    def run(self, outputs: Any, feeds: dict[str, np.ndarray]) -> Any:
-        self.feeds.append({k: np.array(v) for k, v in feeds.items()})
-        return self.session.run(outputs, feeds)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def infer(self, feeds: dict[str, Any], stream: Any = None) -> Any:
+        self.feeds.append({k: np.array(v.cpu().numpy() if hasattr(v, "cpu") else v) for k, v in feeds.items()})
+        return self.engine.infer(feeds)
+
+
+def _deblur(engines: dict[str, Any], blur: np.ndarray, noise: np.ndarray, steps: int) -> np.ndarray:
+    """(3, H, W) float32: ``blur`` (1, 3, H, W) through the engines on the runtime's pipeline, z_T ``noise``."""
+    import torch
+
+    from engines.pipeline import Pipeline
+
+    pipeline = Pipeline(engines, torch.from_numpy(noise[0]), steps, backend="onnxruntime", cuda_graphs=False)
+    return pipeline.run(torch.from_numpy(blur))[0].numpy()
 
 
 def _to_e4m3(x: Any, dim: int | None = None) -> Any:
@@ -117,8 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from engines.contracts import graph_contracts
     from export.onnx_export import export_graphs
-    from export.verify import cpu_session, run_chain
+    from export.verify import cpu_engine
     from hidiff import default_model
     from hidiff.files import write_atomic
     from hidiff.model import HIDiff
@@ -143,26 +158,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             onnx.save_model(graph.model, str(fp32_dir / f"{name}.onnx"))
         print(f"exported fp32 graphs in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     names = ("le_dm", "denoise_step", "restormer")
-    fp32 = {name: cpu_session(fp32_dir / f"{name}.onnx") for name in names}
+    contracts = graph_contracts(model.config.prior_tokens, model.config.prior_channels)
+    fp32 = {name: cpu_engine(fp32_dir / f"{name}.onnx", contracts[name], "fp32") for name in names}
 
     # Calibration inputs: what each graph sees while the FP32 chain deblurs the calibration crops.
-    recorders = {name: _RecordingSession(session) for name, session in fp32.items()}
+    recorders = {name: _Recording(engine) for name, engine in fp32.items()}
     rng = np.random.default_rng(SEED)
     for _, blur in _blurred(CALIBRATION_PHOTOS, args.crop, CROPS_PER_PHOTO):
-        run_chain(recorders, blur, rng.standard_normal((1, *model.prior_shape)).astype(np.float32), steps)
+        _deblur(recorders, blur, rng.standard_normal((1, *model.prior_shape)).astype(np.float32), steps)
     calibration = {name: recorder.feeds for name, recorder in recorders.items()}
 
     held_out = _blurred(HELD_OUT_PHOTOS, None, 1)
     noises = [rng.standard_normal((1, *model.prior_shape)).astype(np.float32) for _ in held_out]
-    reference = [run_chain(fp32, blur, noise, steps)[0] for (_, blur), noise in zip(held_out, noises)]
+    reference = [_deblur(fp32, blur, noise, steps) for (_, blur), noise in zip(held_out, noises)]
 
     methods = {
         "int8": (QuantType.QInt8, CalibrationMethod.MinMax, {}),
         "int8-percentile": (QuantType.QInt8, CalibrationMethod.Percentile, {"CalibPercentile": 99.999}),
     }
-    # The histogram calibrators keep every intermediate tensor of every feed unless told to fold
-    # them in as they go: the Restormer's would take tens of GB.
-    memory = {"CalibMaxIntermediateOutputs": 1}
     results: dict[str, Any] = {
         "model": str(args.weights) if args.weights else "embedded demonstration model",
         "calibration": {"photos": list(CALIBRATION_PHOTOS), "crops": CROPS_PER_PHOTO, "size": args.crop,
@@ -210,14 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             quant_pre_process(str(fp32_dir / f"{name}.onnx"), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(out_dir / f"{name}.onnx"), _Reader(calibration[name]),
                             quant_format=QuantFormat.QDQ, activation_type=qtype, weight_type=qtype,
-                            per_channel=True, calibrate_method=method, extra_options={**memory, **extra})
-        sessions = {name: cpu_session(out_dir / f"{name}.onnx") for name in names}
+                            per_channel=True, calibrate_method=method, extra_options=extra)
+        quantized = {name: cpu_engine(out_dir / f"{name}.onnx", contracts[name], "fp32") for name in names}
         psnrs = {}
         for (label, blur), noise, ref in zip(held_out, noises, reference):
-            psnrs[label] = _psnr(run_chain(sessions, blur, noise, steps)[0], ref)
+            psnrs[label] = _psnr(_deblur(quantized, blur, noise, steps), ref)
         # The Restormer alone in 8 bits (the other graphs FP32): where the loss comes from.
-        mixed = {**fp32, "restormer": sessions["restormer"]}
-        restormer_only = {label: _psnr(run_chain(mixed, blur, noise, steps)[0], ref)
+        mixed = {**fp32, "restormer": quantized["restormer"]}
+        restormer_only = {label: _psnr(_deblur(mixed, blur, noise, steps), ref)
                           for (label, blur), noise, ref in zip(held_out, noises, reference)}
         results["formats"][fmt] = {
             "psnr_vs_fp32_db": psnrs,
