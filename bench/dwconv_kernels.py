@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.inputs import ImageSize, engine_restormer
-from bench.kernel_tables import frame_title, kernel_parser, parse_on_a_gpu, per_frame_totals, write_results
+from bench.kernel_tables import Column, frame_title, kernel_parser, kernel_table, parse_on_a_gpu, write_results
 from hidiff.config import HIDiffConfig, preset
 from hidiff.restormer import GDFN
 
@@ -116,17 +116,16 @@ def sweep(shapes: Counter[Shape], largest: int = 2) -> list[dict]:
 
 
 def markdown(rows: list[dict], title: str) -> str:
-    lines = [f"## {title}", "",
-             "| channels in | H x W | calls | cuDNN + gate ms | fused ms | fused GB/s | fused max err | tile |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for r in rows:
-        lines.append(f"| {r['channels_in']} | {r['height']} x {r['width']} | {r['calls_per_frame']} | "
-                     f"{r['cudnn_ms']:.3f} | {r['fused_ms']:.3f} | {r['fused_GB_per_s']:.0f} | "
-                     f"{r['fused_max_abs_err']:.1e} | {r['fused_config'].split(', num_ctas')[0]} |")
-    totals = per_frame_totals(rows, ("cudnn", "fused"))
-    lines.append(f"| **per frame** | | {sum(r['calls_per_frame'] for r in rows)} | **{totals[0]:.2f}** | "
-                 f"**{totals[1]:.2f}** | | | |")
-    return "\n".join(lines) + "\n"
+    return kernel_table(title, [
+        Column("channels in", lambda r: str(r["channels_in"])),
+        Column("H x W", lambda r: f"{r['height']} x {r['width']}", numeric=False),
+        Column("calls", lambda r: str(r["calls_per_frame"]), "calls"),
+        Column("cuDNN + gate ms", lambda r: f"{r['cudnn_ms']:.3f}", "cudnn"),
+        Column("fused ms", lambda r: f"{r['fused_ms']:.3f}", "fused"),
+        Column("fused GB/s", lambda r: f"{r['fused_GB_per_s']:.0f}"),
+        Column("fused max err", lambda r: f"{r['fused_max_abs_err']:.1e}"),
+        Column("tile", lambda r: r["fused_config"].split(", num_ctas")[0], numeric=False),
+    ], rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from bench.inputs import ImageSize, engine_restormer
-from bench.kernel_tables import frame_title, kernel_parser, parse_on_a_gpu, per_frame_totals, write_results
+from bench.kernel_tables import Column, frame_title, kernel_parser, kernel_table, parse_on_a_gpu, write_results
 from hidiff.config import HIDiffConfig, preset
 from hidiff.restormer import TransformerBlock
 
@@ -85,18 +85,18 @@ def measure(shapes: Counter[Shape], blocks: dict[Shape, TransformerBlock]) -> li
 
 
 def markdown(rows: list[dict], title: str) -> str:
-    lines = [f"## {title}", "",
-             "| C | hidden | H x W | calls | per-op kernels ms | whole kernel ms | whole GB/s | max err per-op / whole | tile |",
-             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {r['channels']} | {r['hidden']} | {r['height']} x {r['width']} | {r['calls_per_frame']} | "
-                     f"{r['per_op_ms']:.3f} | {r['whole_ms']:.3f} | {r['whole_GB_per_s']:.0f} | "
-                     f"{r['per_op_max_abs_err']:.1e} / {r['whole_max_abs_err']:.1e} | "
-                     f"{r['whole_config'].split(', num_ctas')[0]} |")
-    totals = per_frame_totals(rows, ("per_op", "whole"))
-    lines.append(f"| **per frame** | | | {sum(r['calls_per_frame'] for r in rows)} | **{totals[0]:.2f}** | "
-                 f"**{totals[1]:.2f}** | | | |")
-    return "\n".join(lines) + "\n"
+    return kernel_table(title, [
+        Column("C", lambda r: str(r["channels"])),
+        Column("hidden", lambda r: str(r["hidden"])),
+        Column("H x W", lambda r: f"{r['height']} x {r['width']}", numeric=False),
+        Column("calls", lambda r: str(r["calls_per_frame"]), "calls"),
+        Column("per-op kernels ms", lambda r: f"{r['per_op_ms']:.3f}", "per_op"),
+        Column("whole kernel ms", lambda r: f"{r['whole_ms']:.3f}", "whole"),
+        Column("whole GB/s", lambda r: f"{r['whole_GB_per_s']:.0f}"),
+        Column("max err per-op / whole", lambda r: f"{r['per_op_max_abs_err']:.1e} / {r['whole_max_abs_err']:.1e}",
+               numeric=False),
+        Column("tile", lambda r: r["whole_config"].split(", num_ctas")[0], numeric=False),
+    ], rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

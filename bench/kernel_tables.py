@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -41,6 +41,35 @@ def frame_title(what: str, args: argparse.Namespace) -> str:
 def per_frame_totals(rows: Sequence[dict], names: Sequence[str]) -> list[float]:
     """Each variant's milliseconds per frame: its ``NAME_ms`` per call times the calls a frame makes."""
     return [sum(r[f"{name}_ms"] * r["calls_per_frame"] for r in rows) for name in names]
+
+
+class Column(NamedTuple):
+    """One column of a per-kernel table: its header, its cell of a row, and what its per-frame
+    cell holds: "calls" (the calls a frame makes), a variant's name (its milliseconds per frame,
+    :func:`per_frame_totals`) or None (nothing)."""
+
+    header: str
+    cell: Callable[[dict], str]
+    total: str | None = None
+    numeric: bool = True  # right-aligned
+
+
+def kernel_table(title: str, columns: Sequence[Column], rows: Sequence[dict]) -> str:
+    """A Markdown table of ``rows`` under ``title``, with a last row of per-frame totals."""
+    def line(cells: Sequence[str]) -> str:
+        return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+
+    totals = ["**per frame**"]
+    for column in columns[1:]:
+        if column.total == "calls":
+            totals.append(str(sum(r["calls_per_frame"] for r in rows)))
+        elif column.total:
+            totals.append(f"**{per_frame_totals(rows, (column.total,))[0]:.2f}**")
+        else:
+            totals.append("")
+    return "\n".join([f"## {title}", "", line([c.header for c in columns]),
+                      line(["---:" if c.numeric else "---" for c in columns]),
+                      *(line([c.cell(r) for c in columns]) for r in rows), line(totals)]) + "\n"
 
 
 def write_results(out: Path | None, stem: str, record: dict[str, Any], table: str) -> None:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.inputs import ImageSize, engine_restormer
-from bench.kernel_tables import frame_title, kernel_parser, parse_on_a_gpu, per_frame_totals, write_results
+from bench.kernel_tables import Column, frame_title, kernel_parser, kernel_table, parse_on_a_gpu, write_results
 from hidiff.config import HIDiffConfig, preset
 
 # (kind, images, rows per image M, input channels K, output channels N); kind is "norm",
@@ -204,20 +204,24 @@ def sweep(sites: Counter[Site], kinds: Sequence[str] = ("norm",)) -> list[dict]:
     return results
 
 
+def _channels(r: dict) -> str:
+    # gram sites: q and k of K channels each, in N heads
+    return f"{r['K']}, heads {r['N']}" if r["kind"] == "gram" else f"{r['K']} -> {r['N']}"
+
+
 def markdown(rows: list[dict], title: str) -> str:
-    lines = [f"## {title}", "",
-             "| kind | M | K -> N | calls | unfused ms | product ms | fused ms | fused GB/s | fused max err | tile |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for r in rows:
-        # gram sites: q and k of K channels each, in N heads
-        channels = f"{r['K']}, heads {r['N']}" if r["kind"] == "gram" else f"{r['K']} -> {r['N']}"
-        lines.append(f"| {r['kind']} | {r['images'] * r['rows']} | {channels} | {r['calls_per_frame']} | "
-                     f"{r['unfused_ms']:.3f} | {r['product_ms']:.3f} | {r['fused_ms']:.3f} | {r['fused_GB_per_s']:.0f} | "
-                     f"{r['fused_max_abs_err']:.1e} | {r['fused_config']} |")
-    totals = per_frame_totals(rows, ("unfused", "product", "fused"))
-    lines.append(f"| **per frame** | | | {sum(r['calls_per_frame'] for r in rows)} | **{totals[0]:.2f}** | "
-                 f"**{totals[1]:.2f}** | **{totals[2]:.2f}** | | | |")
-    return "\n".join(lines) + "\n"
+    return kernel_table(title, [
+        Column("kind", lambda r: r["kind"], numeric=False),
+        Column("M", lambda r: str(r["images"] * r["rows"])),
+        Column("K -> N", _channels, numeric=False),
+        Column("calls", lambda r: str(r["calls_per_frame"]), "calls"),
+        Column("unfused ms", lambda r: f"{r['unfused_ms']:.3f}", "unfused"),
+        Column("product ms", lambda r: f"{r['product_ms']:.3f}", "product"),
+        Column("fused ms", lambda r: f"{r['fused_ms']:.3f}", "fused"),
+        Column("fused GB/s", lambda r: f"{r['fused_GB_per_s']:.0f}"),
+        Column("fused max err", lambda r: f"{r['fused_max_abs_err']:.1e}"),
+        Column("tile", lambda r: r["fused_config"], numeric=False),
+    ], rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,3 +36,15 @@ def test_without_a_gpu_the_benchmarks_exit_with_a_message(capsys):
         with pytest.raises(SystemExit):
             module.main(["--size", "64x40"])
         assert "run it on a machine with a GPU" in capsys.readouterr().err
+
+
+def test_kernel_table_aligns_columns_and_totals_the_named_ones():
+    rows = [{"name": "a", "calls_per_frame": 3, "x_ms": 1.0}, {"name": "b", "calls_per_frame": 2, "x_ms": 0.5}]
+    table = kernel_tables.kernel_table("T", [
+        kernel_tables.Column("name", lambda r: r["name"], numeric=False),
+        kernel_tables.Column("calls", lambda r: str(r["calls_per_frame"]), "calls"),
+        kernel_tables.Column("x ms", lambda r: f"{r['x_ms']:.3f}", "x"),
+        kernel_tables.Column("note", lambda r: ""),
+    ], rows)
+    assert table.splitlines() == ["## T", "", "| name | calls | x ms | note |", "| --- | ---: | ---: | ---: |",
+                                  "| a | 3 | 1.000 | |", "| b | 2 | 0.500 | |", "| **per frame** | 5 | **4.00** | |"]
