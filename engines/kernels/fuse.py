@@ -130,7 +130,7 @@ class FusedNormBlock(nn.Module):
     cosines from :func:`~engines.kernels.head_gram.head_cosine`, else as MDTA computes them.
     ``whole_gdfn``: the feed-forward half as one :func:`~engines.kernels.gdfn_block.gdfn_block`."""
 
-    w_out_t: torch.Tensor  # (HIDDEN, C): the GDFN's output projection, transposed
+    w_out_t: torch.Tensor  # (HIDDEN, C): the GDFN's output projection, transposed (whole_gdfn only)
 
     def __init__(self, block: TransformerBlock, head_gram: bool = True, whole_gdfn: bool = False):
         super().__init__()
@@ -144,7 +144,8 @@ class FusedNormBlock(nn.Module):
         self.project_in = NormProjection(block.norm2, ffn.project_in)
         self.head_gram = head_gram
         self.whole_gdfn = whole_gdfn
-        self.register_buffer("w_out_t", ffn.project_out.weight.detach().flatten(1).t().contiguous())
+        if whole_gdfn:  # the kernel's layout of project_out; the per-operation path reads the weight itself
+            self.register_buffer("w_out_t", ffn.project_out.weight.detach().flatten(1).t().contiguous())
 
     def _gate(self, hidden: torch.Tensor) -> torch.Tensor:
         conv = self.ffn.dwconv

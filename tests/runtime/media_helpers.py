@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io as _io
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -86,16 +87,35 @@ def exif_with_orientation(orientation: int) -> bytes:
     return exif.tobytes()
 
 
+def _tmpfs_mount_error() -> str | None:
+    """Why this process cannot mount a tmpfs (not root, no CAP_SYS_ADMIN, no mount), None where it can."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", folder],
+                                     capture_output=True, text=True)
+        except OSError as exc:
+            return str(exc)
+        if mounted.returncode != 0:
+            return mounted.stderr.strip() or f"mount exited with {mounted.returncode}"
+        subprocess.run(["umount", folder], check=False)
+    return None
+
+
+_MOUNT_ERROR = _tmpfs_mount_error()
+# The tests on a real full or read-only disk: they run where a tmpfs can be mounted (CI does).
+needs_tmpfs = pytest.mark.skipif(_MOUNT_ERROR is not None,
+                                 reason=f"cannot mount a tmpfs here ({_MOUNT_ERROR}); needs root or CAP_SYS_ADMIN")
+
+
 @contextlib.contextmanager
 def tiny_filesystem(folder: Path, size: str = "64k", read_only: bool = False) -> Iterator[Path]:
-    """A small tmpfs mounted at ``folder`` (a real full disk, or a read-only one); skips the test
-    where this process may not mount (not root, or no CAP_SYS_ADMIN)."""
+    """A small tmpfs mounted at ``folder`` (a real full disk, or a read-only one); tests that use
+    it are marked :data:`needs_tmpfs`."""
     folder.mkdir(parents=True, exist_ok=True)
     options = f"size={size}" + (",ro" if read_only else "")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
                              capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); needs root with CAP_SYS_ADMIN")
+    assert mounted.returncode == 0, f"mount -t tmpfs -o {options} failed: {mounted.stderr.strip()}"
     try:
         yield folder
     finally:

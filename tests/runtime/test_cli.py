@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from media_helpers import decoded_frames, make_video, tiny_filesystem
+from media_helpers import decoded_frames, make_video, needs_tmpfs, tiny_filesystem
 from runtime_helpers import frame_u8, make_tiny_model
 
 from runtime import io
@@ -213,6 +213,7 @@ def test_unusable_paths_exit_2(tmp_path, weights, capsys, setup, words):
     assert info.value.code == 2 and words in capsys.readouterr().err
 
 
+@needs_tmpfs
 def test_read_only_output_is_refused_before_anything_runs(tmp_path, weights, capsys):
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), frame_u8(16, 16))
@@ -244,6 +245,7 @@ def test_every_failure_is_reported_and_the_run_goes_on(tmp_path, weights, capsys
     assert _read(dst / long_name).shape == (16, 24, 3)
 
 
+@needs_tmpfs
 def test_full_disk_is_reported_per_file(tmp_path, weights, capsys):
     src = tmp_path / "in"
     src.mkdir()
