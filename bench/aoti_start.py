@@ -4,7 +4,8 @@ packages against the just-in-time compiled PyTorch form, each form in a new proc
     python bench/aoti_start.py --engines out/ --device cuda:0 --sizes 1280x720 1920x1080 [model options]
     python bench/aoti_start.py --engines out/ --device cpu --sizes 96x64 --forms aoti --threads 1
 
-``aoti`` opens the packages in ``--engines`` (export/build_engines.py writes them); ``jit`` runs the
+``aoti`` opens the packages in ``--engines`` (export/build_engines.py writes them), ``aoti-dynamic``
+only their dynamic packages (the per-shape packages left out: what they gain); ``jit`` runs the
 model (same model options as bench/latency.py) compiled with torch.compile: on CUDA in FP16 with
 the fused Triton kernels and CUDA graphs (the ``fastest`` preset), on the CPU in FP32 (``compiled``).
 Each form's process deblurs one frame of each size (the first frame of the first size is the cold
@@ -21,11 +22,13 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 RESULT = "RESULT "  # the prefix of the child's one line of JSON
+FORMS = ("aoti", "aoti-dynamic", "jit")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -35,13 +38,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engines", type=Path, help="folder with AOTInductor packages (needed by the aoti form)")
     p.add_argument("--device", default="cuda:0", help="cuda:N or cpu (default cuda:0)")
     p.add_argument("--sizes", nargs="+", default=["1280x720", "1920x1080"], help="WxH frame sizes, in this order")
-    p.add_argument("--forms", nargs="+", choices=("aoti", "jit"), default=["aoti", "jit"])
+    p.add_argument("--forms", nargs="+", choices=FORMS, default=["aoti", "jit"])
     p.add_argument("--frames", type=int, default=20, help="frames per size after the first (default 20)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of each process (OMP_NUM_THREADS)")
-    p.add_argument("--child", choices=("aoti", "jit"), help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=FORMS, help=argparse.SUPPRESS)
     p.add_argument("--started", type=float, help=argparse.SUPPRESS)
     add_model_arguments(p)
     return p.parse_args(argv)
+
+
+def dynamic_packages(folder: Path, into: Path) -> Path:
+    """Links in ``into`` to the dynamic packages of ``folder`` and their manifests; returns ``into``."""
+    from engines.aoti_backend import manifest_path, package_files
+
+    for package in package_files(folder):
+        if len(package.name.split(".")) == 3:  # GRAPH.DEVICE-PRECISION.pt2; a per-shape name adds BxHxW
+            for path in (package, manifest_path(package)):
+                (into / path.name).symlink_to(path.resolve())
+    return into
 
 
 def run_form(args: argparse.Namespace) -> dict:
@@ -53,8 +67,11 @@ def run_form(args: argparse.Namespace) -> dict:
     from runtime.deblurrer import Deblurrer
 
     cuda = args.device != "cpu"
-    if args.child == "aoti":
-        deblurrer = Deblurrer(engines=args.engines, backend="aoti", device=args.device, strict=True)
+    if args.child.startswith("aoti"):
+        engines = args.engines
+        if args.child == "aoti-dynamic":
+            engines = dynamic_packages(engines, Path(tempfile.mkdtemp(prefix="aoti-dynamic-")))
+        deblurrer = Deblurrer(engines=engines, backend="aoti", device=args.device, strict=True)
         model, source = None, ""  # loaded after the timing: the packages' start needs no model
     else:
         model, source = load_model(model_choice_from_args(args), seed=0)
@@ -110,19 +127,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         print(RESULT + json.dumps(run_form(args)), flush=True)
         return 0
-    if "aoti" in args.forms and args.engines is None:
-        print("error: the aoti form needs --engines FOLDER (export/build_engines.py writes the packages)", file=sys.stderr)
+    if any(form.startswith("aoti") for form in args.forms) and args.engines is None:
+        print("error: the aoti forms need --engines FOLDER (export/build_engines.py writes the packages)", file=sys.stderr)
         return 2
     results = [spawn(form, args, argv) for form in args.forms]
-    print(f"{'form':<6}{'first frame (s)':>17}" + "".join(f"{s + ' first/steady (ms)':>32}" for s in args.sizes)
+    print(f"{'form':<13}{'first frame (s)':>17}" + "".join(f"{s + ' first/steady (ms)':>32}" for s in args.sizes)
           + f"{'peak (MiB)':>12}{'PSNR (dB)':>11}")
     for r in results:
         if "error" in r:
-            print(f"{r['form']:<6} failed: {r['error']}")
+            print(f"{r['form']:<13} failed: {r['error']}")
             continue
         cells = "".join(f"{r['sizes'][s]['first_ms']:>20.1f} / {r['sizes'][s]['steady_ms'] or 0:>9.1f}" for s in args.sizes)
         peak = r.get("peak_allocated_mib", r["peak_rss_mib"])
-        print(f"{r['form']:<6}{r['first_frame_s']:>17.2f}{cells}{peak:>12.0f}{r['psnr_vs_eager_fp32_db']:>11.2f}")
+        print(f"{r['form']:<13}{r['first_frame_s']:>17.2f}{cells}{peak:>12.0f}{r['psnr_vs_eager_fp32_db']:>11.2f}")
     for r in results:
         print(json.dumps(r))
     return 0 if all("error" not in r for r in results) else 1

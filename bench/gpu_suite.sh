@@ -41,8 +41,9 @@
 #             per shape for 1280x720 and 1920x1080, with the fused Triton kernels (AOTI_FUSED=0: without), in AOTI_DIR (default .gpu_work/aoti, git-ignored: a
 #             build cut off by a call's time limit goes on in the next call on the same machine, reusing
 #             the packages done), then bench/aoti_start.py: process start to the first frame, steady
-#             state and peak memory of the packages against the just-in-time fastest form, and PSNR
-#             against eager FP32, at both sizes (AOTI_FORMS=aoti measures the packages alone)
+#             state and peak memory of the packages, of the dynamic packages alone and of the just-in-time
+#             fastest form, and PSNR against eager FP32, at both sizes (AOTI_FORMS names fewer forms;
+#             AOTI_BUILD_ONLY=1 stops after the build)
 #   gdfn      engines.kernels.gdfn_block's whole feed-forward half against the per-operation kernels at the
 #             shapes of a 1280x720 and a 1920x1080 frame (bench/gdfn_kernels.py)
 #   counters  Nsight Compute's counters (speed of light, memory, occupancy, warp stalls) of one launch
@@ -195,8 +196,9 @@ torch.manual_seed(0); HIDiff(preset('gopro')).eval().save(sys.argv[1])" "$weight
 build_aoti_packages(HIDiff.load(sys.argv[1]), sys.argv[2], 'cuda', 'fp16', shapes=[(1, 720, 1280), (1, 1088, 1920)],
                     fuse_kernels=sys.argv[3] == '1', log=print)" "$weights" "$aoti_dir" "${AOTI_FUSED:-1}" \
     2>&1 | tee -a "$out/aoti_build.log"
-  run python3 bench/aoti_start.py --engines "$aoti_dir" --weights "$weights" --device cuda:0 --sizes 1280x720 1920x1080 \
-    ${AOTI_FORMS:+--forms $AOTI_FORMS} 2>&1 | tee "$out/aoti_start.log"
+  # shellcheck disable=SC2086  # AOTI_FORMS is a list of forms
+  [ "${AOTI_BUILD_ONLY:-0}" = 1 ] || run python3 bench/aoti_start.py --engines "$aoti_dir" --weights "$weights" \
+    --device cuda:0 --sizes 1280x720 1920x1080 --forms ${AOTI_FORMS:-aoti aoti-dynamic jit} 2>&1 | tee "$out/aoti_start.log"
 fi
 if step gdfn; then
   for size in 1280x720 1920x1080; do
