@@ -14,12 +14,9 @@ halo, for the 3x3 depthwise filters), and walks the hidden channels in chunks of
 its gate partners (channels j and j + HIDDEN). Per tile: the halo tile's normalised x goes to a
 scratch slot of the program's own; per chunk, the product W_in LN(x) of the halo tile (in blocks
 of BLOCK_P pixels; zero outside the image, the depthwise filters' padding) goes to the slot, the
-inner pixels read their nine neighbours back from it and gate. The gated chunk then either adds
-its share of W_out g to a float32 accumulator of the tile's every channel, held in registers, or
-(tiles with OUT_COLS > 0: fewer registers, so more programs per SM) goes to the slot, and after the
-last chunk the product W_out g runs over OUT_COLS output channels at a time. The grid is persistent
-(a few programs per SM, each looping over tiles), so the slots are rewritten in place and stay in
-the L1 and L2 caches.
+inner pixels read their nine neighbours back from it, gate, and add the chunk's share of W_out g
+to a float32 accumulator that stays in registers. The grid is persistent (a few programs per SM,
+each looping over tiles), so the slots are rewritten in place and stay in the L1 and L2 caches.
 Products on the tensor cores in the input's dtype, accumulated in float32; LayerNorm statistics,
 depthwise sums and the gate in float32, as the per-operation kernels compute them. The
 LayerNorm's affine is folded into W_in and b_in beforehand
@@ -61,36 +58,28 @@ def gdfn_block_reference(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tens
     return (xf + y).permute(0, 3, 1, 2).to(x.dtype)
 
 
-# The tiles the autotuner tries: (TH, TW, BLOCK_P, CHUNK, warps, programs per SM, OUT_COLS), one
-# software pipeline stage. With OUT_COLS = 0 a tile's accumulator is TH * TW x C float32 values in
-# registers, so wide maps take small tiles: a launch keeps the tiles whose accumulator and pixel
-# blocks hold at most MAX_TILE_VALUES values (C padded to a power of two), 64 KiB of float32 over
-# the program (half that for 4 warps). With OUT_COLS > 0 the gated hidden channels of the tile wait in the scratch slot
-# (at most MAX_GATE_VALUES of them, so that the slots stay in the L2 cache) and the accumulator is
-# TH * TW x OUT_COLS. Each tile, at the widest map it takes on a GPU, fits its registers without
-# spilling (a CPU test compiles them for sm_80, sm_87 and sm_90): 16 warps (twice the warps an SM
-# has to switch between while products and scratch loads wait) only on Hopper.
-TILES = ((16, 16, 64, 32, 8, 1, 0), (8, 16, 64, 32, 8, 1, 0), (8, 16, 64, 16, 8, 1, 0), (8, 8, 64, 32, 8, 2, 0),
-         (4, 8, 32, 16, 8, 2, 0),
-         (16, 16, 64, 32, 16, 1, 0), (8, 16, 64, 32, 16, 1, 0), (8, 16, 64, 64, 16, 1, 0), (8, 8, 64, 32, 16, 1, 0),
-         (16, 16, 64, 32, 8, 1, 32), (8, 16, 64, 32, 8, 2, 32), (8, 16, 64, 16, 4, 3, 32), (8, 8, 32, 16, 8, 2, 32))
+# The tiles the autotuner tries: (TH, TW, BLOCK_P, CHUNK, warps, programs per SM), one software
+# pipeline stage. A tile's accumulator is TH * TW x C float32 values in registers, so wide maps
+# take small tiles: a launch keeps the tiles whose accumulator and pixel blocks hold at most
+# MAX_TILE_VALUES values (C padded to a power of two), 64 KiB of float32 over the program. Each
+# tile, at the widest map it takes on a GPU, fits its registers without spilling (a CPU test
+# compiles them for sm_80, sm_87 and sm_90): 16 warps (twice the warps an SM has to switch
+# between while products and scratch loads wait) only on Hopper.
+TILES = ((16, 16, 64, 32, 8, 1), (8, 16, 64, 32, 8, 1), (8, 16, 64, 16, 8, 1), (8, 8, 64, 32, 8, 2),
+         (4, 8, 32, 16, 8, 2),
+         (16, 16, 64, 32, 16, 1), (8, 16, 64, 32, 16, 1), (8, 16, 64, 64, 16, 1), (8, 8, 64, 32, 16, 1))
 MAX_TILE_VALUES = 128 * 128
-MAX_GATE_VALUES = 256 * 256
 
 
 def tile_fits(th: int, tw: int, block_p: int, block_c: int, hopper: bool = True, chunk: int = 16,
-              warps: int = 8, out_cols: int = 0, hidden: int = 0) -> bool:
+              warps: int = 8) -> bool:
     """Whether a tile of th x tw pixels with BLOCK_P-pixel blocks and CHUNK-channel chunks, run by
-    ``warps`` warps (OUT_COLS output channels at a time, 0: all), holds a (padded) width of block_c
-    channels and ``hidden`` hidden channels, on a Hopper GPU or (``hopper=False``) an earlier one,
-    where 16 warps and 32-channel chunks of maps of 128 channels or more spill registers."""
-    if not hopper and (warps > 8 or (chunk >= 32 and block_c >= 128 and not out_cols)):
+    ``warps`` warps, holds a (padded) width of block_c channels, on a Hopper GPU or
+    (``hopper=False``) an earlier one, where 16 warps and 32-channel chunks of maps of 128
+    channels or more spill registers."""
+    if not hopper and (warps > 8 or (chunk >= 32 and block_c >= 128)):
         return False
-    if block_p * block_c * 8 > MAX_TILE_VALUES * min(warps, 8):
-        return False
-    if out_cols:
-        return out_cols <= block_c and th * tw * cdiv(hidden, chunk) * chunk <= MAX_GATE_VALUES
-    return th * tw * block_c <= MAX_TILE_VALUES
+    return th * tw * block_c <= MAX_TILE_VALUES and block_p * block_c <= MAX_TILE_VALUES
 
 
 def halo_blocks(th: int, tw: int, block_p: int) -> int:
@@ -98,11 +87,10 @@ def halo_blocks(th: int, tw: int, block_p: int) -> int:
     return cdiv((th + 2) * (tw + 2), block_p)
 
 
-def slot_size(th: int, tw: int, block_p: int, chunk: int, block_c: int, out_cols: int = 0, hidden: int = 0) -> int:
-    """Elements of one program's scratch slot: the halo tile's normalised x, one chunk of hidden channels
-    and their gate partners, then (OUT_COLS > 0) the tile's gated hidden channels."""
-    gated = th * tw * cdiv(hidden, chunk) * chunk if out_cols else 0
-    return halo_blocks(th, tw, block_p) * block_p * (block_c + 2 * chunk) + gated
+def slot_size(th: int, tw: int, block_p: int, chunk: int, block_c: int) -> int:
+    """Elements of one program's scratch slot: the halo tile's normalised x, then one chunk of hidden channels
+    and their gate partners."""
+    return halo_blocks(th, tw, block_p) * block_p * (block_c + 2 * chunk)
 
 
 def _fits(config: Any, arguments: dict[str, Any]) -> bool:
@@ -110,7 +98,7 @@ def _fits(config: Any, arguments: dict[str, Any]) -> bool:
     x = arguments["x_ptr"]
     hopper = x.device.type != "cuda" or torch.cuda.get_device_capability(x.device)[0] >= 9
     return tile_fits(meta["TH"], meta["TW"], meta["BLOCK_P"], arguments["BLOCK_C"], hopper, meta["CHUNK"],
-                     config.num_warps, meta["OUT_COLS"], arguments["HIDDEN"])
+                     config.num_warps)
 
 
 if triton is not None:
@@ -125,7 +113,7 @@ if triton is not None:
         inside = (q < (TH + 2) * (TW + 2)) & (row >= 0) & (row < H) & (col >= 0) & (col < W)
         return q, row, col, inside
 
-    @autotune(tile_configs(("TH", "TW", "BLOCK_P", "CHUNK", "num_warps", "PER_SM", "OUT_COLS", "num_stages"),
+    @autotune(tile_configs(("TH", "TW", "BLOCK_P", "CHUNK", "num_warps", "PER_SM", "num_stages"),
                            [(*tile, 1) for tile in TILES]), key=["H", "W", "C"], fits=_fits)
     @triton.jit
     def gdfn_block_kernel(
@@ -134,12 +122,10 @@ if triton is not None:
         C: tl.constexpr, HIDDEN: tl.constexpr, BLOCK_C: tl.constexpr, BIAS_FREE: tl.constexpr,
         HAS_DW_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
         TH: tl.constexpr, TW: tl.constexpr, BLOCK_P: tl.constexpr, CHUNK: tl.constexpr, PER_SM: tl.constexpr,
-        OUT_COLS: tl.constexpr,
     ):
         # x and y (B, H, W, C) contiguous; w_in (C, 2 * HIDDEN); dw_w (2 * HIDDEN, 9); w_out (HIDDEN, C).
         # PER_SM only sizes the grid (the launcher's).
         HALO_BLOCKS: tl.constexpr = ((TH + 2) * (TW + 2) + BLOCK_P - 1) // BLOCK_P
-        HIDDEN_PAD: tl.constexpr = (HIDDEN + CHUNK - 1) // CHUNK * CHUNK
         dtype = x_ptr.dtype.element_ty
         tiles_w = tl.cdiv(W, TW)
         tiles_per_image = tl.cdiv(H, TH) * tiles_w
@@ -148,7 +134,6 @@ if triton is not None:
         hs = tl.arange(0, CHUNK)
         xhat_slot = scratch_ptr + tl.program_id(0).to(tl.int64) * slot_elements
         hidden_slot = xhat_slot + HALO_BLOCKS * BLOCK_P * BLOCK_C
-        gate_slot = hidden_slot + HALO_BLOCKS * BLOCK_P * 2 * CHUNK  # OUT_COLS > 0: the tile's gated channels
         p = tl.arange(0, TH * TW)  # the inner pixels, row by row
         pi = p // TW
         pj = p % TW
@@ -198,39 +183,15 @@ if triton is not None:
                     d1 += tl.load(dw_b_ptr + js, mask=j_ok, other=0.0).to(tl.float32)[None, :]
                     d2 += tl.load(dw_b_ptr + HIDDEN + js, mask=j_ok, other=0.0).to(tl.float32)[None, :]
                 tl.debug_barrier()  # the next chunk rewrites the slot
-                gated = (gelu(d1) * d2).to(dtype)  # zero in the channels past HIDDEN
-                if OUT_COLS == 0:
-                    w_o = tl.load(w_out_ptr + js[:, None] * C + cs[None, :], mask=j_ok[:, None] & c_ok[None, :],
-                                  other=0.0)
-                    acc = tl.dot(gated, w_o, acc)
-                else:
-                    tl.store(gate_slot + p[:, None] * HIDDEN_PAD + js[None, :], gated)
+                w_o = tl.load(w_out_ptr + js[:, None] * C + cs[None, :], mask=j_ok[:, None] & c_ok[None, :], other=0.0)
+                acc = tl.dot((gelu(d1) * d2).to(dtype), w_o, acc)
             # The residual and the bias; the inner pixels inside the image are stored.
             row = r0 + pi
             col = c0 + pj
-            inner = (row < H) & (col < W)
-            pixels = image + (row * W + col).to(tl.int64)[:, None] * C
-            if OUT_COLS == 0:
-                mask = inner[:, None] & c_ok[None, :]
-                y = acc + out_bias[None, :] + tl.load(x_ptr + pixels + cs[None, :], mask=mask, other=0.0).to(tl.float32)
-                tl.store(y_ptr + pixels + cs[None, :], y.to(dtype), mask=mask)
-            else:
-                tl.debug_barrier()  # every chunk's gated channels are in the slot
-                for o0 in range(0, BLOCK_C, OUT_COLS):
-                    os_ = o0 + tl.arange(0, OUT_COLS)
-                    o_ok = os_ < C
-                    part = tl.zeros((TH * TW, OUT_COLS), dtype=tl.float32)
-                    for k0 in range(0, HIDDEN_PAD, CHUNK):
-                        ks = k0 + hs
-                        a = tl.load(gate_slot + p[:, None] * HIDDEN_PAD + ks[None, :])
-                        w_o = tl.load(w_out_ptr + ks[:, None] * C + os_[None, :],
-                                      mask=(ks < HIDDEN)[:, None] & o_ok[None, :], other=0.0)
-                        part = tl.dot(a, w_o, part)
-                    if HAS_OUT_BIAS:
-                        part += tl.load(b_out_ptr + os_, mask=o_ok, other=0.0).to(tl.float32)[None, :]
-                    mask = inner[:, None] & o_ok[None, :]
-                    y = part + tl.load(x_ptr + pixels + os_[None, :], mask=mask, other=0.0).to(tl.float32)
-                    tl.store(y_ptr + pixels + os_[None, :], y.to(dtype), mask=mask)
+            mask = ((row < H) & (col < W))[:, None] & c_ok[None, :]
+            offsets = image + (row * W + col).to(tl.int64)[:, None] * C + cs[None, :]
+            y = acc + out_bias[None, :] + tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+            tl.store(y_ptr + offsets, y.to(dtype), mask=mask)
 
     @torch.library.custom_op("hidiff::gdfn_block", mutates_args=())
     def _gdfn_block_op(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,
@@ -255,13 +216,11 @@ def launch_gdfn_block(kernel: Any, x: torch.Tensor, w_in_t: torch.Tensor, b_in: 
     block_c = dot_block(c)
     x = x.contiguous(memory_format=torch.channels_last)
     out = torch.empty_like(x, memory_format=torch.channels_last)
-    tiles = [dict(zip(("TH", "TW", "BLOCK_P", "CHUNK"), t[:4], strict=True)) | {"PER_SM": t[5], "OUT_COLS": t[6]}
-             for t in TILES]
-    candidates = [tile] if tile else [t for t in tiles if tile_fits(  # a superset of the autotuner's
-        t["TH"], t["TW"], t["BLOCK_P"], block_c, chunk=t["CHUNK"], out_cols=t["OUT_COLS"], hidden=hidden)]
+    tiles = [dict(zip(("TH", "TW", "BLOCK_P", "CHUNK"), t[:4], strict=True)) | {"PER_SM": t[5]} for t in TILES]
+    candidates = [tile] if tile else [t for t in tiles if tile_fits(t["TH"], t["TW"], t["BLOCK_P"], block_c)]  # a superset
     if not candidates:
         raise ValueError(f"gdfn_block: no tile holds {c} channels")
-    slot = max(slot_size(t["TH"], t["TW"], t["BLOCK_P"], t["CHUNK"], block_c, t["OUT_COLS"], hidden) for t in candidates)
+    slot = max(slot_size(t["TH"], t["TW"], t["BLOCK_P"], t["CHUNK"], block_c) for t in candidates)
     programs = sm_count(x.device) * max(t["PER_SM"] for t in candidates)
     scratch = torch.empty(programs * slot, device=x.device, dtype=x.dtype)
 
