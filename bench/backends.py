@@ -26,9 +26,10 @@ class BenchBackend:
 
     ``engine_backend`` is the registry's key; ``torch_settings`` how the PyTorch backend runs the
     model (None for the other backends); ``options`` further open_engines keywords (ONNX Runtime's);
-    ``needs_artifacts``: it runs exported ONNX graphs (``--onnx`` / ``--engines``) or TensorRT
-    plans (``--plans`` / ``--engines``) rather than the PyTorch model, and its precision is then
-    the artifacts' own (``precision`` is the usual one).
+    ``needs_artifacts``: it runs exported ONNX graphs (``--onnx`` / ``--engines``), TensorRT
+    plans (``--plans`` / ``--engines``) or AOTInductor packages (``--packages`` / ``--engines``)
+    rather than the PyTorch model, and its precision is then the artifacts' own (``precision`` is
+    the usual one).
     """
 
     name: str
@@ -42,6 +43,10 @@ class BenchBackend:
     @property
     def is_tensorrt(self) -> bool:
         return self.engine_backend == "tensorrt"
+
+    @property
+    def is_aoti(self) -> bool:
+        return self.engine_backend == "aoti"
 
     def runtime_backend(self) -> tuple[str, dict[str, Any]]:
         """The same engines through :class:`runtime.Deblurrer`: its ``backend`` and the keywords that
@@ -71,6 +76,8 @@ BENCH_BACKENDS: dict[str, BenchBackend] = {
     b.name: b
     for b in (
         BenchBackend("tensorrt", "tensorrt", "fp16", ("cuda",), needs_artifacts=True),
+        # AOTInductor packages of export/build_engines.py: CUDA FP16 on a GPU, CPU FP32 on the CPU.
+        BenchBackend("aoti", "aoti", "fp16", ("cuda", "cpu"), needs_artifacts=True),
         BenchBackend("onnxruntime-trt", "onnxruntime-trt", "fp16", ("cuda",), needs_artifacts=True),
         BenchBackend("onnxruntime-cuda", "onnxruntime-cuda", "fp16", ("cuda",), needs_artifacts=True),
         # The CUDA provider with its NHWC kernels (ONNX Runtime converts the NCHW graph's layout).
@@ -107,7 +114,8 @@ def unavailable_reason(backend: BenchBackend, device: str, artifacts: Path | Non
     if device_type not in backend.devices:
         return f"runs on {' or '.join(backend.devices)}, this run is on {device}"
     if backend.needs_artifacts and artifacts is None:
-        what, flag = ("TensorRT plans", "--plans") if backend.is_tensorrt else ("exported ONNX graphs", "--onnx")
+        what, flag = (("TensorRT plans", "--plans") if backend.is_tensorrt else
+                      ("AOTInductor packages", "--packages") if backend.is_aoti else ("exported ONNX graphs", "--onnx"))
         return f"needs {what}: pass {flag} DIR or --engines DIR"
     present = available_backends(device, artifacts=artifacts)
     if backend.engine_backend not in present:
@@ -115,11 +123,15 @@ def unavailable_reason(backend: BenchBackend, device: str, artifacts: Path | Non
     return present[backend.engine_backend]
 
 
-def artifact_precision(backend: BenchBackend, artifacts: Path | None) -> str:
-    """The precision the artifacts were exported or built in (their manifest's ``precision``);
-    the backend's usual one for the PyTorch backends or when no manifest says."""
+def artifact_precision(backend: BenchBackend, artifacts: Path | None, device: str = "cuda") -> str:
+    """The precision the artifacts were exported or built in (their manifest's ``precision``; the
+    packages' for ``device``); the backend's usual one for the PyTorch backends or when no manifest says."""
     if artifacts is None:
         return backend.precision
+    if backend.is_aoti:
+        from engines.aoti_backend import default_precision
+
+        return default_precision(artifacts, device).value
     manifests = ([plan_manifest(artifacts, LE_DM)] if backend.is_tensorrt else []) + [artifacts / "manifest.json"]
     for path in manifests:
         try:

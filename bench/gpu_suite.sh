@@ -54,7 +54,8 @@
 #             the same machine: COMPARE_BACKENDS (default torch-compile-fp16-fused-norms-graphs) at
 #             COMPARE_SIZE (default 1280x720), batch 1
 #   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer with the fused
-#             GDFN gate at 1280x720 (PROFILE_BACKEND picks another bench backend)
+#             GDFN gate at 1280x720 (PROFILE_BACKEND picks another bench backend, PROFILE_ARTIFACTS
+#             the folder of its artifacts: aoti with PROFILE_ARTIFACTS=.gpu_work/aoti profiles the packages)
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
 #   demo      train the demonstration model (python -m hidiff.train_default, about 2 x 8 minutes) on
 #             DEMO_NPROC GPUs (torchrun, default 1); DEMO_ARGS adds arguments (--stop-after-stage1,
@@ -222,8 +223,10 @@ if step compare; then
       --out "$out/compare_$tree" 2>&1 | tee "$out/compare_$tree.log") || status=1
   done
 fi
+# shellcheck disable=SC2086  # PROFILE_ARTIFACTS, optional, adds "--onnx DIR"
 step profile && run python3 bench/kernel_profile.py --backend "${PROFILE_BACKEND:-torch-compile-fp16-fused}" --preset gopro \
-  --size 1280x720 --runs 2 --top 60 --out "$out/profile" 2>&1 | tee "$out/kernel_profile.log"
+  --size 1280x720 --runs 2 --top 60 ${PROFILE_ARTIFACTS:+--onnx $PROFILE_ARTIFACTS} --out "$out/profile" 2>&1 \
+  | tee "$out/kernel_profile.log"
 if step default; then
   run python3 bench/latency.py --device cuda:0 --sizes 1280x720 --batches 1 --backends torch-fp16-nhwc,torch-fp16,torch-fp32 \
     --out "$out/latency_default"

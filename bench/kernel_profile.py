@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/kernel_profile.py", description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
     parser.add_argument("--backend", default="torch-fp16-nhwc", choices=tuple(BENCH_BACKENDS))
-    parser.add_argument("--onnx", type=Path, default=None, help="ONNX export (onnxruntime-*) or plans (tensorrt)")
+    parser.add_argument("--onnx", type=Path, default=None, help="ONNX export (onnxruntime-*), plans (tensorrt) or AOTInductor packages (aoti)")
     parser.add_argument("--graph", default="restormer", choices=("le_dm", "restormer"))
     parser.add_argument("--size", type=ImageSize.parse, default=ImageSize.parse("1280x720"))
     parser.add_argument("--runs", type=int, default=3)

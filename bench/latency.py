@@ -110,6 +110,7 @@ class LatencySettings:
     engines_dir: Path | None = None  # artifacts for every backend that reads them
     onnx_dir: Path | None = None  # ONNX export for onnxruntime-* (default: engines_dir)
     plans_dir: Path | None = None  # TensorRT plans (default: engines_dir)
+    packages_dir: Path | None = None  # AOTInductor packages (default: engines_dir)
     tf32: bool = False
     cuda_graph: bool = True
     threads: int | None = None  # torch CPU threads; None keeps torch's default
@@ -150,7 +151,7 @@ class LatencySettings:
         """The folder ``backend`` reads (None for the PyTorch backends, or when none was given)."""
         if not backend.needs_artifacts:
             return None
-        specific = self.plans_dir if backend.is_tensorrt else self.onnx_dir
+        specific = self.plans_dir if backend.is_tensorrt else self.packages_dir if backend.is_aoti else self.onnx_dir
         return specific if specific is not None else self.engines_dir
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +324,7 @@ def _run(settings: LatencySettings, model: HIDiff, model_source: str, out_dir: P
         artifacts = settings.artifacts_for(backend)
         reason = unavailable_reason(backend, settings.device, artifacts)
         if reason is None:
-            runnable.append(Column(backend, artifacts, artifact_precision(backend, artifacts)))
+            runnable.append(Column(backend, artifacts, artifact_precision(backend, artifacts, settings.device)))
         else:
             skipped.append({"backend": name, "reason": reason})
             say(f"skip {name}: {reason}")
@@ -513,9 +514,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              f"{DEFAULT_BACKENDS['cpu']} on the CPU); {REFERENCE} is always added as the reference; "
                              "torch-compile-fp16 compiles (with autotuning) for minutes per shape")
     parser.add_argument("--engines", type=Path, default=None,
-                        help="artifacts folder (ONNX export and/or TensorRT plans) for the tensorrt and onnxruntime backends")
+                        help="artifacts folder (ONNX export, TensorRT plans, AOTInductor packages) for the tensorrt, "
+                             "onnxruntime and aoti backends")
     parser.add_argument("--onnx", type=Path, default=None, help="ONNX export folder for onnxruntime-* (default: --engines)")
     parser.add_argument("--plans", type=Path, default=None, help="TensorRT plans folder for tensorrt (default: --engines)")
+    parser.add_argument("--packages", type=Path, default=None,
+                        help="AOTInductor packages folder for aoti (default: --engines)")
     add_model_arguments(parser)
     parser.add_argument("--device", default="cuda:0" if cuda else "cpu", help="cuda:N or cpu (default: %(default)s)")
     parser.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up per case, ms (trtexec's default 200)")
@@ -560,6 +564,7 @@ def settings_from_args(args: argparse.Namespace, command: str) -> tuple[LatencyS
         engines_dir=args.engines,
         onnx_dir=args.onnx,
         plans_dir=args.plans,
+        packages_dir=args.packages,
         tf32=args.tf32,
         cuda_graph=not args.no_cuda_graph,
         threads=args.threads,

@@ -51,8 +51,8 @@ MANIFEST_SUFFIX = ".json"
 ZIP_MAGIC = b"PK\x03\x04"  # a .pt2 is a zip archive
 # Modules that register the project's custom ops (the fused Triton kernels), imported before a
 # package that calls one of them through AOTInductor's proxy executor is loaded.
-KERNEL_MODULES = ("engines.triton_gated_dwconv", "engines.triton_norm_matmul", "engines.triton_prior_attention",
-                  "engines.triton_head_gram")
+KERNEL_MODULES = ("engines.kernels.gated_dwconv", "engines.kernels.norm_matmul", "engines.kernels.prior_attention",
+                  "engines.kernels.head_gram", "engines.kernels.gdfn_block")
 # Vector instruction sets of the CPU, narrowest first: a package compiled for one runs on the wider ones.
 CPU_CAPABILITIES = ("DEFAULT", "AVX2", "AVX512")
 
@@ -303,11 +303,8 @@ def _ensure_custom_ops(path: Path, ops: Iterable[str]) -> None:
     missing = [op for op in ops if not registered(op)]
     if not missing:
         return
-    for module in KERNEL_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            continue
+    for module in KERNEL_MODULES:  # each registers its ops where Triton is installed
+        importlib.import_module(module)
     missing = [op for op in missing if not registered(op)]
     if missing:
         raise PackageMismatch(path, [("custom ops missing", f"the package calls {missing}, which no module of "

@@ -8,6 +8,8 @@ by tests/export/test_aoti_package.py (CPU) and the GPU test at the end of this f
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import zipfile
 from pathlib import Path
@@ -239,3 +241,18 @@ def test_cuda_packages_give_the_first_frame_the_hundredth_frames_output(cuda_pac
         later = [deblurrer.deblur(frame) for _ in range(99)]
         assert deblurrer.pipeline.loop.graph_error is None
     assert all((out == first).all() for out in later)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_the_kernel_modules_register_every_op_a_package_may_call():
+    """A package with the fused kernels calls them through AOTInductor's proxy executor: the
+    backend imports KERNEL_MODULES to register them, and every one of the project's ops is there."""
+    from engines import aoti_backend
+
+    for module in aoti_backend.KERNEL_MODULES:
+        importlib.import_module(module)
+    kernels = Path(aoti_backend.__file__).parent / "kernels"
+    declared = {line.split('"hidiff::')[1].split('"')[0] for path in kernels.glob("*.py")
+                for line in path.read_text().splitlines() if 'custom_op("hidiff::' in line}
+    assert declared >= {"gated_dwconv3x3", "norm_conv1x1", "conv1x1_residual", "head_gram_partials", "prior_attention"}
+    assert all(hasattr(torch.ops.hidiff, name) for name in declared), declared

@@ -162,3 +162,19 @@ def test_stale_and_corrupt_packages_are_refused_and_rebuilt(embedded_cpu_package
                                                       ("restormer", "reused")]
     assert rebuilt[1].reason.startswith("corrupt")
     aoti_engines(folder, "cpu")  # opens again
+
+
+def test_the_latency_benchmark_runs_the_packages(embedded_cpu_packages, tmp_path):
+    """bench/latency.py's aoti column on the CPU packages, beside eager FP32 of the same model."""
+    from bench import latency
+
+    out = tmp_path / "out"
+    code = latency.main(["--device", "cpu", "--sizes", "64x48", "--batches", "1", "--duration", "0.2", "--min-iters", "2",
+                         "--warmup-ms", "20", "--threads", "1", "--backends", "aoti",
+                         "--packages", str(embedded_cpu_packages.folder), "--out", str(out)])
+    assert code == 0
+    data = json.loads((out / "latency.json").read_text())
+    rows = [r for r in data["results"] if r["backend"] == "aoti"]
+    assert rows, data["skipped"]
+    assert rows[0]["status"] == "ok" and rows[0]["precision"] == "fp32" and rows[0]["engine_backend"] == "aoti"
+    assert rows[0]["accuracy"]["psnr_db"] is None or rows[0]["accuracy"]["psnr_db"] > 45

@@ -24,11 +24,13 @@ def _block(channels: int, bias: bool, norm_kind: str) -> TransformerBlock:
 
 
 def _block_weights(block: TransformerBlock) -> tuple:
-    """gdfn_block's weights from a block: LN2 folded into project_in, project_out transposed."""
+    """gdfn_block's weights from a block: LN2 folded into project_in, project_out transposed; plain
+    tensors (the op has no backward: torch.compile would trace one for weights that need grad)."""
     ffn = block.ffn
     norm_in = NormProjection(block.norm2, ffn.project_in)
-    return (norm_in.weight_t, norm_in.bias, ffn.dwconv.weight, ffn.dwconv.bias,
-            ffn.project_out.weight.flatten(1).t(), ffn.project_out.bias, norm_in.eps, norm_in.bias_free)
+    weights = (norm_in.weight_t, norm_in.bias, ffn.dwconv.weight, ffn.dwconv.bias,
+               ffn.project_out.weight.flatten(1).t(), ffn.project_out.bias)
+    return (*(None if t is None else t.detach() for t in weights), norm_in.eps, norm_in.bias_free)
 
 
 @pytest.mark.parametrize("norm_kind, bias", [("WithBias", True), ("BiasFree", False)])

@@ -1,0 +1,140 @@
+"""The fused Triton kernels inside CUDA AOTInductor packages: the small model's three graphs against
+the engines they were built from, and each kernel alone (exported at one shape or with dynamic
+height and width) against the op called directly, each run plainly, then as a CUDA graph. Each
+case runs in a process of its own, since a kernel that faults poisons the CUDA context of its
+process; the case's name and output say which kernel, form and shape failed."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+CASE = """
+import sys, tempfile, torch
+from torch.export import Dim
+from engines.aoti_backend import load_runner
+from engines.cuda_graphs import ShapeGraphs
+from engines.kernels.gated_dwconv import gated_dwconv3x3
+from engines.kernels.head_gram import head_cosine
+from engines.kernels.norm_matmul import conv1x1_residual, norm_conv1x1
+from engines.kernels.prior_attention import prior_attention
+
+op, form = sys.argv[1], sys.argv[2]
+dev = torch.device("cuda", 0)
+torch.manual_seed(0)
+
+
+def half(*shape, cl=False):
+    t = torch.randn(*shape, device=dev, dtype=torch.float16)
+    return t.contiguous(memory_format=torch.channels_last) if cl else t
+
+
+c, hid, tokens = 48, 128, 4
+weights = {
+    "norm_conv1x1": (half(c, 3 * c) * 0.1, half(3 * c)),
+    "conv1x1_residual": (half(c, hid) * 0.1, half(c)),
+    "gated_dwconv3x3": (half(2 * hid, 1, 3, 3) * 0.3, half(2 * hid)),
+    "head_cosine": (),
+    "prior_attention": (half(1, c, 2 * tokens) * 0.1, half(1, 2 * tokens), half(1, 2 * tokens, c) * 0.1, half(c)),
+}[op]
+
+
+class One(torch.nn.Module):
+    def forward(self, x):
+        if op == "norm_conv1x1":
+            return norm_conv1x1(x, weights[0], weights[1], 1e-5)
+        if op == "conv1x1_residual":
+            return conv1x1_residual(x, weights[0], weights[1], x[:, :c].contiguous(memory_format=torch.channels_last))
+        if op == "gated_dwconv3x3":
+            return gated_dwconv3x3(x, weights[0], weights[1])
+        if op == "head_cosine":
+            return head_cosine(x.flatten(2)[:, : 2 * c], 2)
+        return prior_attention(x, *weights[:3], weights[3], tokens, 1e-5)
+
+
+channels = {"norm_conv1x1": c, "conv1x1_residual": hid, "gated_dwconv3x3": 2 * hid, "head_cosine": 3 * c,
+            "prior_attention": c}[op]
+x = half(1, channels, 40, 56, cl=True)
+dynamic = form.startswith("dynamic")
+shapes = ({2: 8 * Dim("h8", min=1, max=512), 3: 8 * Dim("w8", min=1, max=512)},) if dynamic else None
+with torch.no_grad():
+    program = torch.export.export(One(), (x,), dynamic_shapes=shapes, strict=False)
+    path = tempfile.mkdtemp() + "/one.pt2"
+    torch._inductor.aoti_compile_and_package(program, package_path=path)
+runner = load_runner(__import__("pathlib").Path(path), dev)
+
+
+def call(t):
+    out = runner(t)
+    return (out,) if isinstance(out, torch.Tensor) else tuple(out)
+
+
+graphs = ShapeGraphs(call, dev, "one")
+for shape in ((1, channels, 40, 56),) + (((1, channels, 24, 80), (1, channels, 64, 32)) if dynamic else ()):
+    t = half(*shape, cl=True)
+    want = One()(t)
+    for name, run in (("plain", call), ("cuda graph", graphs)):
+        for _ in range(3):
+            got = run(t)[0]
+            torch.cuda.synchronize()
+            torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+        print("ran", shape, name, flush=True)
+    assert graphs.error is None, graphs.error
+print("ok", op, form)
+"""
+
+GRAPHS = """
+import sys, tempfile, torch
+sys.path.insert(0, "tests/engines")
+from engine_artifacts import sample_feeds, tiny_model
+from engines.aoti_backend import aoti_engines
+from engines.torch_backend import torch_engines
+from engines.torch_settings import TorchSettings
+from export.aoti_package import build_aoti_packages
+
+folder = tempfile.mkdtemp()
+build_aoti_packages(tiny_model(), folder, "cuda", "fp16", shapes=[(2, 32, 48)], fuse_kernels=True, log=print)
+dev = torch.device("cuda", 0)
+fused = TorchSettings(channels_last=True, pad_channels=True, fuse_gdfn_gate=True, fuse_block_norms=True,
+                      fuse_prior_attention=True)
+reference = torch_engines(tiny_model(), dev, "fp16", fused)
+for cuda_graphs in (False, True):
+    packaged = aoti_engines(folder, dev, cuda_graphs=cuda_graphs)
+    for shape in ((2, 3, 32, 48), (1, 3, 40, 24)):  # the per-shape package, then the dynamic one
+        feeds = {graph: {k: v.to(dev) for k, v in f.items()} for graph, f in sample_feeds(shape=shape).items()}
+        for graph, engine in packaged.items():
+            want = reference[graph].infer(feeds[graph])
+            for _ in range(3):
+                got = engine.infer(feeds[graph])
+                torch.cuda.synchronize()
+                for key in want:
+                    torch.testing.assert_close(got[key], want[key], rtol=2e-2, atol=2e-2)
+            print("ran", graph, shape, "cuda graphs" if cuda_graphs else "plain", flush=True)
+print("ok graphs")
+"""
+
+OPS = ("norm_conv1x1", "conv1x1_residual", "gated_dwconv3x3", "head_cosine", "prior_attention")
+FORMS = ("static", "dynamic")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("op", OPS)
+def test_a_package_runs_the_kernel_as_calling_it_does(op, form):
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-c", CASE, op, form], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0 and f"ok {op} {form}" in done.stdout, done.stdout + done.stderr[-3000:]
+
+
+@pytest.mark.gpu
+def test_packages_with_the_fused_kernels_match_the_engines_they_were_built_from():
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-c", GRAPHS], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=1200)
+    assert done.returncode == 0 and "ok graphs" in done.stdout, done.stdout + done.stderr[-3000:]
