@@ -10,7 +10,9 @@ for that shape alone). What is compiled is the PyTorch backend's form for the de
 aligned channels, in the fastest preset's inductor mode, and with ``fuse_kernels=True`` the fused Triton
 kernels. Those are ``torch.library.custom_op``s today: a package reaches them through AOTInductor's
 proxy executor, so their Python must be importable where the package runs (the manifest lists
-them, the backend imports them); hence off by default.
+them, the backend imports them). Off by default: such packages fault on the GPU today
+(tests/export/test_aoti_kernels.py narrows down where). ``export/build_engines.py`` writes the
+dynamic packages alone: per-shape ones ran no faster (docs/benchmarks.md).
 
 A package whose manifest matches the model, options, shape, device and torch is reused; a
 missing, foreign, stale or corrupt one is rebuilt, and the report says why. Each package is
