@@ -8,11 +8,13 @@ and, for the image graphs, one package per shape in ``shapes`` (compiled and, on
 for that shape alone). What is compiled is the PyTorch backend's form for the device
 (:func:`engines.torch_backend.torch_engines`): plain FP32 on the CPU; on CUDA channels-last with
 aligned channels, in the fastest preset's inductor mode, and with ``fuse_kernels=True`` the fused Triton
-kernels. Those are ``torch.library.custom_op``s today: a package reaches them through AOTInductor's
-proxy executor, so their Python must be importable where the package runs (the manifest lists
-them, the backend imports them). Off by default: such packages fault on the GPU today
-(tests/export/test_aoti_kernels.py narrows down where). ``export/build_engines.py`` writes the
-dynamic packages alone: per-shape ones ran no faster (docs/benchmarks.md).
+kernels. The trace takes each kernel's ``triton_op`` form (``hidiff::NAME_packaged``, see
+``engines.kernels``), which AOTInductor compiles into the package: no Python runs for them where
+the package runs. A project op still called through AOTInductor's proxy executor is listed in the
+manifest (``custom_ops``) and imported by the backend before the package opens. Off by default
+until packages with the kernels are measured correct on a GPU (tests/export/test_aoti_kernels.py).
+``export/build_engines.py`` writes the dynamic packages alone: per-shape ones ran no faster
+(docs/benchmarks.md).
 
 A package whose manifest matches the model, options, shape, device and torch is reused; a
 missing, foreign, stale or corrupt one is rebuilt, and the report says why. Each package is
@@ -46,6 +48,7 @@ from engines.aoti_backend import (
 )
 from engines.base import parse_device
 from engines.contracts import GRAPH_NAMES, IMAGE_MULTIPLE, GraphContract, Precision, graph_contracts
+from engines.kernels.support import PACKAGED_SUFFIX
 from engines.torch_settings import TorchSettings
 
 if TYPE_CHECKING:
@@ -102,19 +105,28 @@ def prepared_modules(model: "HIDiff", device: torch.device, precision: Precision
     return modules
 
 
+def source_files(modules: Iterable[torch.nn.Module]) -> list[Path]:
+    """The source files of the project modules the graphs are made of, with every kernel file
+    where a fused module is among them (the fused modules call the kernels' files)."""
+    files = {Path(getattr(sys.modules[type(m).__module__], "__file__", None) or "")
+             for module in modules for m in module.modules()
+             if type(m).__module__.split(".")[0] in ("hidiff", "engines")} - {Path("")}
+    kernels = Path(__file__).resolve().parents[1] / "engines" / "kernels"
+    if any(file.resolve().parent == kernels for file in files):
+        files |= set(kernels.glob("*.py"))
+    return sorted(file.resolve() for file in files)
+
+
 def source_sha256(model: "HIDiff", modules: Iterable[torch.nn.Module]) -> str:
-    """sha256 of what the packages compute: the configuration, every weight, and the source files
-    of the project modules the graphs are made of (a code change makes the packages stale)."""
+    """sha256 of what the packages compute: the configuration, every weight, and
+    :func:`source_files` (a code change makes the packages stale)."""
     digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(flat.view(torch.uint8).numpy().tobytes())
-    files = sorted({getattr(sys.modules[type(m).__module__], "__file__", None) or ""
-                    for module in modules for m in module.modules()
-                    if type(m).__module__.split(".")[0] in ("hidiff", "engines")} - {""})
-    for file in files:
-        digest.update(Path(file).read_bytes())
+    for file in source_files(modules):
+        digest.update(file.read_bytes())
     return digest.hexdigest()
 
 
@@ -148,7 +160,7 @@ def _example_inputs(contract: GraphContract, num_timesteps: int, shape: Shape | 
 def compile_package(module: torch.nn.Module, contract: GraphContract, args: tuple[torch.Tensor, ...],
                     dynamic: bool, inductor_configs: dict[str, Any], path: Path) -> tuple[str, ...]:
     """torch.export ``module`` (dynamic axes as the contract's, H and W as 8 * Dim) and compile it
-    into the package ``path`` (a name ending in .pt2). Returns the project ops it calls."""
+    into the package ``path`` (a name ending in .pt2). Returns the project ops it calls at run time."""
     from export.onnx_export import dynamic_shapes
 
     with warnings.catch_warnings(), torch.no_grad():
@@ -158,9 +170,11 @@ def compile_package(module: torch.nn.Module, contract: GraphContract, args: tupl
                                       strict=False)
         torch._inductor.aoti_compile_and_package(program, package_path=str(path),
                                                  inductor_configs=dict(inductor_configs))
+    # The packaged ops (engines.kernels.support.PACKAGED_SUFFIX) are compiled in; the others run
+    # through AOTInductor's proxy executor, their Python needed where the package runs.
     ops = {node.target._schema.name for node in program.graph.nodes
            if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
-           and node.target.namespace == "hidiff"}
+           and node.target.namespace == "hidiff" and not node.target._schema.name.endswith(PACKAGED_SUFFIX)}
     return tuple(sorted(ops))
 
 

@@ -11,7 +11,9 @@ dtype and memory layout. The kernels, each with its PyTorch reference, live in t
 - :mod:`~engines.kernels.support` and :mod:`~engines.kernels.layer_norm`: what they share.
 
 Each is a ``torch.library.custom_op`` (``torch.ops.hidiff.*``) that ``torch.compile`` calls as one
-opaque operation.
+opaque operation, and (but for the whole-GDFN kernel) a ``torch.library.triton_op`` of the same
+name ending ``_packaged`` that ``torch.export`` traces into the graph, so that AOTInductor compiles
+the kernel into the package.
 """
 from engines.kernels.fuse import fuse_restormer
 from engines.kernels.support import unavailable_reason

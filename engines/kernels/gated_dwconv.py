@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engines.kernels.support import autotune, kernel_runs, tile_configs, tl, triton
+from engines.kernels.support import autotune, kernel_op, kernel_runs, tile_configs, tl, triton
 
 
 def gated_dwconv3x3_reference(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -239,6 +239,10 @@ if triton is not None:
         b, c2, h, w = y.shape
         return torch.empty((b, c2 // 2, h, w), device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
 
+    @torch.library.triton_op("hidiff::gated_dwconv3x3_packaged", mutates_args=())
+    def _gated_dwconv3x3_packaged(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return launch_gated_dwconv3x3(torch.library.wrap_triton(gated_dwconv3x3_kernel), y, weight, bias)
+
 
 def launch_gated_dwconv3x3(kernel: Any, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                            **tile: int) -> torch.Tensor:
@@ -268,4 +272,4 @@ def gated_dwconv3x3(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
                          f"{tuple(y.shape)} and {tuple(weight.shape)}")
     if not kernel_runs(y, any_dtype=True):
         return gated_dwconv3x3_reference(y, weight, bias)
-    return torch.ops.hidiff.gated_dwconv3x3(y, weight, bias)
+    return kernel_op("gated_dwconv3x3")(y, weight, bias)

@@ -31,7 +31,17 @@ from typing import Any
 
 import torch
 
-from engines.kernels.support import autotune, cdiv, dot_block, kernel_runs, sm_count, tile_configs, tl, triton
+from engines.kernels.support import (
+    autotune,
+    cdiv,
+    dot_block,
+    kernel_op,
+    kernel_runs,
+    sm_count,
+    tile_configs,
+    tl,
+    triton,
+)
 from hidiff.restormer import channel_cosine, head_blocks
 
 # The widest head the kernel takes (D_PAD 128): its [D_PAD, D_PAD] float32 accumulator fills 64
@@ -184,6 +194,10 @@ if triton is not None:
         split, _ = head_gram_split_for(qk, heads)
         return torch.empty((b, heads, split, d + 2, d), device=qk.device, dtype=torch.float32)
 
+    @torch.library.triton_op("hidiff::head_gram_partials_packaged", mutates_args=())
+    def _head_gram_partials_packaged(qk: torch.Tensor, heads: int) -> torch.Tensor:
+        return launch_head_gram(torch.library.wrap_triton(head_gram_kernel), qk, heads)
+
 
 def launch_head_gram(kernel: Any, qk: torch.Tensor, heads: int, **tile: int) -> torch.Tensor:
     """One launch of ``kernel`` (the autotuned kernel, or its ``.fn`` with an explicit ``tile``:
@@ -208,4 +222,4 @@ def head_cosine(qk: torch.Tensor, heads: int, eps: float = 1e-12) -> torch.Tenso
                          f"count dividing C, got qk {tuple(qk.shape)} and heads={heads}")
     if not kernel_runs(qk) or qk.shape[1] // 2 // heads > MAX_HEAD_DIM:
         return head_cosine_reference(qk, heads, eps)
-    return head_gram_partials_to_cosine(torch.ops.hidiff.head_gram_partials(qk, int(heads)), eps)
+    return head_gram_partials_to_cosine(kernel_op("head_gram_partials")(qk, int(heads)), eps)

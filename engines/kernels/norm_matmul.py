@@ -40,6 +40,7 @@ from engines.kernels.support import (
     TensorDescriptor,
     autotune,
     dot_block,
+    kernel_op,
     kernel_runs,
     tile_configs,
     tl,
@@ -213,6 +214,19 @@ if triton is not None:
                                 residual: torch.Tensor) -> torch.Tensor:
         return torch.empty_like(residual, memory_format=torch.channels_last)
 
+    # The packaged forms (engines.kernels.support.PACKAGED_SUFFIX). The norm kernel's TMA form is
+    # not among them: its autotuner sets the output descriptor's block in a pre_hook, which traced
+    # kernels cannot run (pytorch#139059); packages take the pointer form.
+    @torch.library.triton_op("hidiff::norm_conv1x1_packaged", mutates_args=())
+    def _norm_conv1x1_packaged(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
+                               bias_free: bool) -> torch.Tensor:
+        return launch_norm_matmul(torch.library.wrap_triton(norm_matmul_kernel), x, weight_t, bias, eps, bias_free)
+
+    @torch.library.triton_op("hidiff::conv1x1_residual_packaged", mutates_args=())
+    def _conv1x1_residual_packaged(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                                   residual: torch.Tensor) -> torch.Tensor:
+        return launch_matmul_residual(torch.library.wrap_triton(matmul_residual_kernel), a, weight, bias, residual)
+
 
 def launch_norm_matmul(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                        bias_free: bool, **tile: int) -> torch.Tensor:
@@ -297,7 +311,7 @@ def norm_conv1x1(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, ep
                          f"{tuple(x.shape)}, {tuple(weight_t.shape)} and {tuple(bias.shape)}")
     if not kernel_runs(x, weight_t):
         return norm_conv1x1_reference(x, weight_t, bias, eps, bias_free)
-    return torch.ops.hidiff.norm_conv1x1(x, weight_t.contiguous(), bias.contiguous(), float(eps), bool(bias_free))
+    return kernel_op("norm_conv1x1")(x, weight_t.contiguous(), bias.contiguous(), float(eps), bool(bias_free))
 
 
 def conv1x1_residual(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -315,4 +329,4 @@ def conv1x1_residual(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                          f"(B, N, H, W), got {tuple(a.shape)}, {tuple(weight.shape)} and {tuple(residual.shape)}")
     if not kernel_runs(a, weight, residual):
         return conv1x1_residual_reference(a, weight, bias, residual)
-    return torch.ops.hidiff.conv1x1_residual(a, weight, bias, residual)
+    return kernel_op("conv1x1_residual")(a, weight, bias, residual)

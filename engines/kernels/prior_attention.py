@@ -37,7 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engines.kernels.support import autotune, dot_block, kernel_runs, power_of_2, tile_configs, tl, triton
+from engines.kernels.support import autotune, dot_block, kernel_op, kernel_runs, power_of_2, tile_configs, tl, triton
 
 if triton is not None:
     from engines.kernels.layer_norm import load_rows, normalize
@@ -163,6 +163,13 @@ if triton is not None:
                                bias_free: bool) -> torch.Tensor:
         return torch.empty_like(x, memory_format=torch.channels_last)
 
+    @torch.library.triton_op("hidiff::prior_attention_packaged", mutates_args=())
+    def _prior_attention_packaged(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor,
+                                  b_matrix: torch.Tensor, bias: torch.Tensor | None, tokens: int, eps: float,
+                                  bias_free: bool) -> torch.Tensor:
+        return launch_prior_attention(torch.library.wrap_triton(prior_attention_kernel), x, a_matrix, a_offset,
+                                      b_matrix, bias, tokens, eps, bias_free)
+
 
 def launch_prior_attention(kernel: Any, x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor,
                            b_matrix: torch.Tensor, bias: torch.Tensor | None, tokens: int, eps: float,
@@ -202,4 +209,4 @@ def prior_attention(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Ten
                          f"{tuple(a_offset.shape)}, {tuple(b_matrix.shape)} and {tokens} tokens")
     if not kernel_runs(x):
         return prior_attention_reference(x, a_matrix, a_offset, b_matrix, bias, tokens, eps, bias_free)
-    return torch.ops.hidiff.prior_attention(x, a_matrix, a_offset, b_matrix, bias, tokens, float(eps), bool(bias_free))
+    return kernel_op("prior_attention")(x, a_matrix, a_offset, b_matrix, bias, tokens, float(eps), bool(bias_free))

@@ -1,6 +1,7 @@
 """What the Triton kernels share: the optional Triton import, when a kernel runs (and why it
-cannot), block sizes, the GPU's SM count and tensor memory accelerator, and the autotuners'
-common setup (the on-disk cache of chosen tiles, pruning of tiles that do not fit a launch)."""
+cannot), which form of a kernel's op a trace takes, block sizes, the GPU's SM count and tensor
+memory accelerator, and the autotuners' common setup (the on-disk cache of chosen tiles, pruning
+of tiles that do not fit a launch)."""
 from __future__ import annotations
 
 import functools
@@ -30,6 +31,11 @@ HALF_DTYPES = (torch.float16, torch.bfloat16)  # the dtypes the tensor-core kern
 DISK_CACHE = {"cache_results": True} if triton is not None and "cache_results" in inspect.signature(
     triton.autotune).parameters else {}
 
+# Each kernel has two ops: ``hidiff::NAME``, a custom_op that torch.compile calls as one opaque
+# operation, and ``hidiff::NAME_packaged``, a triton_op whose launch torch.export traces into the
+# graph, so that an AOTInductor package compiles the kernel in and runs no Python for it.
+PACKAGED_SUFFIX = "_packaged"
+
 FALLBACK_SMS = 132  # an H100 SXM's, where no CUDA device is present (the interpreter, fake tensors on a CPU)
 
 
@@ -55,6 +61,11 @@ def kernel_runs(*tensors: torch.Tensor, any_dtype: bool = False) -> bool:
     and they are CUDA tensors, float16 or bfloat16 unless ``any_dtype``."""
     return triton is not None and all(t.device.type == "cuda" and (any_dtype or t.dtype in HALF_DTYPES)
                                       for t in tensors)
+
+
+def kernel_op(name: str) -> Any:
+    """``torch.ops.hidiff.NAME``, or its packaged form while torch.export traces (see PACKAGED_SUFFIX)."""
+    return getattr(torch.ops.hidiff, name + PACKAGED_SUFFIX if torch.compiler.is_exporting() else name)
 
 
 def cdiv(a: int, b: int) -> int:

@@ -178,3 +178,18 @@ def test_the_latency_benchmark_runs_the_packages(embedded_cpu_packages, tmp_path
     assert rows, data["skipped"]
     assert rows[0]["status"] == "ok" and rows[0]["precision"] == "fp32" and rows[0]["engine_backend"] == "aoti"
     assert rows[0]["accuracy"]["psnr_db"] is None or rows[0]["accuracy"]["psnr_db"] > 45
+
+
+def test_the_source_digest_covers_the_kernels_of_fused_modules():
+    """A change to a kernel file makes packages with the fused kernels stale (the fused modules
+    live in engines/kernels/fuse.py and call the other files there)."""
+    from engines.kernels.fuse import FusedNormBlock
+    from export.aoti_package import source_files
+    from hidiff.config import RestormerConfig
+    from hidiff.restormer import TransformerBlock
+
+    block = TransformerBlock(8, 1, RestormerConfig(embed_dim=2), modulated=False).eval()
+    plain = {path.name for path in source_files([block])}
+    fused = {path.name for path in source_files([FusedNormBlock(block)])}
+    assert "restormer.py" in plain and "gated_dwconv.py" not in plain
+    assert {"fuse.py", "gated_dwconv.py", "norm_matmul.py", "head_gram.py", "prior_attention.py"} <= fused
