@@ -42,8 +42,10 @@ class OneOp(torch.nn.Module):
         op = kernel_op(self.name)
         if self.name == "conv1x1_residual":
             return op(x, self.args[0], self.args[1], x[:, :C].contiguous(memory_format=torch.channels_last))
-        if self.name == "head_gram_partials":
-            return op(x.flatten(2), *self.args)
+        if self.name == "head_gram_partials":  # with the sum over the split that follows it in MDTA
+            from engines.kernels.head_gram import head_gram_partials_to_cosine
+
+            return head_gram_partials_to_cosine(op(x.flatten(2), *self.args))
         return op(x, *self.args)
 
 
