@@ -11,7 +11,8 @@ the fused Triton kernels and CUDA graphs (the ``fastest`` preset), on the CPU in
 Each form's process deblurs one frame of each size (the first frame of the first size is the cold
 start, timed from before the parent starts the process), then ``--frames`` more of each size
 (steady state: their median), and compares its last frame with eager FP32 of the same model (PSNR;
-pass the model the packages were built from). Prints a table and one JSON line per form.
+pass the model the packages were built from). Prints a table and one JSON line per form (which
+also says why any graph ran without its CUDA graph).
 """
 from __future__ import annotations
 
@@ -99,6 +100,10 @@ def run_form(args: argparse.Namespace) -> dict:
         free, total = torch.cuda.mem_get_info(deblurrer.device)
         result["device_used_mib"] = (total - free) / 2**20  # the process's context, weights and pools too
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Why a graph ran without its CUDA graphs (None: replayed), and the denoising loop's.
+    result["cuda_graph_errors"] = {name: getattr(engine, "cuda_graph_error", None)
+                                   for name, engine in deblurrer.engines.engines.items()}
+    result["cuda_graph_errors"]["denoising loop"] = deblurrer.pipeline.loop.graph_error
     deblurrer.close()
     if model is None:
         model, result["model"] = load_model(model_choice_from_args(args), seed=0)

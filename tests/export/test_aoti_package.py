@@ -126,6 +126,7 @@ def test_the_start_benchmark_measures_the_packages(embedded_cpu_packages):
         assert result["backend"] == "aoti"
         assert result["sizes"]["64x48"]["steady_ms"] > 0 and result["first_frame_s"] > 0
         assert result["psnr_vs_eager_fp32_db"] > 45
+        assert set(result["cuda_graph_errors"]) == {"le_dm", "denoise_step", "restormer", "denoising loop"}
 
 
 def test_the_first_and_the_hundredth_output_of_a_frame_are_equal(embedded_cpu_packages):
