@@ -1,8 +1,9 @@
-"""The fused Triton kernels inside CUDA AOTInductor packages: the small model's three graphs against
-the engines they were built from, and each kernel alone (exported at one shape or with dynamic
-height and width) against the op called directly, each run plainly, then as a CUDA graph. Each
-case runs in a process of its own, since a kernel that faults poisons the CUDA context of its
-process; the case's name and output say which kernel, form and shape failed."""
+"""The fused Triton kernels compiled into CUDA AOTInductor packages (the export takes their packaged
+forms): the small model's three graphs against the engines they were built from, and each kernel
+alone (exported at one shape or with dynamic height and width) against its opaque op called
+directly, each run plainly, then as a CUDA graph. Each case runs in a process of its own, since a
+kernel that faults poisons the CUDA context of its process; the case's name and output say which
+kernel, form and shape failed."""
 from __future__ import annotations
 
 import os
