@@ -48,6 +48,7 @@ from engines.aoti_backend import (
 )
 from engines.base import parse_device
 from engines.contracts import GRAPH_NAMES, IMAGE_MULTIPLE, GraphContract, Precision, graph_contracts
+from engines.kernels import support as kernel_support
 from engines.kernels.support import PACKAGED_SUFFIX
 from engines.torch_settings import TorchSettings
 
@@ -108,13 +109,13 @@ def prepared_modules(model: "HIDiff", device: torch.device, precision: Precision
 def source_files(modules: Iterable[torch.nn.Module]) -> list[Path]:
     """The source files of the project modules the graphs are made of, with every kernel file
     where a fused module is among them (the fused modules call the kernels' files)."""
-    files = {Path(getattr(sys.modules[type(m).__module__], "__file__", None) or "")
-             for module in modules for m in module.modules()
-             if type(m).__module__.split(".")[0] in ("hidiff", "engines")} - {Path("")}
-    kernels = Path(__file__).resolve().parents[1] / "engines" / "kernels"
-    if any(file.resolve().parent == kernels for file in files):
-        files |= set(kernels.glob("*.py"))
-    return sorted(file.resolve() for file in files)
+    names = {getattr(sys.modules[type(m).__module__], "__file__", None) for module in modules for m in module.modules()
+             if type(m).__module__.split(".")[0] in ("hidiff", "engines")}
+    files = {Path(name).resolve() for name in names if name}
+    kernels = Path(kernel_support.__file__).resolve().parent
+    if any(file.parent == kernels for file in files):
+        files |= {path.resolve() for path in kernels.glob("*.py")}
+    return sorted(files)
 
 
 def source_sha256(model: "HIDiff", modules: Iterable[torch.nn.Module]) -> str:
