@@ -4,7 +4,7 @@
 #   bash bench/gpu_suite.sh OUT [STEP ...]
 #
 # Steps, in this order (default: env tests export latency ortgraph aligned fused norms runtime train compile
-# default; ddp, trainspeed, counters, compare, profile and demo run when named):
+# default; ddp, trainspeed, aoti, agreement, gdfn, counters, compare, profile and demo run when named):
 #   env       nvidia-smi and library versions
 #   tests     the GPU tests (pytest -m gpu; GPU_TESTS names files or folders, default tests;
 #             GPU_TEST_WORKERS=N runs them in N pytest-xdist processes)
@@ -38,12 +38,15 @@
 #             beside the fused GDFN model they extend: 1280x720 then 1920x1080, batch 1 (NORMS_720P
 #             and NORMS_1080P name other backend lists)
 #   aoti      CUDA FP16 AOTInductor packages of the GoPro architecture (random weights, seed 0), dynamic and
-#             per shape for 1280x720 and 1920x1080, with the fused Triton kernels (AOTI_FUSED=0: without), in AOTI_DIR (default .gpu_work/aoti, git-ignored: a
+#             per shape for 1280x720 and 1920x1080 (AOTI_SHAPES, BxHxW; empty: dynamic only), with the fused Triton kernels
+#             (AOTI_FUSED=0: without), in AOTI_DIR (default .gpu_work/aoti, git-ignored: a
 #             build cut off by a call's time limit goes on in the next call on the same machine, reusing
 #             the packages done), then bench/aoti_start.py: process start to the first frame, steady
 #             state and peak memory of the packages, of the dynamic packages alone and of the just-in-time
 #             fastest form, and PSNR against eager FP32, at both sizes (AOTI_FORMS names fewer forms;
 #             AOTI_BUILD_ONLY=1 stops after the build)
+#   agreement bench/graph_agreement.py at 1920x1080: each graph of the FP16 kernels, through their opaque ops and
+#             their packaged forms, and of the packages in AOTI_DIR where present, against eager FP32
 #   gdfn      engines.kernels.gdfn_block's whole feed-forward half against the per-operation kernels at the
 #             shapes of a 1280x720 and a 1920x1080 frame (bench/gdfn_kernels.py)
 #   counters  Nsight Compute's counters (speed of light, memory, occupancy, warp stalls) of one launch
@@ -194,12 +197,19 @@ if step aoti; then
 torch.manual_seed(0); HIDiff(preset('gopro')).eval().save(sys.argv[1])" "$weights"
   # Padded sizes (multiples of 8): 1080 rows run as 1088.
   run python3 -c "import sys; from hidiff import HIDiff; from export.aoti_package import build_aoti_packages
-build_aoti_packages(HIDiff.load(sys.argv[1]), sys.argv[2], 'cuda', 'fp16', shapes=[(1, 720, 1280), (1, 1088, 1920)],
+shapes = [tuple(map(int, s.split('x'))) for s in sys.argv[4].split()]
+build_aoti_packages(HIDiff.load(sys.argv[1]), sys.argv[2], 'cuda', 'fp16', shapes=shapes,
                     fuse_kernels=sys.argv[3] == '1', log=print)" "$weights" "$aoti_dir" "${AOTI_FUSED:-1}" \
-    2>&1 | tee -a "$out/aoti_build.log"
+    "${AOTI_SHAPES-1x720x1280 1x1088x1920}" 2>&1 | tee -a "$out/aoti_build.log"
   # shellcheck disable=SC2086  # AOTI_FORMS is a list of forms
   [ "${AOTI_BUILD_ONLY:-0}" = 1 ] || run python3 bench/aoti_start.py --engines "$aoti_dir" --weights "$weights" \
     --device cuda:0 --sizes 1280x720 1920x1080 --forms ${AOTI_FORMS:-aoti aoti-dynamic jit} 2>&1 | tee "$out/aoti_start.log"
+fi
+if step agreement; then
+  aoti_dir=${AOTI_DIR:-$PWD/.gpu_work/aoti}
+  agree=(--preset gopro)
+  ls "$aoti_dir"/*.pt2 >/dev/null 2>&1 && agree=(--weights "$aoti_dir/gopro_random.safetensors" --backend aoti --engines "$aoti_dir")
+  run python3 bench/graph_agreement.py "${agree[@]}" --size 1920x1080 --device cuda:0 2>&1 | tee -a "$out/graph_agreement.log"
 fi
 if step gdfn; then
   for size in 1280x720 1920x1080; do

@@ -4,9 +4,10 @@ memory accelerator, and the autotuners' common setup (the on-disk cache of chose
 of tiles that do not fit a launch)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ DISK_CACHE = {"cache_results": True} if triton is not None and "cache_results" i
 # operation, and ``hidiff::NAME_packaged``, a triton_op whose launch torch.export traces into the
 # graph, so that an AOTInductor package compiles the kernel in and runs no Python for it.
 PACKAGED_SUFFIX = "_packaged"
+_packaged_forms_forced = False  # set inside packaged_forms()
 
 FALLBACK_SMS = 132  # an H100 SXM's, where no CUDA device is present (the interpreter, fake tensors on a CPU)
 
@@ -64,8 +66,24 @@ def kernel_runs(*tensors: torch.Tensor, any_dtype: bool = False) -> bool:
 
 
 def kernel_op(name: str) -> Any:
-    """``torch.ops.hidiff.NAME``, or its packaged form while torch.export traces (see PACKAGED_SUFFIX)."""
-    return getattr(torch.ops.hidiff, name + PACKAGED_SUFFIX if torch.compiler.is_exporting() else name)
+    """``torch.ops.hidiff.NAME``, or its packaged form while torch.export traces in Python (strict=False,
+    as export/aoti_package does; see PACKAGED_SUFFIX) and inside :func:`packaged_forms`. Dynamo's
+    traces keep the opaque op: some torch releases (2.11) fold ``is_exporting()`` to True inside every
+    dynamo trace, torch.compile's too."""
+    packaged = _packaged_forms_forced or (torch.compiler.is_exporting() and not torch.compiler.is_dynamo_compiling())
+    return getattr(torch.ops.hidiff, name + PACKAGED_SUFFIX if packaged else name)
+
+
+@contextlib.contextmanager
+def packaged_forms() -> Iterator[None]:
+    """Inside this block every kernel call takes the packaged form, outside an export too: to run
+    the kernels a package compiles in eagerly (their GPU tests, bench/graph_agreement.py)."""
+    global _packaged_forms_forced
+    before, _packaged_forms_forced = _packaged_forms_forced, True
+    try:
+        yield
+    finally:
+        _packaged_forms_forced = before
 
 
 def cdiv(a: int, b: int) -> int:

@@ -65,9 +65,12 @@ dynamic = form.startswith("dynamic")
 shapes = ({2: 8 * Dim("h8", min=1, max=512), 3: 8 * Dim("w8", min=1, max=512)},) if dynamic else None
 with torch.no_grad():
     program = torch.export.export(One(), (x,), dynamic_shapes=shapes, strict=False)
+    print("exported", flush=True)
     path = tempfile.mkdtemp() + "/one.pt2"
     torch._inductor.aoti_compile_and_package(program, package_path=path)
+    print("compiled", flush=True)
 runner = load_runner(__import__("pathlib").Path(path), dev)
+print("loaded", flush=True)
 
 
 def call(t):
@@ -126,19 +129,24 @@ OPS = ("norm_conv1x1", "conv1x1_residual", "gated_dwconv3x3", "head_cosine", "pr
 FORMS = ("static", "dynamic")
 
 
+def _case_env() -> dict[str, str]:
+    """The environment of a case's process: the repository importable, and a crash that prints the
+    Python stack of each thread."""
+    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "PYTHONFAULTHANDLER": "1"}
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("op", OPS)
 def test_a_package_runs_the_kernel_as_calling_it_does(op, form):
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, "-c", CASE, op, form], cwd=REPO, env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", CASE, op, form], cwd=REPO, env=_case_env(), capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0 and f"ok {op} {form}" in done.stdout, done.stdout + done.stderr[-3000:]
 
 
 @pytest.mark.gpu
 def test_packages_with_the_fused_kernels_match_the_engines_they_were_built_from():
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, "-c", GRAPHS], cwd=REPO, env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", GRAPHS], cwd=REPO, env=_case_env(), capture_output=True, text=True,
                           timeout=1200)
     assert done.returncode == 0 and "ok graphs" in done.stdout, done.stdout + done.stderr[-3000:]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.export import Dim
 
-from engines.kernels.support import kernel_op
+from engines.kernels.support import kernel_op, packaged_forms
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 
@@ -69,6 +69,9 @@ def test_outside_an_export_the_ops_stay_opaque():
     compiled graph is not run here (the kernels need a GPU)."""
     importlib.import_module("engines.kernels.gated_dwconv")
     assert kernel_op("gated_dwconv3x3") is torch.ops.hidiff.gated_dwconv3x3
+    with packaged_forms():
+        assert kernel_op("gated_dwconv3x3") is torch.ops.hidiff.gated_dwconv3x3_packaged
+    assert kernel_op("gated_dwconv3x3") is torch.ops.hidiff.gated_dwconv3x3
     graphs = []
 
     def backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
@@ -82,3 +85,24 @@ def test_outside_an_export_the_ops_stay_opaque():
                                                           *CASES["gated_dwconv3x3"][0]())
     targets = [str(node.target) for node in graphs[0].graph.nodes if node.op == "call_function"]
     assert "hidiff.gated_dwconv3x3" in targets and not any("packaged" in t for t in targets), targets
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_on_a_gpu_the_packaged_op_computes_what_the_opaque_op_does(name):
+    """Called eagerly, each triton_op launches its kernel as the custom op does, at a size that
+    splits into several tiles with partial ones at the edges (the norm kernel's packaged form is the
+    pointer kernel, the opaque one the TMA kernel on Hopper: one FP16 rounding apart)."""
+    from engines.aoti_backend import KERNEL_MODULES
+
+    for module in KERNEL_MODULES:
+        importlib.import_module(module)
+    torch.manual_seed(0)
+    make_args, channels = CASES[name]
+    args = tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in make_args())
+    x = _half(1, channels, 136, 200, channels_last=True).cuda()
+    want = OneOp(name, args)(x)
+    with packaged_forms():
+        got = OneOp(name, args)(x)
+    torch.cuda.synchronize()
+    torch.testing.assert_close(got.float(), want.float(), rtol=2e-3, atol=2e-3)
