@@ -1,7 +1,8 @@
 """The fused Triton kernels compiled into CUDA AOTInductor packages (the export takes their packaged
 forms): the small model's three graphs against the engines they were built from, and each kernel
-alone (exported at one shape or with dynamic height and width) against its opaque op called
-directly, each run plainly, then as a CUDA graph. Each case runs in a process of its own, since a
+alone (exported at one shape or with dynamic height and width, compiled as the CUDA FP16 packages
+are) against its opaque op called directly, each run plainly, then as a CUDA graph, launching the
+kernel and nothing else. Each case runs in a process of its own, since a
 kernel that faults poisons the CUDA context of its process; the case's name and output say which
 kernel, form and shape failed."""
 from __future__ import annotations
@@ -24,6 +25,8 @@ from engines.kernels.gated_dwconv import gated_dwconv3x3
 from engines.kernels.head_gram import head_cosine
 from engines.kernels.norm_matmul import conv1x1_residual, norm_conv1x1
 from engines.kernels.prior_attention import prior_attention
+from engines.contracts import Precision
+from export.aoti_package import build_options
 
 op, form = sys.argv[1], sys.argv[2]
 dev = torch.device("cuda", 0)
@@ -41,16 +44,21 @@ weights = {
     "conv1x1_residual": (half(c, hid) * 0.1, half(c)),
     "gated_dwconv3x3": (half(2 * hid, 1, 3, 3) * 0.3, half(2 * hid)),
     "head_cosine": (),
-    "prior_attention": (half(1, c, 2 * tokens) * 0.1, half(1, 2 * tokens), half(1, 2 * tokens, c) * 0.1, half(c)),
+    "prior_attention": (half(1, c, 2 * tokens) * 0.1, half(1, 2 * tokens).float(), half(1, 2 * tokens, c) * 0.1,
+                        half(c)),
 }[op]
+# The one kernel each package launches (the cosine's epilogue adds inductor's kernels).
+kernel = {"norm_conv1x1": "norm_matmul_kernel", "conv1x1_residual": "matmul_residual_kernel",
+          "gated_dwconv3x3": "gated_dwconv3x3_kernel", "head_cosine": None,
+          "prior_attention": "prior_attention_kernel"}[op]
 
 
 class One(torch.nn.Module):
-    def forward(self, x):
+    def forward(self, x, residual=None):
         if op == "norm_conv1x1":
             return norm_conv1x1(x, weights[0], weights[1], 1e-5)
         if op == "conv1x1_residual":
-            return conv1x1_residual(x, weights[0], weights[1], x[:, :c].contiguous(memory_format=torch.channels_last))
+            return conv1x1_residual(x, weights[0], weights[1], residual)
         if op == "gated_dwconv3x3":
             return gated_dwconv3x3(x, weights[0], weights[1])
         if op == "head_cosine":
@@ -60,35 +68,51 @@ class One(torch.nn.Module):
 
 channels = {"norm_conv1x1": c, "conv1x1_residual": hid, "gated_dwconv3x3": 2 * hid, "head_cosine": 3 * c,
             "prior_attention": c}[op]
-x = half(1, channels, 40, 56, cl=True)
+
+
+def inputs(h, w):
+    x = half(1, channels, h, w, cl=True)
+    return (x, half(1, c, h, w, cl=True)) if op == "conv1x1_residual" else (x,)
+
+
 dynamic = form.startswith("dynamic")
-shapes = ({2: 8 * Dim("h8", min=1, max=512), 3: 8 * Dim("w8", min=1, max=512)},) if dynamic else None
+hw = {2: 8 * Dim("h8", min=1, max=512), 3: 8 * Dim("w8", min=1, max=512)}
+shapes = ((hw, hw) if op == "conv1x1_residual" else (hw,)) if dynamic else None
 with torch.no_grad():
-    program = torch.export.export(One(), (x,), dynamic_shapes=shapes, strict=False)
+    program = torch.export.export(One(), inputs(40, 56), dynamic_shapes=shapes, strict=False)
     print("exported", flush=True)
     path = tempfile.mkdtemp() + "/one.pt2"
-    torch._inductor.aoti_compile_and_package(program, package_path=path)
+    # Compiled as export/build_engines.py compiles the CUDA FP16 packages.
+    torch._inductor.aoti_compile_and_package(program, package_path=path,
+                                             inductor_configs=build_options(dev, Precision.FP16, True)["inductor"])
     print("compiled", flush=True)
 runner = load_runner(__import__("pathlib").Path(path), dev)
 print("loaded", flush=True)
 
 
-def call(t):
-    out = runner(t)
+def call(*t):
+    out = runner(*t)
     return (out,) if isinstance(out, torch.Tensor) else tuple(out)
 
 
 graphs = ShapeGraphs(call, dev, "one")
-for shape in ((1, channels, 40, 56),) + (((1, channels, 24, 80), (1, channels, 64, 32)) if dynamic else ()):
-    t = half(*shape, cl=True)
-    want = One()(t)
+for h, w in ((40, 56),) + (((24, 80), (64, 32)) if dynamic else ()):
+    t = inputs(h, w)
+    want = One()(*t)
     for name, run in (("plain", call), ("cuda graph", graphs)):
         for _ in range(3):
-            got = run(t)[0]
+            got = run(*t)[0]
             torch.cuda.synchronize()
             torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
-        print("ran", shape, name, flush=True)
+        print("ran", (h, w), name, flush=True)
     assert graphs.error is None, graphs.error
+# What the package launches: only the kernel (no fill of its output, no copies around it).
+with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    call(*inputs(40, 56))
+    torch.cuda.synchronize()
+launched = sorted({e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA})
+print("launched", launched, flush=True)
+assert kernel is None or (launched and all(name.startswith(kernel) for name in launched)), launched
 print("ok", op, form)
 """
 
