@@ -73,7 +73,7 @@ steps=" ${*:-env tests export latency ortgraph aligned fused norms runtime train
 mkdir -p "$out"
 out=$(cd "$out" && pwd)  # absolute: the compare step runs from another folder
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1  # a crash prints the Python stack of each thread
 # The project's packages without installing it (python3 bench/x.py puts bench/ first on sys.path, not the root).
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 [ -d /tmp/wheelparts/site ] && export PYTHONPATH="/tmp/wheelparts/site:$PYTHONPATH"

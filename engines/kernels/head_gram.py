@@ -32,11 +32,13 @@ from typing import Any
 import torch
 
 from engines.kernels.support import (
+    FALLBACK_CAPABILITY,
     autotune,
     cdiv,
     dot_block,
     kernel_op,
     kernel_runs,
+    launch_capability,
     sm_count,
     tile_configs,
     tl,
@@ -106,18 +108,24 @@ def head_gram_split_for(qk: torch.Tensor, heads: int) -> tuple[int, int]:
 #      3); two more [D_PAD, D_PAD] accumulators, so at D_PAD 128 only 8 warps fit.
 # Summing each tile's squares with tl.sum across the warps instead costs shuffles and barriers
 # every iteration. Tiles the autotuner tries, (BLOCK_N, warps, stages, SQUARES); at D_PAD 128
-# (one-head levels at 96 channels) 4-warp tiles are left out at a launch (they spill registers on
-# sm_90: a CPU test checks every kept tile at D_PAD 64 and 128).
-TILES = ((64, 4, 2, 4), (64, 4, 3, 4), (64, 8, 3, 4), (64, 8, 4, 4), (128, 8, 3, 4), (64, 8, 3, 3))
+# (one-head levels at 96 channels) a launch leaves out what spills registers there
+# (:func:`fits_registers`; a CPU test compiles every kept tile at D_PAD 64 and 128 for sm_90, sm_80
+# and sm_87).
+TILES = ((64, 4, 2, 4), (64, 4, 3, 4), (64, 8, 3, 4), (64, 8, 4, 4), (128, 8, 3, 4), (64, 8, 3, 3), (64, 8, 2, 3))
 
 
-def fits_registers(d_pad: int, warps: int) -> bool:
-    """Whether a tile of ``warps`` warps holds the accumulators of heads padded to ``d_pad`` channels."""
-    return d_pad <= 64 or warps >= 8
+def fits_registers(d_pad: int, warps: int, stages: int, squares: int, capability: int = FALLBACK_CAPABILITY) -> bool:
+    """Whether a tile of ``warps`` warps (``stages``, ``SQUARES``) holds the accumulators of heads
+    padded to ``d_pad`` channels on a card of ``capability``: at D_PAD 128 only 8 warps do, and before
+    Hopper (sm_80, sm_87) only with the norms on the ones-block products (SQUARES 3) and 2 stages."""
+    if d_pad <= 64:
+        return True
+    return warps >= 8 and (capability >= 90 or (squares == 3 and stages <= 2))
 
 
 def _fits_launch(config: Any, arguments: dict[str, Any]) -> bool:
-    return fits_registers(arguments["D_PAD"], config.num_warps)
+    return fits_registers(arguments["D_PAD"], config.num_warps, config.num_stages, config.kwargs["SQUARES"],
+                          launch_capability(arguments))
 
 
 if triton is not None:

@@ -37,11 +37,13 @@ from typing import Any
 import torch
 
 from engines.kernels.support import (
+    FALLBACK_CAPABILITY,
     TensorDescriptor,
     autotune,
     dot_block,
     kernel_op,
     kernel_runs,
+    launch_capability,
     tile_configs,
     tl,
     tma_available,
@@ -83,10 +85,32 @@ def conv1x1_residual_reference(a: torch.Tensor, weight: torch.Tensor, bias: torc
 # (K = C is 48 to 192 channels, N up to a thousand), so both kernels are bound by memory: a
 # program keeps its rows in registers and walks the outputs (norm) or the inputs (residual) in
 # slices. None spills registers on sm_90 at the widest rows the GoPro Restormer gives them
-# (BLOCK_K 256 for the norm, BLOCK_N 256 for the residual; a CPU test compiles them): (128, 64, 4)
-# and (128, 32, 4) did, and are left out.
+# (BLOCK_K 256 for the norm, BLOCK_N 256 for the residual; a CPU test compiles them for sm_90,
+# sm_80 and sm_87): (128, 64, 4) and (128, 32, 4) did, and are left out. Before Hopper a launch
+# leaves out two more (norm_tile_fits, residual_tile_fits).
 NORM_TILES = ((64, 64, 4, 1), (64, 128, 4, 1), (128, 32, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3), (256, 64, 8, 2))
 RESIDUAL_TILES = ((64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (128, 64, 8, 3), (128, 32, 8, 3))
+
+
+def norm_tile_fits(block_m: int, block_k: int, capability: int = FALLBACK_CAPABILITY) -> bool:
+    """Whether a norm-kernel tile fits a card of ``capability``: before Hopper, 256 rows of 256
+    channels need 192 KiB of shared memory, more than the 163 KiB a block gets there."""
+    return capability >= 90 or block_m * block_k < 256 * 256
+
+
+def residual_tile_fits(block_n: int, stages: int, capability: int = FALLBACK_CAPABILITY) -> bool:
+    """Whether a residual-kernel tile fits a card of ``capability``: before Hopper, at BLOCK_N 256
+    the 2-stage tile spills registers."""
+    return capability >= 90 or block_n < 256 or stages >= 3
+
+
+def _norm_fits_launch(config: Any, arguments: dict[str, Any]) -> bool:
+    return norm_tile_fits(config.kwargs["BLOCK_M"], arguments["BLOCK_K"], launch_capability(arguments))
+
+
+def _residual_fits_launch(config: Any, arguments: dict[str, Any]) -> bool:
+    return residual_tile_fits(arguments["BLOCK_N"], config.num_stages, launch_capability(arguments))
+
 # The norm kernel on Hopper (TMA): 64 output columns a slice; the autotuner chooses (BLOCK_M,
 # warps, stages). Every program reads W^T whole, so 128-row tiles halve its reloads. A pre-launch
 # hook sets the output descriptor's block to the tile (Triton then keeps the choice in memory
@@ -108,7 +132,8 @@ if triton is not None:
         x = load_rows(x_ptr, rows, row_ok, ks, k_ok, stride_xm)
         return normalize(x, k_ok, K, eps, BIAS_FREE).to(x_ptr.dtype.element_ty)
 
-    @autotune(tile_configs(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), NORM_TILES), key=["M", "N", "K"])
+    @autotune(tile_configs(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), NORM_TILES), key=["M", "N", "K"],
+              fits=_norm_fits_launch)
     @triton.jit
     def norm_matmul_kernel(
         x_ptr, w_ptr, b_ptr, y_ptr,
@@ -155,7 +180,8 @@ if triton is not None:
             acc += tl.load(b_ptr + ns, mask=ns < N, other=0.0).to(tl.float32)[None, :]
             y_desc.store([m0, n0], acc.to(x_ptr.dtype.element_ty))
 
-    @autotune(tile_configs(("BLOCK_M", "BLOCK_K", "num_warps", "num_stages"), RESIDUAL_TILES), key=["M", "N", "K"])
+    @autotune(tile_configs(("BLOCK_M", "BLOCK_K", "num_warps", "num_stages"), RESIDUAL_TILES), key=["M", "N", "K"],
+              fits=_residual_fits_launch)
     @triton.jit
     def matmul_residual_kernel(
         a_ptr, w_ptr, b_ptr, r_ptr, y_ptr,

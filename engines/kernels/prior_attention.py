@@ -37,25 +37,40 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engines.kernels.support import autotune, dot_block, kernel_op, kernel_runs, power_of_2, tile_configs, tl, triton
+from engines.kernels.support import (
+    FALLBACK_CAPABILITY,
+    autotune,
+    dot_block,
+    kernel_op,
+    kernel_runs,
+    launch_capability,
+    power_of_2,
+    tile_configs,
+    tl,
+    triton,
+)
 
 if triton is not None:
     from engines.kernels.layer_norm import load_rows, normalize
 
 # (BLOCK_M, warps, stages) the autotuner tries: a program holds BLOCK_M whole rows of x (up to
 # 256 channels) in registers through both products. Those with more than ROW_ELEMENTS_PER_THREAD
-# elements of x a thread are left out at a launch (they spill registers on sm_90: a CPU test).
+# elements of x a thread (fewer before Hopper, whose products hold more registers) are left out
+# at a launch: they spill registers (a CPU test compiles the kept tiles for sm_90, sm_80 and sm_87).
 TILES = ((128, 4, 1), (64, 4, 1), (32, 4, 1), (128, 8, 1), (64, 8, 1), (32, 8, 1))
-ROW_ELEMENTS_PER_THREAD = 64
+ROW_ELEMENTS_PER_THREAD = {"hopper": 64, "before hopper": 48}
 
 
-def fits_registers(block_m: int, block_c: int, warps: int) -> bool:
-    """Whether BLOCK_M rows of BLOCK_C channels fit ``warps`` warps' registers (see :data:`TILES`)."""
-    return block_m * block_c <= ROW_ELEMENTS_PER_THREAD * 32 * warps
+def fits_registers(block_m: int, block_c: int, warps: int, capability: int = FALLBACK_CAPABILITY) -> bool:
+    """Whether BLOCK_M rows of BLOCK_C channels fit ``warps`` warps' registers on a card of
+    ``capability`` (see :data:`TILES`)."""
+    per_thread = ROW_ELEMENTS_PER_THREAD["hopper" if capability >= 90 else "before hopper"]
+    return block_m * block_c <= per_thread * 32 * warps
 
 
 def _fits_launch(config: Any, arguments: dict[str, Any]) -> bool:
-    return fits_registers(config.kwargs["BLOCK_M"], arguments["BLOCK_C"], config.num_warps)
+    return fits_registers(config.kwargs["BLOCK_M"], arguments["BLOCK_C"], config.num_warps,
+                          launch_capability(arguments))
 
 
 def padded_columns(heads: int, tokens: int) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -39,6 +39,7 @@ PACKAGED_SUFFIX = "_packaged"
 _packaged_forms_forced = False  # set inside packaged_forms()
 
 FALLBACK_SMS = 132  # an H100 SXM's, where no CUDA device is present (the interpreter, fake tensors on a CPU)
+FALLBACK_CAPABILITY = 90  # an H100's compute capability (major * 10 + minor), where no CUDA device is present
 
 
 def unavailable_reason(device: torch.device | str, dtype: torch.dtype, channels_last: bool) -> str | None:
@@ -112,6 +113,23 @@ def sm_count(device: torch.device) -> int:
     if device.type == "cuda" and torch.cuda.is_available():
         return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
     return FALLBACK_SMS
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_capability(index: int) -> int:
+    major, minor = torch.cuda.get_device_capability(index)
+    return major * 10 + minor
+
+
+def launch_capability(arguments: Mapping[str, Any]) -> int:
+    """The compute capability (major * 10 + minor: 90 H100, 80 A100, 87 Jetson Orin) of the GPU a
+    launch's tensors are on (the current GPU where its arguments hold no tensor, as in a compiler's
+    trace), for the autotuners' rules of what fits a card; :data:`FALLBACK_CAPABILITY` off a GPU."""
+    tensor = next((value for value in arguments.values() if isinstance(value, torch.Tensor)), None)
+    if not torch.cuda.is_available() or (tensor is not None and tensor.device.type != "cuda"):
+        return FALLBACK_CAPABILITY
+    index = tensor.device.index if tensor is not None else None
+    return _cuda_capability(index if index is not None else torch.cuda.current_device())
 
 
 def tma_available(device: torch.device) -> bool:

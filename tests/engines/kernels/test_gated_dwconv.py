@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from triton_cpu import cuda_resources, run_in_interpreter
+from triton_cpu import CAPABILITIES, cuda_resources, fits, run_in_interpreter
 
 from engines.kernels import gated_dwconv as gated
 from engines.kernels.support import DISK_CACHE
@@ -70,23 +70,25 @@ def test_kernel_in_tritons_interpreter_matches_reference():
     assert run_in_interpreter(INTERPRETED).count("ok ") == 16
 
 
-def _compile_for_h100(pairs: int, channels: int, rows: int, warps: int) -> dict[str, int]:
-    """The float16 kernel's resources on sm_90, specialised as a launch on channels-last tensors
-    specialises it (unit channel strides, multiples of 16)."""
+def _resources(pairs: int, channels: int, rows: int, warps: int, capability: int = 90) -> dict[str, int]:
+    """The float16 kernel's resources on sm_``capability``, specialised as a launch on channels-last
+    tensors specialises it (unit channel strides, multiples of 16)."""
     return cuda_resources(gated.gated_dwconv3x3_kernel.fn, ("y_ptr", "w_ptr", "b_ptr", "out_ptr"),
                           {"C": 256, "HAS_BIAS": False, "ROWS": rows, "PAIRS": pairs, "BLOCK_C": channels}, warps,
-                          unaligned=("H", "W"))
+                          unaligned=("H", "W"), capability=capability)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
-def test_no_tile_spills_registers_on_an_h100():
-    """Every tile the autotuner may pick fits sm_90's registers: no stack, no local memory."""
+@pytest.mark.parametrize("capability", CAPABILITIES)
+def test_no_tile_spills_registers(capability):
+    """Every tile the autotuner may pick fits the registers and shared memory of an H100, an A100
+    and a Jetson Orin: no stack, no local memory."""
     for pairs, channels, warps in gated.TILES:
-        usage = _compile_for_h100(pairs, channels, max(gated.STRIP_ROWS), warps)
+        usage = _resources(pairs, channels, max(gated.STRIP_ROWS), warps, capability)
         assert usage["REG"] <= 255, usage
-        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, ((pairs, channels, warps), usage)
+        assert fits(usage, capability), ((pairs, channels, warps), usage)
     # The check can fail: a tile of 8 channels of a pair per thread spills.
-    assert _compile_for_h100(4, 64, 16, 1)["STACK"] > 0
+    assert _resources(4, 64, 16, 1, capability)["STACK"] > 0
 
 
 @pytest.mark.gpu

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from triton_cpu import run_in_interpreter
+from triton_cpu import CAPABILITIES, fits, run_in_interpreter
 
 from engines.kernels import head_gram as gram
 from engines.kernels.support import dot_block, sm_count
@@ -152,8 +152,8 @@ def test_kernel_in_tritons_interpreter_matches_the_reference():
     assert "split 2 last range 76 block 64 contiguous" in printed
 
 
-def _sm90(d: int, block_n: int, warps: int, stages: int, squares: int) -> dict[str, int]:
-    """The kernel compiled for sm_90 as a launch on MDTA's qk specialises it (channel stride 1,
+def _compiled(d: int, block_n: int, warps: int, stages: int, squares: int, capability: int = 90) -> dict[str, int]:
+    """The kernel compiled for sm_``capability`` as a launch on MDTA's qk specialises it (channel stride 1,
     strides and ROWS multiples of 16, N and the head count not): REG, STACK, LOCAL and the shared
     memory in bytes."""
     from bench.kernel_sass import compile_cuda, resources
@@ -163,25 +163,28 @@ def _sm90(d: int, block_n: int, warps: int, stages: int, squares: int) -> dict[s
     compiled = compile_cuda(gram.head_gram_kernel.fn, types,
                             {"stride_c": 1, "D": d, "D_PAD": dot_block(d), "BLOCK_N": block_n, "SQUARES": squares},
                             warps, stages,
-                            aligned=("qk_ptr", "out_ptr", "ROWS", "stride_b", "stride_n"))
+                            aligned=("qk_ptr", "out_ptr", "ROWS", "stride_b", "stride_n"), capability=capability)
     return {**resources(compiled), "shared": compiled.metadata.shared}
 
 
 @needs_triton
-def test_no_tile_spills_registers_or_overflows_shared_memory_on_an_h100():
-    """Every tile the autotuner may pick compiles for sm_90 without spills at the GoPro model's heads
-    (d 48: D_PAD 64; d 96 at the one-head full-resolution levels: D_PAD 128), within an H100's 227 KiB
-    of shared memory a block."""
+@pytest.mark.parametrize("capability", CAPABILITIES)
+def test_no_tile_spills_registers_or_overflows_shared_memory(capability):
+    """Every tile the autotuner may pick compiles for an H100, an A100 and a Jetson Orin without
+    spills at the GoPro model's heads (d 48: D_PAD 64; d 96 at the one-head full-resolution levels:
+    D_PAD 128), within the card's shared memory a block."""
     for d in (48, 96):
         for block_n, warps, stages, squares in gram.TILES:
-            if not gram.fits_registers(dot_block(d), warps):
+            if not gram.fits_registers(dot_block(d), warps, stages, squares, capability):
                 continue
-            usage = _sm90(d, block_n, warps, stages, squares)
-            assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (d, block_n, warps, stages, squares, usage)
-            assert usage["shared"] <= 227 * 1024, (d, block_n, warps, stages, squares, usage)
+            usage = _compiled(d, block_n, warps, stages, squares, capability)
+            assert fits(usage, capability), (d, block_n, warps, stages, squares, usage)
     # The check can fail: the 4-warp tiles left out at D_PAD 128 spill (the accumulators alone are 128
-    # registers a thread and more).
-    assert not gram.fits_registers(128, 4) and _sm90(96, 64, 4, 3, 4)["STACK"] > 0
+    # registers a thread and more), and before Hopper so do the 3-stage and SQUARES 4 tiles of 8 warps.
+    assert not gram.fits_registers(128, 4, 3, 4, capability) and _compiled(96, 64, 4, 3, 4, capability)["STACK"] > 0
+    if capability < 90:
+        assert not gram.fits_registers(128, 8, 3, 3, capability) and _compiled(96, 64, 8, 3, 3, capability)["STACK"] > 0
+    assert any(gram.fits_registers(128, *tile[1:], capability) for tile in gram.TILES)  # D_PAD 128 keeps a tile
 
 
 @pytest.mark.gpu

@@ -76,3 +76,14 @@ def test_autotune_prunes_the_tiles_that_do_not_fit_a_launch():
     assert 0 < len(kept) < len(kernel.configs)
     assert all(prior_attention.fits_registers(c.kwargs["BLOCK_M"], 256, c.num_warps) for c in kept)
     assert len(kernel.early_config_prune(kernel.configs, {"BLOCK_C": 64})) == len(kernel.configs)
+
+
+def test_launch_capability_off_a_gpu_is_the_h100s():
+    """Where a launch's tensors are on no CUDA device (the interpreter, fake tensors on a CPU), the
+    tile rules are those of the H100 the kernels are tuned on."""
+    from engines.kernels.support import FALLBACK_CAPABILITY, launch_capability
+
+    assert FALLBACK_CAPABILITY == 90
+    assert launch_capability({"x_ptr": torch.zeros(2), "M": 4}) == 90
+    if not torch.cuda.is_available():
+        assert launch_capability({"M": 4}) == 90
