@@ -1,7 +1,7 @@
 """What the Triton kernels share: the optional Triton import, when a kernel runs (and why it
-cannot), which form of a kernel's op a trace takes, block sizes, the GPU's SM count and tensor
-memory accelerator, and the autotuners' common setup (the on-disk cache of chosen tiles, pruning
-of tiles that do not fit a launch)."""
+cannot), which form of a kernel's op a trace takes, block sizes, the GPU's SM count, compute
+capability and tensor memory accelerator, and the autotuners' common setup (the on-disk cache of
+chosen tiles, pruning of tiles that do not fit a launch or the card)."""
 from __future__ import annotations
 
 import contextlib
