@@ -160,17 +160,28 @@ def _case_env() -> dict[str, str]:
             "PYTHONFAULTHANDLER": "1"}
 
 
+def _run_case(name: str, args: list[str], timeout: int) -> subprocess.CompletedProcess:
+    """Run a case's script in a process of its own. Where HIDIFF_CASE_LOGS names a folder
+    (bench/gpu_suite.sh sets it), its whole output is also written there as it ends, so that a run
+    cut off before pytest reports still says how each finished case went."""
+    done = subprocess.run([sys.executable, "-c", *args], cwd=REPO, env=_case_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if os.environ.get("HIDIFF_CASE_LOGS"):
+        folder = Path(os.environ["HIDIFF_CASE_LOGS"])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.log").write_text(f"exit {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("op", OPS)
 def test_a_package_runs_the_kernel_as_calling_it_does(op, form):
-    done = subprocess.run([sys.executable, "-c", CASE, op, form], cwd=REPO, env=_case_env(), capture_output=True, text=True,
-                          timeout=900)
+    done = _run_case(f"{op}-{form}", [CASE, op, form], timeout=900)
     assert done.returncode == 0 and f"ok {op} {form}" in done.stdout, done.stdout + done.stderr[-3000:]
 
 
 @pytest.mark.gpu
 def test_packages_with_the_fused_kernels_match_the_engines_they_were_built_from():
-    done = subprocess.run([sys.executable, "-c", GRAPHS], cwd=REPO, env=_case_env(), capture_output=True, text=True,
-                          timeout=1200)
+    done = _run_case("graphs", [GRAPHS], timeout=1200)
     assert done.returncode == 0 and "ok graphs" in done.stdout, done.stdout + done.stderr[-3000:]
