@@ -48,8 +48,9 @@ INTERPRETED = textwrap.dedent("""
     # Partial tiles in every direction (odd width: a pair whose odd column is outside; 11 channels:
     # a partial channel block), strips shorter and longer than the image, strips whose rows are not
     # a multiple of the loop's three; and programs away from every edge, which load without masks.
-    for bias, channels_last, (c, pairs, channels, rows) in itertools.product(
-            (False, True), (True, False), ((11, 4, 16, 4), (11, 8, 8, 16), (16, 2, 8, 5), (16, 2, 16, 7))):
+    # Each tile with and without bias, each of those in one of the two layouts.
+    for (bias, channels_last), (c, pairs, channels, rows) in itertools.product(
+            ((False, True), (True, False)), ((11, 4, 16, 4), (11, 8, 8, 16), (16, 2, 8, 5), (16, 2, 16, 7))):
         b, h, w = 2, 13, 19
         y = torch.randn(b, 2 * c, h, w)
         if channels_last:
@@ -67,7 +68,7 @@ INTERPRETED = textwrap.dedent("""
 def test_kernel_in_tritons_interpreter_matches_reference():
     """The kernel's indexing, masks and row streaming, run by Triton's CPU interpreter
     (TRITON_INTERPRET=1, read when Triton is imported: hence a fresh interpreter process)."""
-    assert run_in_interpreter(INTERPRETED).count("ok ") == 16
+    assert run_in_interpreter(INTERPRETED).count("ok ") == 8
 
 
 def _resources(pairs: int, channels: int, rows: int, warps: int, capability: int = 90) -> dict[str, int]:
