@@ -37,9 +37,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def graph_feeds(model: torch.nn.Module, size: ImageSize, reference: Mapping, device: torch.device) -> dict:
     """The three graphs' inputs at ``size`` (see the module docstring); ``reference``'s LE_DM makes the prior."""
+    from engines.contracts import pad_to_multiple
+    from engines.pipeline import pad_bottom_right
+
     frame = torch.from_numpy(natural_frames(size, 1)[0][..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
-    pad_h, pad_w = -size.height % 8, -size.width % 8
-    blur = torch.nn.functional.pad(frame, (0, pad_w, 0, pad_h), mode="reflect").to(device)
+    blur = pad_bottom_right(frame, pad_to_multiple(size.height), pad_to_multiple(size.width)).to(device)
     prior = reference["le_dm"].infer({"blur": blur})
     cond = next(iter(prior.values()))
     z = torch.randn(cond.shape, generator=torch.Generator().manual_seed(0)).to(device)
@@ -77,14 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows["fp16 kernels, packaged forms"] = (kernels, True)
     with torch.no_grad():
         feeds = graph_feeds(model, args.size, reference, device)
+        wants = {graph: reference[graph].infer(graph_feed) for graph, graph_feed in feeds.items()}
         print(f"model: {source}; size {args.size.width}x{args.size.height}; reference: eager FP32")
         print(f"{'engines':34} {'graph/output':28} {'max |diff|':>11} {'rel RMS':>10} {'PSNR (dB)':>10}")
         for name, (engines, packaged) in rows.items():
             for graph, graph_feed in feeds.items():
-                want = reference[graph].infer(graph_feed)
                 with packaged_forms() if packaged else contextlib.nullcontext():
                     got = engines[graph].infer(graph_feed)
-                for key, value in want.items():
+                for key, value in wants[graph].items():
                     a = agreement(got[key], value)
                     psnr = f"{a['psnr_db']:10.2f}" if graph == "restormer" else f"{'':>10}"
                     print(f"{name:34} {graph + '/' + key:28} {a['max_abs']:11.3e} {a['rel_rms']:10.3e} {psnr}")

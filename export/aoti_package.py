@@ -49,7 +49,6 @@ from engines.aoti_backend import (
 from engines.base import parse_device
 from engines.contracts import GRAPH_NAMES, IMAGE_MULTIPLE, GraphContract, Precision, graph_contracts
 from engines.kernels import support as kernel_support
-from engines.kernels.support import PACKAGED_SUFFIX
 from engines.torch_settings import TorchSettings
 
 if TYPE_CHECKING:
@@ -175,7 +174,7 @@ def compile_package(module: torch.nn.Module, contract: GraphContract, args: tupl
     # through AOTInductor's proxy executor, their Python needed where the package runs.
     ops = {node.target._schema.name for node in program.graph.nodes
            if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
-           and node.target.namespace == "hidiff" and not node.target._schema.name.endswith(PACKAGED_SUFFIX)}
+           and node.target.namespace == "hidiff" and not node.target._schema.name.endswith(kernel_support.PACKAGED_SUFFIX)}
     return tuple(sorted(ops))
 
 
