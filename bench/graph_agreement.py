@@ -67,11 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
     model, source = load_model(model_choice_from_args(args), seed=0)
-    reference = torch_engines(model, device, "fp32", TorchSettings())
     rows: dict[str, tuple[Mapping, bool]] = {}  # name: (engines, packaged forms)
-    if args.backend is not None:
+    if args.backend is not None:  # opened first, as the runtime opens them: before any other CUDA work
         rows[args.backend] = (open_engines(args.backend, model=model, artifacts=args.engines, device=device,
                                            precision=args.precision, strict=True, cuda_graphs=False).engines, False)
+    reference = torch_engines(model, device, "fp32", TorchSettings())
     if device.type == "cuda":
         kernels = torch_engines(model, device, "fp16", TorchSettings.preset("fastest").replace(
             compile_mode=None, cuda_graphs=False))

@@ -11,10 +11,10 @@ aligned channels, in the fastest preset's inductor mode, and with ``fuse_kernels
 kernels. The trace takes each kernel's ``triton_op`` form (``hidiff::NAME_packaged``, see
 ``engines.kernels``), which AOTInductor compiles into the package: no Python runs for them where
 the package runs. A project op still called through AOTInductor's proxy executor is listed in the
-manifest (``custom_ops``) and imported by the backend before the package opens. Off by default
-until packages with the kernels are measured correct on a GPU (tests/export/test_aoti_kernels.py).
-``export/build_engines.py`` writes the dynamic packages alone: per-shape ones ran no faster
-(docs/benchmarks.md).
+manifest (``custom_ops``) and imported by the backend before the package opens.
+``export/build_engines.py`` (:func:`build_machine_packages`) compiles the kernels into the CUDA FP16
+packages and writes a per-shape package at each TensorRT profile's optimum shape (1x720x1280 by
+default), beside the dynamic ones; docs/benchmarks.md has the measurements that chose this.
 
 A package whose manifest matches the model, options, shape, device and torch is reused; a
 missing, foreign, stale or corrupt one is rebuilt, and the report says why. Each package is
@@ -257,8 +257,21 @@ def build_machine_packages(model: "HIDiff", out_dir: str | Path, precision: Prec
                            shapes: Sequence[Sequence[int]] = (), force: bool = False,
                            log: Callable[[str], None] | None = None) -> list[PackageResult]:
     """What ``export/build_engines.py`` writes: CPU FP32 packages everywhere and, where torch sees a
-    CUDA GPU, CUDA packages in ``precision`` (with a package per shape in ``shapes``)."""
+    CUDA GPU, CUDA packages in ``precision`` (with a package per shape in ``shapes``) with the fused
+    Triton kernels compiled in wherever they run (:func:`cuda_kernels_reason`)."""
     results = build_aoti_packages(model, out_dir, "cpu", Precision.FP32, force=force, log=log)
     if torch.cuda.is_available():
-        results += build_aoti_packages(model, out_dir, "cuda", precision, shapes=shapes, force=force, log=log)
+        precision = Precision.parse(precision)
+        reason = cuda_kernels_reason(precision)
+        if reason is not None and log is not None:
+            log(f"CUDA packages without the fused kernels: {reason}")
+        results += build_aoti_packages(model, out_dir, "cuda", precision, shapes=shapes, fuse_kernels=reason is None,
+                                       force=force, log=log)
     return results
+
+
+def cuda_kernels_reason(precision: Precision) -> str | None:
+    """Why CUDA packages in ``precision`` cannot have the fused kernels compiled in: None when they
+    can (Triton is installed and the precision is FP16; see engines.kernels.support)."""
+    dtype = torch.float16 if precision is Precision.FP16 else torch.float32
+    return kernel_support.unavailable_reason(torch.device("cuda"), dtype, channels_last=True)

@@ -12,7 +12,9 @@ Steps:
     1. check flags, output folder, model and libraries (cheapest first), and a requested DLA core
     2. export le_dm, denoise_step, restormer to DIR, checked and compared with PyTorch in
        ONNX Runtime (export.pipeline: all files appear together, or none)
-    3. print the node report; unless --no-aoti, write AOTInductor packages (export.aoti_package)
+    3. print the node report; unless --no-aoti, write AOTInductor packages (export.aoti_package):
+       CPU FP32, and on a GPU machine CUDA packages with the fused Triton kernels compiled in,
+       dynamic and at each profile's optimum shape
     4. unless --no-engines: build TensorRT engines (export.trt_build); where TensorRT or a GPU
        is missing, say which engines were not built and why, and print the trtexec lines
     5. unless --no-engines or --no-compare: Polygraphy compares ONNX Runtime with TensorRT per
@@ -124,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     engines = parser.add_argument_group("TensorRT engines")
     engines.add_argument("--no-engines", action="store_true", help="only export and check the ONNX graphs")
     engines.add_argument("--profile", action="append", default=[], metavar="MIN:OPT:MAX",
-                         help="BxHxW:BxHxW:BxHxW, repeatable (default 1x256x256:1x720x1280:4x1080x1920)")
+                         help="BxHxW:BxHxW:BxHxW, repeatable (default 1x256x256:1x720x1280:4x1080x1920); the CUDA "
+                              "AOTInductor packages get a package of their own at each optimum shape")
     engines.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="N",
                          help="TensorRT builder optimization level 0..5 (default 3)")
     engines.add_argument("--workspace", type=_positive_gib, default=None, metavar="GIB",
@@ -279,8 +282,7 @@ def run(args: argparse.Namespace) -> int:
     precision = Precision.parse(args.precision)
     engine_options = EngineOptions(tuple(args.profile), args.opt_level, args.trt_flavour, args.force,
                                    args.workspace, args.dla_core, args.require_tensorrt, not args.no_compare)
-    if not args.no_engines:
-        check_profiles(engine_options.profiles)
+    check_profiles(engine_options.profiles)  # the packages take their optimum shapes too
     check_output_dir(args.out, args.force)
     check_export_libraries()
     try:
@@ -296,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     # 3. the report
     print(format_table(list(result.reports.values())))
     print(f"wrote {', '.join(p.name for p in result.files.values())}, manifest.json, export_report.json to {result.out_dir}")
-    status = build_aoti(model, result.out_dir, precision, args.force) if args.aoti else EXIT_OK
+    status = build_aoti(model, result.out_dir, precision, engine_options, args.force) if args.aoti else EXIT_OK
     if args.no_engines:
         return status
     # 4. engines
@@ -308,17 +310,28 @@ def run(args: argparse.Namespace) -> int:
     return max(status, built)
 
 
-def build_aoti(model: "HIDiff", out_dir: Path, precision: Precision, force: bool) -> int:
-    """AOTInductor packages beside the graphs (export.aoti_package); 1 if a build failed."""
+def build_aoti(model: "HIDiff", out_dir: Path, precision: Precision, options: EngineOptions, force: bool) -> int:
+    """AOTInductor packages beside the graphs (export.aoti_package), with a CUDA package of its own
+    for each profile's optimum shape; 1 if a build failed."""
     from export.aoti_package import build_machine_packages
 
     print("AOTInductor packages:")
     try:
-        build_machine_packages(model, out_dir, precision, force=force, log=lambda message: print(f"  {message}"))
+        build_machine_packages(model, out_dir, precision, shapes=package_shapes(options.profiles), force=force,
+                               log=lambda message: print(f"  {message}"))
     except (RuntimeError, OSError) as exc:  # torch.export and inductor errors are RuntimeErrors
         print(f"  failed: {_one_line(exc)}")
         return EXIT_CHECK_FAILED
     return EXIT_OK
+
+
+def package_shapes(profiles: Sequence[str]) -> list[tuple[int, int, int]]:
+    """The (batch, height, width) shapes that get CUDA packages of their own: each profile's
+    optimum, padded to the image multiple (the default profile's: 1x720x1280)."""
+    from export import trt_build
+
+    parsed = [trt_build.parse_profile(p) for p in profiles] or [trt_build.DEFAULT_PROFILE]
+    return sorted({profile.padded().opt for profile in parsed})
 
 
 def _one_line(exc: BaseException) -> str:

@@ -207,7 +207,8 @@ def cuda_packages(tmp_path_factory):
     from export.aoti_package import build_aoti_packages
 
     folder = tmp_path_factory.mktemp("aoti-cuda")
-    build_aoti_packages(tiny_model(), folder, "cuda", "fp16", shapes=[(2, 32, 48)], log=print)
+    build_aoti_packages(tiny_model(), folder, "cuda", "fp16", shapes=[(2, 32, 48)], fuse_kernels=True,
+                        log=print)
     return folder
 
 

@@ -9,6 +9,7 @@ the DLA and "TensorRT installed" cases use the stand-ins of tests/export/trt_sta
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ import yaml
 from export_runs import REPO, ExportRuns, export_runs, export_test_config, installed_env, make_model
 from trt_stand_in import TRT_MODULES, cuda_runtime, fake_tensorrt, write_export
 
-from engines.contracts import GRAPH_NAMES, graph_contracts
+from engines.contracts import GRAPH_NAMES, Precision, graph_contracts
 from engines.version import project_version
 from export.build_engines import (
     EXIT_BAD_INPUT,
@@ -31,6 +32,7 @@ from export.build_engines import (
     EngineOptions,
     build_trt_engines,
     main,
+    package_shapes,
 )
 from export.model_source import ModelSource
 
@@ -368,3 +370,16 @@ def test_an_installed_tensorrt_that_cannot_build_exits_3(tmp_path: Path, no_tens
     assert status == EXIT_NO_ENGINES
     assert line.startswith("error: no TensorRT plan was built although a TensorRT module is installed: "
                            "no CUDA GPU to build on")
+
+
+def test_the_cuda_packages_of_their_own_are_the_profiles_optimum_shapes() -> None:
+    assert package_shapes([]) == [(1, 720, 1280)]  # the default profile's
+    assert package_shapes(["1x256x256:2x1078x1918:4x1080x1920", "1x720x1280"]) == [(1, 720, 1280), (2, 1080, 1920)]
+
+
+def test_cuda_packages_say_why_they_go_without_the_fused_kernels() -> None:
+    from export.aoti_package import cuda_kernels_reason
+
+    assert "float32" in cuda_kernels_reason(Precision.FP32)
+    fp16 = cuda_kernels_reason(Precision.FP16)
+    assert (fp16 is None) == (importlib.util.find_spec("triton") is not None), fp16
