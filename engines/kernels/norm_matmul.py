@@ -119,6 +119,13 @@ def _residual_fits_launch(config: Any, arguments: dict[str, Any]) -> bool:
 TMA_BLOCK_N = 64
 TMA_LAUNCHES = ((64, 4, 1), (64, 4, 2), (64, 4, 3), (64, 8, 2), (128, 8, 2), (128, 8, 3))
 
+# The TMA kernel inside AOTInductor packages: traced launches cannot run the hook that sizes the
+# output descriptor, so the tile is BLOCK_M rows, fixed, and the autotuner chooses (warps, stages)
+# among TMA_LAUNCHES' tiles of that height. PACKAGED_TMA says whether packages take this form (else
+# the pointer kernel's).
+PACKAGED_TMA = False
+PACKAGED_TMA_BLOCK_M = 128
+
 
 def _tma_output_block(nargs: dict[str, Any]) -> None:
     nargs["y_desc"].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_N"]]
@@ -180,6 +187,11 @@ if triton is not None:
             acc += tl.load(b_ptr + ns, mask=ns < N, other=0.0).to(tl.float32)[None, :]
             y_desc.store([m0, n0], acc.to(x_ptr.dtype.element_ty))
 
+    # The same kernel for packages: BLOCK_M fixed (the launcher's), no hook.
+    norm_matmul_tma_fixed_kernel = autotune(
+        tile_configs(("num_warps", "num_stages"), [t[1:] for t in TMA_LAUNCHES if t[0] == PACKAGED_TMA_BLOCK_M]),
+        key=["M", "N", "K"])(norm_matmul_tma_kernel.fn)
+
     @autotune(tile_configs(("BLOCK_M", "BLOCK_K", "num_warps", "num_stages"), RESIDUAL_TILES), key=["M", "N", "K"],
               fits=_residual_fits_launch)
     @triton.jit
@@ -240,12 +252,16 @@ if triton is not None:
                                 residual: torch.Tensor) -> torch.Tensor:
         return torch.empty_like(residual, memory_format=torch.channels_last)
 
-    # The packaged forms (engines.kernels.support.PACKAGED_SUFFIX). The norm kernel's TMA form is
-    # not among them: its autotuner sets the output descriptor's block in a pre_hook, which traced
-    # kernels cannot run (pytorch#139059); packages take the pointer form.
+    # The packaged forms (engines.kernels.support.PACKAGED_SUFFIX). The norm kernel's TMA autotuner
+    # sets the output descriptor's block in a pre_hook, which traced kernels cannot run
+    # (pytorch#139059): packages take the pointer form, or with PACKAGED_TMA the TMA kernel at a
+    # fixed tile height.
     @torch.library.triton_op("hidiff::norm_conv1x1_packaged", mutates_args=())
     def _norm_conv1x1_packaged(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                                bias_free: bool) -> torch.Tensor:
+        if PACKAGED_TMA and tma_fits(x, weight_t):
+            return launch_norm_matmul_tma_fixed(torch.library.wrap_triton(norm_matmul_tma_fixed_kernel), x, weight_t,
+                                                bias, eps, bias_free)
         return launch_norm_matmul(torch.library.wrap_triton(norm_matmul_kernel), x, weight_t, bias, eps, bias_free)
 
     @torch.library.triton_op("hidiff::conv1x1_residual_packaged", mutates_args=())
@@ -299,6 +315,28 @@ def launch_norm_matmul_tma(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor,
     kernel[grid](x, w_desc, bias, y_desc, m, n, k, eps, k, BIAS_FREE=bias_free, BLOCK_K=block_k, BLOCK_N=TMA_BLOCK_N,
                  **launch)
     return out
+
+
+def launch_norm_matmul_tma_fixed(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor,
+                                 eps: float, bias_free: bool, **launch: int) -> torch.Tensor:
+    """One launch of the TMA kernel at PACKAGED_TMA_BLOCK_M rows a tile, in a form a trace takes: the
+    descriptors made by ``TensorDescriptor.from_tensor`` (AOTInductor rebuilds them on the host at
+    run time), the output written as an (M, N) matrix and returned as its channels-last view."""
+    b, k, h, w = x.shape
+    n = weight_t.shape[1]
+    x = x.contiguous(memory_format=torch.channels_last)
+    m = b * h * w
+    out = torch.empty((m, n), device=x.device, dtype=x.dtype)
+    block_k = dot_block(k)
+    w_desc = TensorDescriptor.from_tensor(weight_t.contiguous(), [block_k, TMA_BLOCK_N])
+    y_desc = TensorDescriptor.from_tensor(out, [PACKAGED_TMA_BLOCK_M, TMA_BLOCK_N])
+
+    def grid(meta: dict[str, int]) -> tuple[int]:
+        return (triton.cdiv(m, PACKAGED_TMA_BLOCK_M),)
+
+    kernel[grid](x, w_desc, bias, y_desc, m, n, k, eps, k, BIAS_FREE=bias_free, BLOCK_K=block_k, BLOCK_N=TMA_BLOCK_N,
+                 BLOCK_M=PACKAGED_TMA_BLOCK_M, **launch)
+    return out.view(b, h, w, n).permute(0, 3, 1, 2)
 
 
 def launch_matmul_residual(kernel: Any, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
