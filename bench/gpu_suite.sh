@@ -8,7 +8,7 @@
 #   env       nvidia-smi and library versions
 #   tests     the GPU tests (pytest -m gpu; GPU_TESTS names files or folders, default tests;
 #             GPU_TEST_WORKERS=N runs them in N pytest-xdist processes; a test that runs cases in
-#             processes of their own writes each one's output to OUT/cases/NAME.log as it ends)
+#             processes of their own appends each one's output to OUT/cases.log as it ends)
 #   export    fp16 ONNX graphs of the GoPro architecture (random weights, seed 0) in /tmp/gopro_fp16,
 #             TensorRT / TensorRT-RTX plans where a TensorRT module is importable (else the trtexec
 #             lines), and an attempt to load the plans (TensorRT-RTX refuses compute capability 9.0)
@@ -103,8 +103,8 @@ PY
   cat "$out/env.txt"
 fi
 # shellcheck disable=SC2086  # GPU_TESTS is a list of paths; GPU_TEST_WORKERS, optional, adds "-n N"
-# HIDIFF_CASE_LOGS: tests that run cases in processes of their own write each case's output there.
-step tests && HIDIFF_CASE_LOGS="$out/cases" run python3 -m pytest -m gpu -v --durations=30 -p no:cacheprovider \
+# HIDIFF_CASE_LOG: tests that run cases in processes of their own append each case's output to it.
+step tests && HIDIFF_CASE_LOG="$out/cases.log" run python3 -m pytest -m gpu -v --durations=30 -p no:cacheprovider \
   ${GPU_TEST_WORKERS:+-n $GPU_TEST_WORKERS} \
   ${GPU_TESTS:-tests} 2>&1 | tee "$out/pytest_gpu.log"
 if step export; then

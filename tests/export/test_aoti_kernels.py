@@ -166,15 +166,17 @@ def _case_env() -> dict[str, str]:
 
 
 def _run_case(name: str, args: list[str], timeout: int) -> subprocess.CompletedProcess:
-    """Run a case's script in a process of its own. Where HIDIFF_CASE_LOGS names a folder
-    (bench/gpu_suite.sh sets it), its whole output is also written there as it ends, so that a run
-    cut off before pytest reports still says how each finished case went."""
+    """Run a case's script in a process of its own. Where HIDIFF_CASE_LOG names a file
+    (bench/gpu_suite.sh sets it), the case's whole output is appended to it as the case ends (one
+    write, so that concurrent test workers do not interleave), so that a run cut off before pytest
+    reports still says how each finished case went."""
     done = subprocess.run([sys.executable, "-c", *args], cwd=REPO, env=_case_env(), capture_output=True, text=True,
                           timeout=timeout)
-    if os.environ.get("HIDIFF_CASE_LOGS"):
-        folder = Path(os.environ["HIDIFF_CASE_LOGS"])
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}.log").write_text(f"exit {done.returncode}\n{done.stdout}\n{done.stderr}")
+    if os.environ.get("HIDIFF_CASE_LOG"):
+        log = Path(os.environ["HIDIFF_CASE_LOG"])
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as file:
+            file.write(f"=== {name}: exit {done.returncode}\n{done.stdout}\n{done.stderr}\n")
     return done
 
 
