@@ -50,6 +50,7 @@ from engines.base import parse_device
 from engines.contracts import GRAPH_NAMES, IMAGE_MULTIPLE, GraphContract, Precision, graph_contracts
 from engines.kernels import support as kernel_support
 from engines.torch_settings import TorchSettings
+from export.progress import Heartbeat
 
 if TYPE_CHECKING:
     from hidiff.model import HIDiff
@@ -191,12 +192,13 @@ def _check_shapes(shapes: Sequence[Sequence[int]]) -> list[Shape]:
 def build_aoti_packages(model: "HIDiff", out_dir: str | Path, device: str | int | torch.device = "cpu",
                         precision: Precision | str | None = None, shapes: Sequence[Sequence[int]] = (),
                         fuse_kernels: bool = False, force: bool = False, dry_run: bool = False,
-                        log: Callable[[str], None] | None = None) -> list[PackageResult]:
+                        log: Callable[[str], None] | None = None, progress: bool = False) -> list[PackageResult]:
     """Write ``out_dir/GRAPH.DEVICE-PRECISION[.BxHxW].pt2`` and their manifests; see the module
     docstring. ``precision`` defaults to FP16 on CUDA and FP32 on the CPU; ``shapes`` are (batch,
     height, width) sizes that get a package of their own (image graphs only; padded sizes, multiples
     of 8); ``force`` rebuilds what would be reused; ``dry_run`` only says what would be built and why
-    (status "out of date"). Returns one :class:`PackageResult` per package."""
+    (status "out of date"); ``progress`` shows the time spent on each package while it compiles.
+    Returns one :class:`PackageResult` per package."""
     target = parse_device(device)
     if precision is None:
         precision = Precision.FP16 if target.type == "cuda" else Precision.FP32
@@ -237,7 +239,8 @@ def build_aoti_packages(model: "HIDiff", out_dir: str | Path, device: str | int 
         work = Path(tempfile.mkdtemp(prefix=".aoti-build-", dir=out))
         try:
             built = work / "model.pt2"
-            ops = compile_package(modules[graph], contract, args, shape is None, options["inductor"], built)
+            with Heartbeat(f"compiling {path.name}", enabled=progress):
+                ops = compile_package(modules[graph], contract, args, shape is None, options["inductor"], built)
             manifest = PackageManifest.describe(
                 built, graph=graph, device=target.type, precision=precision.value, shape=shape, dynamic=ranges,
                 source_sha256=digest, options=options, target=facts, contract=contract.as_dict(),
@@ -255,18 +258,19 @@ def build_aoti_packages(model: "HIDiff", out_dir: str | Path, device: str | int 
 
 def build_machine_packages(model: "HIDiff", out_dir: str | Path, precision: Precision | str = Precision.FP16,
                            shapes: Sequence[Sequence[int]] = (), force: bool = False,
-                           log: Callable[[str], None] | None = None) -> list[PackageResult]:
+                           log: Callable[[str], None] | None = None, progress: bool = True) -> list[PackageResult]:
     """What ``export/build_engines.py`` writes: CPU FP32 packages everywhere and, where torch sees a
     CUDA GPU, CUDA packages in ``precision`` (with a package per shape in ``shapes``) with the fused
-    Triton kernels compiled in wherever they run (:func:`cuda_kernels_reason`)."""
-    results = build_aoti_packages(model, out_dir, "cpu", Precision.FP32, force=force, log=log)
+    Triton kernels compiled in wherever they run (:func:`cuda_kernels_reason`); ``progress`` shows the
+    time spent on each package while it compiles."""
+    results = build_aoti_packages(model, out_dir, "cpu", Precision.FP32, force=force, log=log, progress=progress)
     if torch.cuda.is_available():
         precision = Precision.parse(precision)
         reason = cuda_kernels_reason(precision)
         if reason is not None and log is not None:
             log(f"CUDA packages without the fused kernels: {reason}")
         results += build_aoti_packages(model, out_dir, "cuda", precision, shapes=shapes, fuse_kernels=reason is None,
-                                       force=force, log=log)
+                                       force=force, log=log, progress=progress)
     return results
 
 

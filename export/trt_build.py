@@ -41,6 +41,7 @@ from engines.contracts import GRAPH_NAMES, GraphContract, ShapeProfile
 from engines.cuda import DeviceInfo, device_properties
 from engines.plan import PlanManifest, PlanRequirements, manifest_path, needs_rebuild, plan_path_for
 from engines.tensorrt_backend import import_tensorrt, trt_version
+from export.progress import Heartbeat
 
 if TYPE_CHECKING:
     import tensorrt as trt_types
@@ -273,28 +274,6 @@ def _make_progress(trt: ModuleType, graph: str) -> Any | None:
     return Progress()
 
 
-class _Heartbeat:
-    """An elapsed-time line while a build runs, for TensorRT versions without IProgressMonitor."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._tick, daemon=True)
-
-    def _tick(self) -> None:
-        with tqdm(desc=self.label, bar_format="{desc}: {elapsed}", dynamic_ncols=True, leave=False) as bar:
-            while not self._done.wait(1.0):
-                bar.refresh()
-
-    def __enter__(self) -> "_Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-
 class _TimingCache:
     """The timing cache file, shared by every graph of one build and saved after each plan."""
 
@@ -369,7 +348,7 @@ def _build_plan(trt: ModuleType, logger: Any, graph: GraphEntry, profiles: Seque
         config.progress_monitor = progress
         plan = builder.build_serialized_network(network, config)
     else:
-        with _Heartbeat(f"{graph.name}: building"):
+        with Heartbeat(f"{graph.name}: building"):
             plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise BuildFailed(f"TensorRT could not build {graph.name!r}; see the errors above and build.log")
