@@ -260,8 +260,8 @@ if triton is not None:
     def _norm_conv1x1_packaged(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                                bias_free: bool) -> torch.Tensor:
         if PACKAGED_TMA and tma_fits(x, weight_t):
-            return launch_norm_matmul_tma_fixed(torch.library.wrap_triton(norm_matmul_tma_fixed_kernel), x, weight_t,
-                                                bias, eps, bias_free)
+            return launch_norm_matmul_tma(torch.library.wrap_triton(norm_matmul_tma_fixed_kernel), x, weight_t, bias,
+                                          eps, bias_free, BLOCK_M=PACKAGED_TMA_BLOCK_M)
         return launch_norm_matmul(torch.library.wrap_triton(norm_matmul_kernel), x, weight_t, bias, eps, bias_free)
 
     @torch.library.triton_op("hidiff::conv1x1_residual_packaged", mutates_args=())
@@ -295,33 +295,12 @@ def tma_fits(x: torch.Tensor, weight_t: torch.Tensor) -> bool:
 
 def launch_norm_matmul_tma(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                            bias_free: bool, **launch: int) -> torch.Tensor:
-    """One launch of the TMA kernel (autotuned, or its ``.fn`` with an explicit ``BLOCK_M`` and
-    optionally ``num_warps`` / ``num_stages``): W^T and the output as tensor descriptors of
-    BLOCK_K x TMA_BLOCK_N and BLOCK_M x TMA_BLOCK_N tiles (the autotuner's hook sets the latter)."""
-    b, k, h, w = x.shape
-    n = weight_t.shape[1]
-    x = x.contiguous(memory_format=torch.channels_last)
-    weight_t = weight_t.contiguous()
-    out = torch.empty((b, n, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    m = b * h * w
-    block_k = dot_block(k)
-    block_m = launch.get("BLOCK_M", TMA_LAUNCHES[0][0])
-    w_desc = TensorDescriptor(weight_t, [k, n], [n, 1], [block_k, TMA_BLOCK_N])
-    y_desc = TensorDescriptor(out.permute(0, 2, 3, 1).reshape(m, n), [m, n], [n, 1], [block_m, TMA_BLOCK_N])
-
-    def grid(meta: dict[str, int]) -> tuple[int]:
-        return (triton.cdiv(m, meta["BLOCK_M"]),)
-
-    kernel[grid](x, w_desc, bias, y_desc, m, n, k, eps, k, BIAS_FREE=bias_free, BLOCK_K=block_k, BLOCK_N=TMA_BLOCK_N,
-                 **launch)
-    return out
-
-
-def launch_norm_matmul_tma_fixed(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor,
-                                 eps: float, bias_free: bool, **launch: int) -> torch.Tensor:
-    """One launch of the TMA kernel at PACKAGED_TMA_BLOCK_M rows a tile, in a form a trace takes: the
-    descriptors made by ``TensorDescriptor.from_tensor`` (AOTInductor rebuilds them on the host at
-    run time), the output written as an (M, N) matrix and returned as its channels-last view."""
+    """One launch of a TMA kernel: the autotuned one (its hook sets the output descriptor's block to
+    the tile), :data:`norm_matmul_tma_fixed_kernel` with ``BLOCK_M=PACKAGED_TMA_BLOCK_M``, or either's
+    ``.fn`` with an explicit ``BLOCK_M`` and optionally ``num_warps`` / ``num_stages``. W^T and the
+    output are descriptors of BLOCK_K x TMA_BLOCK_N and BLOCK_M x TMA_BLOCK_N tiles made by
+    ``TensorDescriptor.from_tensor`` (the form a trace takes: AOTInductor rebuilds them on the host
+    at run time); the output is written as an (M, N) matrix and returned as its channels-last view."""
     b, k, h, w = x.shape
     n = weight_t.shape[1]
     x = x.contiguous(memory_format=torch.channels_last)
@@ -329,13 +308,13 @@ def launch_norm_matmul_tma_fixed(kernel: Any, x: torch.Tensor, weight_t: torch.T
     out = torch.empty((m, n), device=x.device, dtype=x.dtype)
     block_k = dot_block(k)
     w_desc = TensorDescriptor.from_tensor(weight_t.contiguous(), [block_k, TMA_BLOCK_N])
-    y_desc = TensorDescriptor.from_tensor(out, [PACKAGED_TMA_BLOCK_M, TMA_BLOCK_N])
+    y_desc = TensorDescriptor.from_tensor(out, [launch.get("BLOCK_M", TMA_LAUNCHES[0][0]), TMA_BLOCK_N])
 
     def grid(meta: dict[str, int]) -> tuple[int]:
-        return (triton.cdiv(m, PACKAGED_TMA_BLOCK_M),)
+        return (triton.cdiv(m, meta["BLOCK_M"]),)
 
     kernel[grid](x, w_desc, bias, y_desc, m, n, k, eps, k, BIAS_FREE=bias_free, BLOCK_K=block_k, BLOCK_N=TMA_BLOCK_N,
-                 BLOCK_M=PACKAGED_TMA_BLOCK_M, **launch)
+                 **launch)
     return out.view(b, h, w, n).permute(0, 3, 1, 2)
 
 

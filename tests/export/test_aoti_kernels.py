@@ -53,7 +53,8 @@ weights = {
                         half(c)),
 }[op]
 # The one kernel each package launches (the cosine's epilogue adds inductor's kernels).
-kernel = {"norm_conv1x1": "norm_matmul_tma_kernel" if norm_matmul_tma else "norm_matmul_kernel", "conv1x1_residual": "matmul_residual_kernel",
+kernel = {"norm_conv1x1": "norm_matmul_tma_kernel" if norm_matmul_tma else "norm_matmul_kernel",
+          "conv1x1_residual": "matmul_residual_kernel",
           "gated_dwconv3x3": "gated_dwconv3x3_kernel", "head_cosine": None,
           "prior_attention": "prior_attention_kernel"}[op]
 
