@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from bench.inputs import ImageSize, engine_restormer
-from bench.kernel_tables import Column, frame_title, kernel_parser, kernel_table, parse_on_a_gpu, write_results
+from bench.kernel_tables import Column, frame_bench_main, kernel_table, time_forms
 from hidiff.config import HIDiffConfig, preset
 from hidiff.restormer import TransformerBlock
 
@@ -54,10 +54,9 @@ def frame_blocks(config: HIDiffConfig, size: ImageSize,
 
 
 def measure(shapes: Counter[Shape], blocks: dict[Shape, TransformerBlock]) -> list[dict]:
-    from triton.testing import do_bench
-
     from engines.kernels import gdfn_block as gb
     from engines.kernels.fuse import FusedNormBlock
+    from engines.kernels.halo_tiles import halo_block_kernel
 
     rows = []
     torch.manual_seed(0)
@@ -71,13 +70,8 @@ def measure(shapes: Counter[Shape], blocks: dict[Shape, TransformerBlock]) -> li
         expected = gb.gdfn_block_reference(x.float(), *[None if t is None else t.float() for t in weights],
                                            whole.project_in.eps, whole.project_in.bias_free)
         row: dict = {"channels": c, "hidden": whole.w_out_t.shape[0], "height": h, "width": w, "calls_per_frame": count}
-        for name, form in forms.items():
-            with torch.inference_mode():
-                got = form.feed_forward(x)
-                row[f"{name}_max_abs_err"] = (got.float() - expected).abs().max().item()
-                row[f"{name}_ms"] = do_bench(lambda form=form: form.feed_forward(x), warmup=25, rep=100,
-                                             return_mode="median")
-        row["whole_config"] = str(getattr(gb.gdfn_block_kernel, "best_config", "?"))
+        time_forms(row, forms, lambda form: form.feed_forward(x), expected)
+        row["whole_config"] = str(getattr(halo_block_kernel, "best_config", "?"))
         row["whole_GB_per_s"] = 2 * x.numel() * 2 / row["whole_ms"] / 1e6
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -100,13 +94,8 @@ def markdown(rows: list[dict], title: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_on_a_gpu(kernel_parser(__doc__, "gdfn_kernels"), argv)
-    rows = measure(*frame_blocks(preset(args.preset), args.size))
-    title = frame_title("GDFN halves", args)
-    table = markdown(rows, title)
-    print(table)
-    write_results(args.out, "gdfn_kernels", {"title": title, "rows": rows}, table)
-    return 0
+    return frame_bench_main(__doc__, "gdfn_kernels", "GDFN halves",
+                            lambda args: measure(*frame_blocks(preset(args.preset), args.size)), markdown, argv)
 
 
 if __name__ == "__main__":

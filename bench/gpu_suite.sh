@@ -4,7 +4,7 @@
 #   bash bench/gpu_suite.sh OUT [STEP ...]
 #
 # Steps, in this order (default: env tests export latency ortgraph aligned fused norms runtime train compile
-# default; ddp, trainspeed, aoti, agreement, gdfn, counters, compare, profile and demo run when named):
+# default; ddp, trainspeed, aoti, agreement, blocks, counters, compare, profile and demo run when named):
 #   env       nvidia-smi and library versions
 #   tests     the GPU tests (pytest -m gpu; GPU_TESTS names files or folders, default tests;
 #             GPU_TEST_WORKERS=N runs them in N pytest-xdist processes; a test that runs cases in
@@ -48,8 +48,9 @@
 #             AOTI_BUILD_ONLY=1 stops after the build)
 #   agreement bench/graph_agreement.py at 1920x1080: each graph of the FP16 kernels, through their opaque ops and
 #             their packaged forms, and of the packages in AOTI_DIR where present, against eager FP32
-#   gdfn      engines.kernels.gdfn_block's whole feed-forward half against the per-operation kernels at the
-#             shapes of a 1280x720 and a 1920x1080 frame (bench/gdfn_kernels.py)
+#   blocks    the whole-block kernels against the per-operation kernels at the shapes of a 1280x720 and a
+#             1920x1080 frame: engines.kernels.gdfn_block's feed-forward half (bench/gdfn_kernels.py) and
+#             engines.kernels.mdta_block's attention half in two passes (bench/mdta_kernels.py)
 #   counters  Nsight Compute's counters (speed of light, memory, occupancy, warp stalls) of one launch
 #             of each Triton kernel and of cuDNN's depthwise convolution at a 1280x720 frame's largest
 #             shapes (bench/kernel_counters.py)
@@ -216,9 +217,10 @@ if step agreement; then
   ls "$aoti_dir"/*.pt2 >/dev/null 2>&1 && agree=(--weights "$aoti_dir/gopro_random.safetensors" --backend aoti --engines "$aoti_dir")
   run python3 bench/graph_agreement.py "${agree[@]}" --size 1920x1080 --device cuda:0 2>&1 | tee -a "$out/graph_agreement.log"
 fi
-if step gdfn; then
+if step blocks; then
   for size in 1280x720 1920x1080; do
     run python3 bench/gdfn_kernels.py --preset gopro --size $size --out "$out/gdfn_$size" 2>&1 | tail -n 14
+    run python3 bench/mdta_kernels.py --preset gopro --size $size --out "$out/mdta_$size" 2>&1 | tail -n 14
   done
 fi
 if step counters; then

@@ -1,6 +1,7 @@
-"""What the per-kernel benchmarks (bench/dwconv_kernels.py, norm_matmul_kernels.py, gdfn_kernels.py)
-share: their command line (architecture preset, frame size, output folder), the refusal without a
-GPU, the per-frame totals of their tables and the writing of their JSON and Markdown."""
+"""What the per-kernel benchmarks (bench/dwconv_kernels.py, norm_matmul_kernels.py, gdfn_kernels.py,
+mdta_kernels.py) share: their command line (architecture preset, frame size, output folder), the
+refusal without a GPU, the timing of one case's forms, the per-frame totals of their tables and the
+writing of their JSON and Markdown."""
 from __future__ import annotations
 
 import argparse
@@ -79,3 +80,28 @@ def write_results(out: Path | None, stem: str, record: dict[str, Any], table: st
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / f"{stem}.json", json.dumps(record, indent=1))
     write_atomic(out / f"{stem}.md", table)
+
+
+def time_forms(row: dict[str, Any], forms: dict[str, Any], run: Callable[[Any], torch.Tensor],
+               expected: torch.Tensor) -> None:
+    """Into ``row``, for each form: NAME_max_abs_err against ``expected`` and NAME_ms, the median
+    time of ``run(form)`` (triton.testing.do_bench), without autograd."""
+    from triton.testing import do_bench
+
+    for name, form in forms.items():
+        with torch.inference_mode():
+            row[f"{name}_max_abs_err"] = (run(form).float() - expected).abs().max().item()
+            row[f"{name}_ms"] = do_bench(lambda form=form: run(form), warmup=25, rep=100, return_mode="median")
+
+
+def frame_bench_main(doc: str, stem: str, what: str, rows_of: Callable[[argparse.Namespace], list[dict]],
+                     markdown: Callable[[list[dict], str], str], argv: Sequence[str] | None) -> int:
+    """A per-kernel benchmark's command line: parse (on a GPU), measure ``rows_of(args)``, print the
+    table titled ``what`` of one frame, write STEM.json and STEM.md."""
+    args = parse_on_a_gpu(kernel_parser(doc, stem), argv)
+    rows = rows_of(args)
+    title = frame_title(what, args)
+    table = markdown(rows, title)
+    print(table)
+    write_results(args.out, stem, {"title": title, "rows": rows}, table)
+    return 0

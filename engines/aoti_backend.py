@@ -52,7 +52,7 @@ ZIP_MAGIC = b"PK\x03\x04"  # a .pt2 is a zip archive
 # Modules that register the project's custom ops (the fused Triton kernels), imported before a
 # package that calls one of them through AOTInductor's proxy executor is loaded.
 KERNEL_MODULES = ("engines.kernels.gated_dwconv", "engines.kernels.norm_matmul", "engines.kernels.prior_attention",
-                  "engines.kernels.head_gram", "engines.kernels.gdfn_block")
+                  "engines.kernels.head_gram", "engines.kernels.gdfn_block", "engines.kernels.mdta_block")
 # Vector instruction sets of the CPU, narrowest first: a package compiled for one runs on the wider ones.
 CPU_CAPABILITIES = ("DEFAULT", "AVX2", "AVX512")
 

@@ -17,6 +17,7 @@ from torch import nn
 from engines.kernels.gated_dwconv import gated_dwconv3x3
 from engines.kernels.gdfn_block import gdfn_block
 from engines.kernels.head_gram import head_cosine
+from engines.kernels.mdta_block import mdta_apply, mdta_cosine
 from engines.kernels.norm_matmul import conv1x1_residual, norm_conv1x1
 from engines.kernels.prior_attention import fold_prior_attention
 from engines.kernels.prior_attention import prior_attention as fused_prior_attention
@@ -24,7 +25,7 @@ from hidiff.restormer import GDFN, HIM, LayerNorm, TransformerBlock, modulate
 
 
 def fuse_restormer(restormer: nn.Module, *, gates: bool = True, norms: bool = True, prior_attention: bool = True,
-                   head_gram: bool = True, whole_gdfn: bool = False) -> None:
+                   head_gram: bool = True, whole_gdfn: bool = False, whole_mdta: bool = False) -> None:
     """Swap the modules of ``restormer`` (a :class:`~hidiff.restormer.PriorGuidedRestormer`, or any
     module holding its blocks) for their fused forms, in place, with the same weights:
 
@@ -38,6 +39,9 @@ def fuse_restormer(restormer: nn.Module, *, gates: bool = True, norms: bool = Tr
     - ``whole_gdfn``: in the blocks ``norms`` fuses, the whole feed-forward half (LayerNorm, both
       projections, depthwise convolution, gate, residual) as one kernel
       (:func:`~engines.kernels.gdfn_block.gdfn_block`); needs ``norms``;
+    - ``whole_mdta``: in the blocks ``norms`` fuses, the attention half in two kernels that never
+      write q, k or v (:mod:`~engines.kernels.mdta_block`); needs ``norms``, replaces ``head_gram``
+      there;
     - ``prior_attention``: every HIM (the cross-attention to the prior tokens, with its LayerNorm)
       as one kernel (:class:`FusedHIM`).
 
@@ -45,7 +49,7 @@ def fuse_restormer(restormer: nn.Module, *, gates: bool = True, norms: bool = Tr
     before ``torch.compile``. The kernels run where :func:`~engines.kernels.unavailable_reason`
     finds nothing missing.
     """
-    for name, wanted in (("head_gram", head_gram), ("whole_gdfn", whole_gdfn)):
+    for name, wanted in (("head_gram", head_gram), ("whole_gdfn", whole_gdfn), ("whole_mdta", whole_mdta)):
         if wanted and not norms:
             raise ValueError(f"{name}=True runs inside the blocks that norms=True fuses: pass norms=True, or "
                              f"{name}=False")
@@ -53,7 +57,8 @@ def fuse_restormer(restormer: nn.Module, *, gates: bool = True, norms: bool = Tr
         _swap(restormer, lambda m: isinstance(m, GDFN), FusedGateGDFN)
     if norms:  # after the gates: a fused block keeps its GDFN's fused gate
         _swap(restormer, lambda m: isinstance(m, TransformerBlock) and not m.attn.modulated,
-              lambda block: FusedNormBlock(block, head_gram=head_gram, whole_gdfn=whole_gdfn))
+              lambda block: FusedNormBlock(block, head_gram=head_gram, whole_gdfn=whole_gdfn,
+                                           whole_mdta=whole_mdta))
     if prior_attention:
         _swap(restormer, lambda m: isinstance(m, HIM), FusedHIM)
 
@@ -128,11 +133,14 @@ class FusedNormBlock(nn.Module):
     For blocks without the prior's modulation (``attn.modulated`` false). The GDFN may be a
     :class:`FusedGateGDFN`; its convolution and gate are kept. ``head_gram``: MDTA's per-head
     cosines from :func:`~engines.kernels.head_gram.head_cosine`, else as MDTA computes them.
-    ``whole_gdfn``: the feed-forward half as one :func:`~engines.kernels.gdfn_block.gdfn_block`."""
+    ``whole_gdfn``: the feed-forward half as one :func:`~engines.kernels.gdfn_block.gdfn_block`.
+    ``whole_mdta``: the attention half as :func:`~engines.kernels.mdta_block.mdta_cosine` and
+    :func:`~engines.kernels.mdta_block.mdta_apply` (q, k and v never in memory)."""
 
     w_out_t: torch.Tensor  # (HIDDEN, C): the GDFN's output projection, transposed (whole_gdfn only)
 
-    def __init__(self, block: TransformerBlock, head_gram: bool = True, whole_gdfn: bool = False):
+    def __init__(self, block: TransformerBlock, head_gram: bool = True, whole_gdfn: bool = False,
+                 whole_mdta: bool = False):
         super().__init__()
         attn, ffn = block.attn, block.ffn
         if attn.modulated or ffn.modulated:
@@ -144,6 +152,7 @@ class FusedNormBlock(nn.Module):
         self.project_in = NormProjection(block.norm2, ffn.project_in)
         self.head_gram = head_gram
         self.whole_gdfn = whole_gdfn
+        self.whole_mdta = whole_mdta
         if whole_gdfn:  # the kernel's layout of project_out; the per-operation path reads the weight itself
             self.register_buffer("w_out_t", ffn.project_out.weight.detach().flatten(1).t().contiguous())
 
@@ -158,7 +167,14 @@ class FusedNormBlock(nn.Module):
         return self.feed_forward(self.attention(x))
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """x + MDTA(LN1(x)): LN1 inside the qkv projection, the residual inside M v."""
+        """x + MDTA(LN1(x)): LN1 inside the qkv projection, the residual inside M v; with
+        ``whole_mdta`` two kernels that recompute q, k and v inside their tiles."""
+        if self.whole_mdta:
+            norm, conv = self.qkv, self.attn.qkv_dwconv
+            weights = (norm.weight_t, norm.bias, conv.weight, conv.bias)
+            cosine = mdta_cosine(x, *weights, self.attn.num_heads, norm.eps, norm.bias_free)
+            mixing = self.attn.mixing_from_cosine(cosine, x.dtype)
+            return mdta_apply(x, *weights, mixing, self.attn.project_out.bias, norm.eps, norm.bias_free)
         c = x.shape[1]
         qkv = self.attn.qkv_dwconv(self.qkv(x)).flatten(2)  # (B, 3C, H*W)
         qk, v = qkv[:, : 2 * c], qkv[:, 2 * c :]

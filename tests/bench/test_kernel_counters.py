@@ -19,6 +19,6 @@ def test_every_counted_launch_runs(capsys):
     """Each case runs (autotuned, then once inside the profiler range) and is named in order."""
     assert main(["--size", "320x180"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("counted launch:") == 12
+    assert printed.count("counted launch:") == 16
     assert "gated_dwconv3x3 level1 512ch" in printed and "cudnn depthwise level3 576ch" in printed
-    assert "gdfn_block level1 96ch" in printed
+    assert "gdfn_block level1 96ch" in printed and "mdta pass 1 level3 192ch 4 heads" in printed

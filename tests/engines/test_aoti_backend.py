@@ -255,5 +255,6 @@ def test_the_kernel_modules_register_every_op_a_package_may_call():
     kernels = Path(aoti_backend.__file__).parent / "kernels"
     declared = {line.split('"hidiff::')[1].split('"')[0] for path in kernels.glob("*.py")
                 for line in path.read_text().splitlines() if 'custom_op("hidiff::' in line}
-    assert declared >= {"gated_dwconv3x3", "norm_conv1x1", "conv1x1_residual", "head_gram_partials", "prior_attention"}
+    assert declared >= {"gated_dwconv3x3", "norm_conv1x1", "conv1x1_residual", "head_gram_partials", "prior_attention",
+                        "gdfn_block", "mdta_gram_partials", "mdta_apply"}
     assert all(hasattr(torch.ops.hidiff, name) for name in declared), declared

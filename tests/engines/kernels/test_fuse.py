@@ -79,21 +79,23 @@ def test_each_switch_alone_swaps_only_its_modules(switch, kind, original):
         torch.testing.assert_close(fused(*feeds), model(*feeds), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("switch", ["whole_gdfn", "whole_mdta"])
 @pytest.mark.parametrize("norm_kind, bias", [("WithBias", False), ("BiasFree", True)])
-def test_the_whole_gdfn_switch_keeps_the_output(norm_kind, bias):
-    """Float32 on the CPU: gdfn_block's reference in every block that norms=True fuses is the
-    block's own feed-forward half (LN2's affine folded into W_in, the residual added)."""
+def test_the_whole_block_switches_keep_the_output(norm_kind, bias, switch):
+    """Float32 on the CPU: gdfn_block's and mdta_block's references in every block that norms=True
+    fuses are the block's own halves (the LNs' affine folded into the projections, the residuals
+    added, MDTA's softmax folded with its output projection)."""
     model = _restormer(norm_kind, bias)
     fused = copy.deepcopy(model)
-    fuse_restormer(fused, whole_gdfn=True)
+    fuse_restormer(fused, **{switch: True})
     blocks = [b for b in fused.modules() if isinstance(b, FusedNormBlock)]
-    assert blocks and all(b.whole_gdfn for b in blocks)
+    assert blocks and all(getattr(b, switch) for b in blocks)
     feeds = _feeds(model)
     with torch.no_grad():
         torch.testing.assert_close(fused(*feeds), model(*feeds), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("switch", ["head_gram", "whole_gdfn"])
+@pytest.mark.parametrize("switch", ["head_gram", "whole_gdfn", "whole_mdta"])
 def test_a_switch_inside_the_norm_blocks_without_norms_is_refused(switch):
     with pytest.raises(ValueError, match=f"{switch}=True runs inside the blocks that norms=True fuses"):
         fuse_restormer(_restormer(), **{"norms": False, "head_gram": False, switch: True})
@@ -119,14 +121,15 @@ class _OpNames(TorchDispatchMode):
 
 KERNEL_OPS = {"gates": {"hidiff.gated_dwconv3x3"}, "norms": {"hidiff.norm_conv1x1", "hidiff.conv1x1_residual"},
               "head_gram": {"hidiff.head_gram_partials"}, "prior_attention": {"hidiff.prior_attention"},
-              "whole_gdfn": {"hidiff.gdfn_block"}}
-DEFAULT_SWITCHES = {"gates": True, "norms": True, "head_gram": True, "prior_attention": True, "whole_gdfn": False}
+              "whole_gdfn": {"hidiff.gdfn_block"}, "whole_mdta": {"hidiff.mdta_gram_partials", "hidiff.mdta_apply"}}
+DEFAULT_SWITCHES = {"gates": True, "norms": True, "head_gram": True, "prior_attention": True, "whole_gdfn": False,
+                    "whole_mdta": False}
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("switches", [dict(), dict(gates=False), dict(head_gram=False),
                                       dict(norms=False, head_gram=False), dict(prior_attention=False),
-                                      dict(whole_gdfn=True)])
+                                      dict(whole_gdfn=True), dict(whole_mdta=True, head_gram=False)])
 def test_on_the_gpu_the_switched_on_kernels_run(switches):
     """Float16 channels-last CUDA tensors: the model calls the op of every switch that is on and of
     none that is off."""

@@ -1,6 +1,7 @@
-"""The whole GDFN kernel (engines.kernels.gdfn_block): its reference against the Transformer
-block's own feed-forward half, the kernel through Triton's interpreter on the CPU and compiled on
-a GPU, its registers for sm_80, sm_87 and sm_90, and the op's shape for torch.compile."""
+"""The whole GDFN kernel (engines.kernels.gdfn_block, engines.kernels.halo_tiles' kernel with the
+gate): its reference against the Transformer block's own feed-forward half, the kernel through
+Triton's interpreter on the CPU and compiled on a GPU, its registers for sm_80, sm_87 and sm_90,
+and the op's shape for torch.compile."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,6 +11,7 @@ import torch
 from triton_cpu import cuda_resources, run_in_interpreter
 
 from engines.kernels import gdfn_block as gb
+from engines.kernels import halo_tiles as ht
 from engines.kernels.fuse import NormProjection
 from engines.kernels.support import dot_block
 from hidiff.config import RestormerConfig
@@ -55,15 +57,16 @@ def test_bad_shapes_are_refused():
 def test_every_gopro_width_has_an_8_warp_tile_on_every_gpu():
     for channels in (48, 96, 192, 384):
         for hopper in (True, False):
-            assert any(gb.tile_fits(th, tw, bp, dot_block(channels), hopper, chunk)
-                       for th, tw, bp, chunk, warps, _ in gb.TILES if warps == 8), (channels, hopper)
+            assert any(ht.tile_fits(th, tw, bp, dot_block(channels), hopper, chunk)
+                       for th, tw, bp, chunk, warps, _ in ht.TILES if warps == 8), (channels, hopper)
 
 
 INTERPRETED = """
 import torch
 from engines.kernels import gdfn_block as gb
+from engines.kernels import halo_tiles as ht
 
-kernel = gb.gdfn_block_kernel.fn  # the kernel under the autotuner, run with explicit tiles
+kernel = ht.halo_block_kernel.fn  # the kernel under the autotuner, run with explicit tiles
 torch.manual_seed(0)
 # Partial tiles at the right and bottom edges, a partial last chunk of hidden channels (31 of 16 + 16),
 # one partial chunk (21 of 32), channel counts that are not a power of two, both norms; and 143 tiles
@@ -92,12 +95,16 @@ def test_kernel_in_tritons_interpreter_matches_reference():
 def _resources(c: int, th: int, tw: int, block_p: int, chunk: int, warps: int, per_sm: int,
                capability: int) -> dict[str, int]:
     """The float16 kernel's registers and spills on sm_``capability`` at width c (hidden int(2.66 c))."""
+    hidden = int(c * 2.66)
     return cuda_resources(
-        gb.gdfn_block_kernel.fn,
+        ht.halo_block_kernel.fn,
         ("x_ptr", "w_in_ptr", "b_in_ptr", "dw_w_ptr", "dw_b_ptr", "w_out_ptr", "b_out_ptr", "y_ptr", "scratch_ptr"),
-        {"C": c, "HIDDEN": int(c * 2.66), "BLOCK_C": dot_block(c), "BIAS_FREE": False, "HAS_DW_BIAS": False,
-         "HAS_OUT_BIAS": False, "TH": th, "TW": tw, "BLOCK_P": block_p, "CHUNK": chunk, "PER_SM": per_sm},
-        warps, unaligned=("B", "H", "W", "slot_elements"), scalars={"eps": "fp32"}, stages=1, capability=capability)
+        {"C": c, "HIDDEN": hidden, "IN_COLS": 2 * hidden, "IN_OFFSET": 0, "GATE": True, "OUT_PER_IMAGE": False,
+         "BLOCK_C": dot_block(c),
+         "BIAS_FREE": False, "HAS_DW_BIAS": False, "HAS_OUT_BIAS": False, "TH": th, "TW": tw, "BLOCK_P": block_p,
+         "CHUNK": chunk, "PER_SM": per_sm},
+        warps, unaligned=("B", "H", "W", "slot_elements"), scalars={"eps": "fp32"}, stages=1,
+        capability=capability)
 
 
 @needs_triton
@@ -107,9 +114,9 @@ def test_no_tile_spills_registers(capability):
     """Each tile, at the widest GoPro map it takes on the GPU (sm_90 H100, sm_80 A100, sm_87 Jetson
     Orin), compiles without spilling registers; without the tensor memory accelerator."""
     hopper = capability >= 90
-    for tile in gb.TILES:
+    for tile in ht.TILES:
         th, tw, block_p, chunk, warps, _ = tile
-        widths = [c for c in (48, 96, 192, 384) if gb.tile_fits(th, tw, block_p, dot_block(c), hopper, chunk, warps)]
+        widths = [c for c in (48, 96, 192, 384) if ht.tile_fits(th, tw, block_p, dot_block(c), hopper, chunk, warps)]
         if widths:
             usage = _resources(max(widths), *tile, capability)
             assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (capability, max(widths), tile, usage)

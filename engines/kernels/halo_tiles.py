@@ -1,0 +1,252 @@
+"""Halo tiles: the machinery of the whole-block kernels, and the kernel that runs a block's half
+over them.
+
+A 3x3 depthwise convolution of a projected map, dw3x3(W_in LN(x) + b_in), needs each pixel's eight
+neighbours. One program owns a tile of TH x TW pixels of an image and the one-pixel ring around it
+(the halo): it writes the halo tile's normalised x to a scratch slot of its own
+(:func:`normalize_halo`), projects it through columns of W_in into the slot, zero outside the
+image, the depthwise filters' padding (:func:`project_halo`), and runs the depthwise filters at the
+inner pixels from their nine neighbours there (:func:`depthwise_inner`). The projected map never
+reaches memory: a slot is rewritten per tile and chunk of channels, and stays in the L1 and L2
+caches. Shared by :mod:`engines.kernels.gdfn_block` and :mod:`engines.kernels.mdta_block`.
+
+:data:`halo_block_kernel` runs, over a persistent grid of such tiles (a few programs per SM, each
+looping over tiles),
+
+    y = x + W_out f(dw3x3(W_in LN(x) + b_in)) + b_out
+
+over HIDDEN projected channels in chunks of CHUNK: with ``GATE`` f is GDFN's gate,
+gelu(channel j) * channel j + HIDDEN; without, the identity (MDTA's v, with W_out an image's own
+matrix). The chunk's share of W_out f(.) goes to a float32 accumulator that stays in registers.
+Products on the tensor cores in the input's dtype, accumulated in float32; LayerNorm statistics,
+depthwise sums and the gate in float32, as the per-operation kernels compute them. No tensor
+memory accelerator: the kernels compile for sm_80 (A100) and sm_87 (Jetson Orin) as for sm_90.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from engines.kernels.support import autotune, cdiv, dot_block, sm_count, tile_configs, tl, triton
+
+if triton is not None:
+    from engines.kernels.gated_dwconv import gelu
+    from engines.kernels.layer_norm import load_rows, normalize
+
+# The tiles the autotuner tries: (TH, TW, BLOCK_P, CHUNK, warps, programs per SM), one software
+# pipeline stage. A tile's accumulator is TH * TW x C float32 values in registers, so wide maps
+# take small tiles: a launch keeps the tiles whose accumulator and pixel blocks hold at most
+# MAX_TILE_VALUES values (C padded to a power of two), 64 KiB of float32 over the program. Each
+# tile, at the widest map it takes on a GPU, fits its registers without spilling (a CPU test
+# compiles them for sm_80, sm_87 and sm_90): 16 warps (twice the warps an SM has to switch
+# between while products and scratch loads wait) only on Hopper.
+TILES = ((16, 16, 64, 32, 8, 1), (8, 16, 64, 32, 8, 1), (8, 16, 64, 16, 8, 1), (8, 8, 64, 32, 8, 2),
+         (4, 8, 32, 16, 8, 2),
+         (16, 16, 64, 32, 16, 1), (8, 16, 64, 32, 16, 1), (8, 16, 64, 64, 16, 1), (8, 8, 64, 32, 16, 1))
+MAX_TILE_VALUES = 128 * 128
+
+
+def tile_fits(th: int, tw: int, block_p: int, block_c: int, hopper: bool = True, chunk: int = 16,
+              warps: int = 8) -> bool:
+    """Whether a tile of th x tw pixels with BLOCK_P-pixel blocks and CHUNK-channel chunks, run by
+    ``warps`` warps, holds a (padded) width of block_c channels, on a Hopper GPU or
+    (``hopper=False``) an earlier one, where 16 warps and 32-channel chunks of maps of 128
+    channels or more spill registers."""
+    if not hopper and (warps > 8 or (chunk >= 32 and block_c >= 128)):
+        return False
+    return th * tw * block_c <= MAX_TILE_VALUES and block_p * block_c <= MAX_TILE_VALUES
+
+
+def halo_blocks(th: int, tw: int, block_p: int) -> int:
+    """How many BLOCK_P-pixel blocks cover a tile with its one-pixel ring."""
+    return cdiv((th + 2) * (tw + 2), block_p)
+
+
+def slot_size(th: int, tw: int, block_p: int, chunk: int, block_c: int) -> int:
+    """Elements of one program's scratch slot: the halo tile's normalised x, then two chunks of
+    projected channels (a chunk and its gate partners, or q and k)."""
+    return halo_blocks(th, tw, block_p) * block_p * (block_c + 2 * chunk)
+
+
+def is_hopper(x: torch.Tensor) -> bool:
+    """Whether ``x`` is on a Hopper or later GPU (True off a GPU: the interpreter, compilations for sm_90)."""
+    return x.device.type != "cuda" or torch.cuda.get_device_capability(x.device)[0] >= 9
+
+
+def _fits(config: Any, arguments: dict[str, Any]) -> bool:
+    meta = config.kwargs
+    return tile_fits(meta["TH"], meta["TW"], meta["BLOCK_P"], arguments["BLOCK_C"], is_hopper(arguments["x_ptr"]),
+                     meta["CHUNK"], config.num_warps)
+
+
+if triton is not None:
+
+    @triton.jit
+    def halo_pixels(blk, r0, c0, H, W, TH: tl.constexpr, TW: tl.constexpr, BLOCK_P: tl.constexpr):
+        """Block ``blk`` of the halo tile's pixels: their slot index, image row and column, and whether each lies
+        inside the image (and the halo tile)."""
+        q = blk * BLOCK_P + tl.arange(0, BLOCK_P)
+        row = r0 - 1 + q // (TW + 2)
+        col = c0 - 1 + q % (TW + 2)
+        inside = (q < (TH + 2) * (TW + 2)) & (row >= 0) & (row < H) & (col >= 0) & (col < W)
+        return q, row, col, inside
+
+    @triton.jit
+    def normalize_halo(x_image, xhat_slot, r0, c0, H, W, cs, c_ok, eps, C: tl.constexpr, BIAS_FREE: tl.constexpr,
+                       TH: tl.constexpr, TW: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        """LN(x) of the halo tile of the image at ``x_image`` (H, W, C), zeros outside the image, into the slot."""
+        HALO_BLOCKS: tl.constexpr = ((TH + 2) * (TW + 2) + BLOCK_P - 1) // BLOCK_P
+        for blk in range(HALO_BLOCKS):
+            q, row, col, inside = halo_pixels(blk, r0, c0, H, W, TH, TW, BLOCK_P)
+            xr = load_rows(x_image, row * W + col, inside, cs, c_ok, C)
+            tl.store(xhat_slot + q[:, None] * BLOCK_C + cs[None, :],
+                     normalize(xr, c_ok, C, eps, BIAS_FREE).to(xhat_slot.dtype.element_ty))
+
+    @triton.jit
+    def project_halo(xhat_slot, hidden_slot, w_in_ptr, b_in_ptr, cols1, cols2, col_ok, r0, c0, H, W, cs, c_ok,
+                     IN_COLS: tl.constexpr, PAIR: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+                     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, CH: tl.constexpr):
+        """x_hat W_in[:, cols1] + b_in[cols1] over the halo tile, zero outside the image, into the
+        slot's first CH columns; with PAIR, the same of ``cols2`` into the next CH. W_in is (C, IN_COLS)."""
+        HALO_BLOCKS: tl.constexpr = ((TH + 2) * (TW + 2) + BLOCK_P - 1) // BLOCK_P
+        w_mask = c_ok[:, None] & col_ok[None, :]
+        w1 = tl.load(w_in_ptr + cs[:, None] * IN_COLS + cols1[None, :], mask=w_mask, other=0.0)
+        bias1 = tl.load(b_in_ptr + cols1, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        if PAIR:
+            w2 = tl.load(w_in_ptr + cs[:, None] * IN_COLS + cols2[None, :], mask=w_mask, other=0.0)
+            bias2 = tl.load(b_in_ptr + cols2, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        hs = tl.arange(0, CH)
+        for blk in range(HALO_BLOCKS):
+            q, row, col, inside = halo_pixels(blk, r0, c0, H, W, TH, TW, BLOCK_P)
+            a = tl.load(xhat_slot + q[:, None] * BLOCK_C + cs[None, :])
+            # Both products before the stores: a store between them keeps a second copy of ``a`` in
+            # registers (a third more of them at 384 channels).
+            h1 = tl.where(inside[:, None], tl.dot(a, w1) + bias1, 0.0)
+            if PAIR:
+                h2 = tl.where(inside[:, None], tl.dot(a, w2) + bias2, 0.0)
+            dst = hidden_slot + q[:, None] * (2 * CH) + hs[None, :]
+            tl.store(dst, h1.to(hidden_slot.dtype.element_ty))
+            if PAIR:
+                tl.store(dst + CH, h2.to(hidden_slot.dtype.element_ty))
+
+    @triton.jit
+    def depthwise_inner(hidden_slot, dw_w_ptr, dw_b_ptr, cols1, cols2, col_ok, pi, pj, PAIR: tl.constexpr,
+                        HAS_DW_BIAS: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, CH: tl.constexpr):
+        """The depthwise 3x3 filters (dw_w (channels, 9)) of the slot's projected channels ``cols1``
+        (and with PAIR ``cols2``) at the inner pixels (row ``pi``, column ``pj`` of the tile), from
+        their nine neighbours in the slot: float32 (TH * TW, CH) each (the second zeros without PAIR)."""
+        hs = tl.arange(0, CH)
+        d1 = tl.zeros((TH * TW, CH), dtype=tl.float32)
+        d2 = tl.zeros((TH * TW, CH), dtype=tl.float32)
+        for t in range(9):  # a loop, not unrolled: 18 tiles of loads in flight would spill registers
+            src = hidden_slot + ((pi + t // 3) * (TW + 2) + pj + t % 3)[:, None] * (2 * CH) + hs[None, :]
+            tap1 = tl.load(dw_w_ptr + cols1 * 9 + t, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+            if PAIR:
+                tap2 = tl.load(dw_w_ptr + cols2 * 9 + t, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+            d1 += tl.load(src).to(tl.float32) * tap1
+            if PAIR:
+                d2 += tl.load(src + CH).to(tl.float32) * tap2
+        if HAS_DW_BIAS:
+            d1 += tl.load(dw_b_ptr + cols1, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+            if PAIR:
+                d2 += tl.load(dw_b_ptr + cols2, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        return d1, d2
+
+    @autotune(tile_configs(("TH", "TW", "BLOCK_P", "CHUNK", "num_warps", "PER_SM", "num_stages"),
+                           [(*tile, 1) for tile in TILES]), key=["H", "W", "C", "HIDDEN", "GATE"], fits=_fits)
+    @triton.jit
+    def halo_block_kernel(
+        x_ptr, w_in_ptr, b_in_ptr, dw_w_ptr, dw_b_ptr, w_out_ptr, b_out_ptr, y_ptr, scratch_ptr,
+        B, H, W, eps, slot_elements,
+        C: tl.constexpr, HIDDEN: tl.constexpr, IN_COLS: tl.constexpr, IN_OFFSET: tl.constexpr, GATE: tl.constexpr,
+        OUT_PER_IMAGE: tl.constexpr,
+        BLOCK_C: tl.constexpr, BIAS_FREE: tl.constexpr, HAS_DW_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
+        TH: tl.constexpr, TW: tl.constexpr, BLOCK_P: tl.constexpr, CHUNK: tl.constexpr, PER_SM: tl.constexpr,
+    ):
+        # x and y (B, H, W, C) contiguous; w_in (C, IN_COLS), b_in, dw_b (IN_COLS,), dw_w (IN_COLS, 9);
+        # projected channel j < HIDDEN is column IN_OFFSET + j, its gate partner IN_OFFSET + HIDDEN + j;
+        # w_out (HIDDEN, C), or with OUT_PER_IMAGE (B, HIDDEN, C). PER_SM only sizes the grid (the launcher's).
+        HALO_BLOCKS: tl.constexpr = ((TH + 2) * (TW + 2) + BLOCK_P - 1) // BLOCK_P
+        dtype = x_ptr.dtype.element_ty
+        tiles_w = tl.cdiv(W, TW)
+        tiles_per_image = tl.cdiv(H, TH) * tiles_w
+        cs = tl.arange(0, BLOCK_C)
+        c_ok = cs < C
+        hs = tl.arange(0, CHUNK)
+        xhat_slot = scratch_ptr + tl.program_id(0).to(tl.int64) * slot_elements
+        hidden_slot = xhat_slot + HALO_BLOCKS * BLOCK_P * BLOCK_C
+        p = tl.arange(0, TH * TW)  # the inner pixels, row by row
+        pi = p // TW
+        pj = p % TW
+        out_bias = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        if HAS_OUT_BIAS:
+            out_bias = tl.load(b_out_ptr + cs, mask=c_ok, other=0.0).to(tl.float32)
+        for tile in range(tl.program_id(0), B * tiles_per_image, tl.num_programs(0)):
+            batch = tile // tiles_per_image
+            image = batch.to(tl.int64) * H * W * C
+            r0 = (tile % tiles_per_image) // tiles_w * TH
+            c0 = (tile % tiles_w) * TW
+            normalize_halo(x_ptr + image, xhat_slot, r0, c0, H, W, cs, c_ok, eps, C, BIAS_FREE, TH, TW, BLOCK_P,
+                           BLOCK_C)
+            tl.debug_barrier()
+            acc = tl.zeros((TH * TW, BLOCK_C), dtype=tl.float32)
+            w_out_image = w_out_ptr
+            if OUT_PER_IMAGE:
+                w_out_image += batch * (HIDDEN * C)
+            for j0 in range(0, HIDDEN, CHUNK):
+                js = j0 + hs
+                j_ok = js < HIDDEN
+                project_halo(xhat_slot, hidden_slot, w_in_ptr, b_in_ptr, IN_OFFSET + js, IN_OFFSET + HIDDEN + js, j_ok,
+                             r0, c0, H, W, cs, c_ok, IN_COLS, GATE, TH, TW, BLOCK_P, BLOCK_C, CHUNK)
+                tl.debug_barrier()
+                d1, d2 = depthwise_inner(hidden_slot, dw_w_ptr, dw_b_ptr, IN_OFFSET + js, IN_OFFSET + HIDDEN + js, j_ok,
+                                         pi, pj, GATE, HAS_DW_BIAS, TH, TW, CHUNK)
+                tl.debug_barrier()  # the next chunk rewrites the slot
+                if GATE:
+                    g = gelu(d1) * d2
+                else:
+                    g = d1
+                w_o = tl.load(w_out_image + js[:, None] * C + cs[None, :], mask=j_ok[:, None] & c_ok[None, :],
+                              other=0.0)
+                acc = tl.dot(g.to(dtype), w_o, acc)
+            # The residual and the bias; the inner pixels inside the image are stored.
+            row = r0 + pi
+            col = c0 + pj
+            mask = ((row < H) & (col < W))[:, None] & c_ok[None, :]
+            offsets = image + (row * W + col).to(tl.int64)[:, None] * C + cs[None, :]
+            y = acc + out_bias[None, :] + tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+            tl.store(y_ptr + offsets, y.to(dtype), mask=mask)
+
+
+def launch_halo_block(kernel: Any, x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,
+                      dw_bias: torch.Tensor | None, w_out_t: torch.Tensor, b_out: torch.Tensor | None, eps: float,
+                      bias_free: bool, hidden: int, in_offset: int, gate: bool, **tile: int) -> torch.Tensor:
+    """One launch of ``kernel`` (the autotuned :data:`halo_block_kernel`, wrapped or not, or its
+    ``.fn`` with an explicit ``tile``): w_in_t (C, IN_COLS), b_in (IN_COLS,), dw_weight
+    (IN_COLS, 1, 3, 3), w_out_t (hidden, C) shared or (B, hidden, C) per image. x is read
+    channels-last (copied first if it is not), the result is written channels-last."""
+    b, c, h, w = x.shape
+    block_c = dot_block(c)
+    x = x.contiguous(memory_format=torch.channels_last)
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    tiles = [dict(zip(("TH", "TW", "BLOCK_P", "CHUNK"), t[:4], strict=True)) | {"PER_SM": t[5]} for t in TILES]
+    candidates = [tile] if tile else [t for t in tiles if tile_fits(t["TH"], t["TW"], t["BLOCK_P"], block_c)]  # a superset
+    if not candidates:
+        raise ValueError(f"halo_block: no tile holds {c} channels")
+    slot = max(slot_size(t["TH"], t["TW"], t["BLOCK_P"], t["CHUNK"], block_c) for t in candidates)
+    programs = sm_count(x.device) * max(t["PER_SM"] for t in candidates)
+    scratch = torch.empty(programs * slot, device=x.device, dtype=x.dtype)
+    w_out_t = w_out_t.contiguous()
+
+    def grid(meta: dict[str, int]) -> tuple[int]:
+        tiles_total = b * cdiv(h, meta["TH"]) * cdiv(w, meta["TW"])
+        return (min(tiles_total, sm_count(x.device) * meta["PER_SM"]),)
+
+    kernel[grid](x, w_in_t.contiguous(), b_in.contiguous(), dw_weight.reshape(-1, 9).contiguous(),
+                 dw_bias if dw_bias is not None else b_in, w_out_t, b_out if b_out is not None else b_in,
+                 out, scratch, b, h, w, eps, slot,
+                 C=c, HIDDEN=hidden, IN_COLS=w_in_t.shape[1], IN_OFFSET=in_offset, GATE=gate,
+                 OUT_PER_IMAGE=w_out_t.dim() == 3, BLOCK_C=block_c,
+                 BIAS_FREE=bias_free, HAS_DW_BIAS=dw_bias is not None, HAS_OUT_BIAS=b_out is not None, **tile)
+    return out
