@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engines.kernels.halo_tiles import launch_halo_block
+from engines.kernels.halo_tiles import launch_halo_block, width_fits
 from engines.kernels.support import kernel_op, kernel_runs, triton
 
 if triton is not None:
@@ -90,8 +90,8 @@ def gdfn_block(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_wei
     and b_in (2 * HIDDEN,) with LN's affine folded in, dw_weight (2 * HIDDEN, 1, 3, 3), dw_bias
     (2 * HIDDEN,) or None, w_out_t (HIDDEN, C), b_out (C,) or None.
 
-    One Triton kernel on float16/bfloat16 CUDA tensors (channels-last x is read in place), the
-    PyTorch reference elsewhere. Returns (B, C, H, W) in x's dtype, channels-last on CUDA."""
+    One Triton kernel on float16/bfloat16 CUDA tensors up to 512 channels (channels-last x is read in
+    place), the PyTorch reference elsewhere. Returns (B, C, H, W) in x's dtype, channels-last on CUDA."""
     c = x.shape[1] if x.dim() == 4 else -1
     hidden = w_out_t.shape[0] if w_out_t.dim() == 2 else -1
     if (c < 0 or hidden < 0 or tuple(w_in_t.shape) != (c, 2 * hidden) or tuple(b_in.shape) != (2 * hidden,)
@@ -99,6 +99,6 @@ def gdfn_block(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_wei
         raise ValueError(f"gdfn_block expects x (B, C, H, W), w_in_t (C, 2H), b_in (2H,), dw_weight (2H, 1, 3, 3) "
                          f"and w_out_t (H, C), got {tuple(x.shape)}, {tuple(w_in_t.shape)}, {tuple(b_in.shape)}, "
                          f"{tuple(dw_weight.shape)} and {tuple(w_out_t.shape)}")
-    if not kernel_runs(x, w_in_t, w_out_t):
+    if not kernel_runs(x, w_in_t, w_out_t) or not width_fits(c):
         return gdfn_block_reference(x, w_in_t, b_in, dw_weight, dw_bias, w_out_t, b_out, eps, bias_free)
     return kernel_op("gdfn_block")(x, w_in_t, b_in, dw_weight, dw_bias, w_out_t, b_out, float(eps), bool(bias_free))

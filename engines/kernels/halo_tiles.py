@@ -58,6 +58,12 @@ def tile_fits(th: int, tw: int, block_p: int, block_c: int, hopper: bool = True,
     return th * tw * block_c <= MAX_TILE_VALUES and block_p * block_c <= MAX_TILE_VALUES
 
 
+def width_fits(channels: int) -> bool:
+    """Whether some tile of :data:`TILES` holds a map of ``channels`` channels (up to 512: wider
+    maps take the PyTorch references)."""
+    return any(tile_fits(t[0], t[1], t[2], dot_block(channels)) for t in TILES)
+
+
 def halo_blocks(th: int, tw: int, block_p: int) -> int:
     """How many BLOCK_P-pixel blocks cover a tile with its one-pixel ring."""
     return cdiv((th + 2) * (tw + 2), block_p)

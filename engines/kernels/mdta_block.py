@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engines.kernels.halo_tiles import halo_blocks, launch_halo_block
+from engines.kernels.halo_tiles import halo_blocks, launch_halo_block, width_fits
 from engines.kernels.head_gram import head_gram_partials_to_cosine
 from engines.kernels.support import (
     autotune,
@@ -276,11 +276,12 @@ def mdta_cosine(x: torch.Tensor, w_qkv_t: torch.Tensor, b_qkv: torch.Tensor, dw_
     """Pass 1: cos(q_h, k_h) per head, (B, heads, d, d) float32, of q, k = dw3x3(W_qkv LN(x) + b_qkv)
     for x (B, C, H, W), w_qkv_t (C, 3C) with LN's affine folded in, b_qkv (3C,), dw_weight
     (3C, 1, 3, 3), dw_bias (3C,) or None. One Triton kernel and :mod:`engines.kernels.head_gram`'s
-    epilogue on float16/bfloat16 CUDA tensors, the PyTorch reference elsewhere."""
+    epilogue on float16/bfloat16 CUDA tensors whose widths a tile of :data:`GRAM_TILES` holds (heads
+    up to 64 channels), the PyTorch reference elsewhere."""
     c = _check_shapes(x, w_qkv_t, b_qkv, dw_weight)
     if heads < 1 or c % heads:
         raise ValueError(f"mdta_block: {heads} heads do not divide {c} channels")
-    if not kernel_runs(x, w_qkv_t):
+    if not kernel_runs(x, w_qkv_t) or not any(gram_tile_fits(*t, dot_block(c), dot_block(c // heads)) for t in GRAM_TILES):
         return mdta_cosine_reference(x, w_qkv_t, b_qkv, dw_weight, dw_bias, heads, eps, bias_free)
     return head_gram_partials_to_cosine(
         kernel_op("mdta_gram_partials")(x, w_qkv_t, b_qkv, dw_weight, dw_bias, int(heads), float(eps), bool(bias_free)))
@@ -291,12 +292,12 @@ def mdta_apply(x: torch.Tensor, w_qkv_t: torch.Tensor, b_qkv: torch.Tensor, dw_w
                bias_free: bool = False) -> torch.Tensor:
     """Pass 2: x + M v + b_out, v the last C channels of dw3x3(W_qkv LN(x) + b_qkv) (arguments as
     :func:`mdta_cosine`'s), M = ``mixing`` (B, C, C) in x's dtype, b_out (C,) or None. One Triton
-    kernel on float16/bfloat16 CUDA tensors, the PyTorch reference elsewhere; (B, C, H, W) in
-    x's dtype, channels-last on CUDA."""
+    kernel on float16/bfloat16 CUDA tensors up to 512 channels, the PyTorch reference elsewhere;
+    (B, C, H, W) in x's dtype, channels-last on CUDA."""
     c = _check_shapes(x, w_qkv_t, b_qkv, dw_weight)
     if tuple(mixing.shape) != (x.shape[0], c, c):
         raise ValueError(f"mdta_block expects the mixing matrices (B, C, C) = {(x.shape[0], c, c)}, got "
                          f"{tuple(mixing.shape)}")
-    if not kernel_runs(x, w_qkv_t, mixing):
+    if not kernel_runs(x, w_qkv_t, mixing) or not width_fits(c):
         return mdta_apply_reference(x, w_qkv_t, b_qkv, dw_weight, dw_bias, mixing, b_out, eps, bias_free)
     return kernel_op("mdta_apply")(x, w_qkv_t, b_qkv, dw_weight, dw_bias, mixing, b_out, float(eps), bool(bias_free))

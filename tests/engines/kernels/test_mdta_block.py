@@ -64,9 +64,12 @@ def test_bad_shapes_are_refused():
                       1e-5)
 
 
-def test_every_gopro_width_has_a_pass_1_tile():
-    for channels in (48, 96, 192, 384):
+def test_every_gopro_width_has_a_tile_and_wider_ones_take_the_references():
+    for channels in (48, 96, 192, 384):  # heads of 48 channels
         assert any(mb.gram_tile_fits(*tile, dot_block(channels), dot_block(48)) for tile in mb.GRAM_TILES), channels
+        assert ht.width_fits(channels)
+    assert not any(mb.gram_tile_fits(*tile, dot_block(96), dot_block(96)) for tile in mb.GRAM_TILES)
+    assert not ht.width_fits(1024)
 
 
 INTERPRETED = """
