@@ -311,13 +311,14 @@ def _signal_when_writing(dst: Path, signum: int, pid: int, timeout: float = 120)
 def test_signal_abandons_the_file_removes_its_temporary_and_prints_the_summary(tmp_path, weights, capsys,
                                                                                signum, status):
     src, dst = _long_video(tmp_path), tmp_path / "sharp.avi"
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # SIG_IGN in a background job
     watcher = _signal_when_writing(dst, signum, os.getpid())
     code, out, err = _run(capsys, src, dst, "--weights", weights)
     watcher.join()
     assert code == status, out + err
     assert f"interrupted by {signal.Signals(signum).name}; long.avi abandoned" in out and "done: 0" in out
     assert not dst.exists() and io.temporaries_of(dst) == []
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers given back
 
 
 def _cli(*argv: object) -> subprocess.Popen:
