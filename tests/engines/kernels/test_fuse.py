@@ -142,6 +142,22 @@ def test_on_the_gpu_the_switched_on_kernels_run(switches):
         assert (ops <= called.names) is switches.get(switch, DEFAULT_SWITCHES[switch]), (switch, sorted(called.names))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("switch", ["whole_gdfn", "whole_mdta"])
+def test_the_whole_block_kernels_keep_the_fp16_restormers_output(switch):
+    """The whole-block kernels (no preset takes them) in every block that norms=True fuses, against
+    the same float16 channels-last Restormer without fused kernels."""
+    model = _restormer().to("cuda", torch.float16).to(memory_format=torch.channels_last)
+    fused = copy.deepcopy(model)
+    fuse_restormer(fused, **{switch: True})
+    blur, prior = (t.half() for t in _feeds(model, device="cuda"))
+    blur = blur.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got, expected = fused(blur, prior), model(blur, prior)
+    assert torch.isfinite(got).all()
+    assert (got.float() - expected.float()).abs().max().item() < 1e-2  # two float16 computations
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_the_torch_backend_refuses_fused_kernels_on_the_cpu():
     for field in ("fuse_gdfn_gate", "fuse_block_norms", "fuse_prior_attention"):
@@ -210,9 +226,8 @@ def test_fused_him_compiles_without_graph_breaks():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("fuse_gates, fuse_norms, whole_gdfn", [(True, False, False), (False, True, False),
-                                                              (True, True, False), (True, True, True)])
-def test_fused_fp16_restormer_matches_the_unfused_one(fuse_gates, fuse_norms, whole_gdfn):
+@pytest.mark.parametrize("fuse_gates, fuse_norms", [(True, False), (False, True), (True, True)])
+def test_fused_fp16_restormer_matches_the_unfused_one(fuse_gates, fuse_norms):
     model = HIDiff(tiny_config()).eval()
     with torch.no_grad():  # non-trivial norms
         for module in model.restormer.modules():
@@ -221,11 +236,10 @@ def test_fused_fp16_restormer_matches_the_unfused_one(fuse_gates, fuse_norms, wh
     plain_settings = TorchSettings.preset("channels-last")
     plain = torch_engines(model, "cuda:0", "fp16", plain_settings)["restormer"]
     fused_settings = plain_settings.replace(fuse_gdfn_gate=fuse_gates, fuse_block_norms=fuse_norms,
-                                            fuse_prior_attention=fuse_norms, fuse_whole_gdfn=whole_gdfn)
+                                            fuse_prior_attention=fuse_norms)
     fused = torch_engines(model, "cuda:0", "fp16", fused_settings)["restormer"]
     assert (_count(fused.module, FusedGateGDFN) > 0) is fuse_gates
     assert (_count(fused.module, FusedNormBlock) > 0) is fuse_norms and (_count(fused.module, FusedHIM) > 0) is fuse_norms
-    assert all(b.whole_gdfn is whole_gdfn for b in fused.module.modules() if isinstance(b, FusedNormBlock))
     assert _count(plain.module, FusedGateGDFN) + _count(plain.module, FusedNormBlock) == 0
     feeds = {"blur": torch.rand(1, 3, 48, 80, device="cuda"), "prior": torch.randn(1, *model.prior_shape, device="cuda")}
     got, expected = fused.infer(feeds)["sharp"], plain.infer(feeds)["sharp"]
