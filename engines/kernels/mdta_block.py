@@ -19,10 +19,11 @@ the depthwise filters, and read them back. Here:
 - pass 2: :data:`engines.kernels.halo_tiles.halo_block_kernel` without the gate recomputes v inside
   each tile and adds M v + b_out to x.
 
-x is read three times (twice by pass 1's heads where several share a tile, through the L2 cache)
-and the result written once. Float16/bfloat16 products on the tensor cores, float32 sums; q and k
-rounded to the input's dtype before their products, as the per-operation kernels store them.
-``fuse_restormer(whole_mdta=True)`` runs the blocks it fuses this way. The ops are
+Pass 1 reads x once per head (the heads of a tile share it through the L2 cache), pass 2 once
+more, and the result is written once. Float16/bfloat16 products on the tensor cores, float32
+sums; q and k rounded to the input's dtype before their products, as the per-operation kernels
+store them. ``fuse_restormer(whole_mdta=True)`` runs the blocks it fuses this way (no preset does,
+until the two passes are faster than the per-operation kernels: docs/benchmarks.md). The ops are
 ``torch.library.custom_op``s that ``torch.compile`` calls as opaque operations, and ``triton_op``s
 (``*_packaged``) that AOTInductor compiles into packages.
 """
