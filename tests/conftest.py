@@ -27,12 +27,22 @@ def tiny_model():
     return HIDiff(tiny_config()).eval()
 
 
+# The session fixtures that build for minutes on 2 cores: the embedded model's CPU packages
+# (tests/export/test_aoti_package.py) and the export tests' shared ONNX exports (``runs``,
+# tests/export/export_runs.py). The tests that use them share one pytest-xdist group, so that with
+# ``-n 2 --dist loadgroup`` one worker builds each once while the other runs the rest of the suite.
+SHARED_BUILDS = ("embedded_cpu_packages", "runs")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     # GPU tests skip only when no GPU is present; on the lent H100 they run.
     skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none is present")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+        if any(name in getattr(item, "fixturenames", ()) for name in SHARED_BUILDS):
+            item.add_marker(pytest.mark.xdist_group("shared_builds"))
 
 
 @pytest.fixture(autouse=True)

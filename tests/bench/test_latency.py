@@ -103,6 +103,7 @@ def test_schema_rejects_a_report_without_a_percentile(run):
         report.validate_report(broken)
 
 
+@pytest.mark.xdist_group("shared_builds")  # the worker that makes the shared export (tests/conftest.py)
 def test_onnxruntime_cpu_matches_torch(tmp_path, tmp_path_factory):
     """ONNX Runtime on the CPU, on the graphs the export tests export once per session
     (tests/export/export_runs.py): exporting costs minutes on two cores, so it is shared, and this
