@@ -20,11 +20,9 @@ from typing import Sequence
 import torch
 
 from bench.inputs import ImageSize, engine_restormer
-from bench.kernel_tables import Column, frame_bench_main, kernel_table, time_forms
+from bench.kernel_tables import Column, Shape, channels_last_maps, frame_bench_main, kernel_table, time_forms
 from hidiff.config import HIDiffConfig, preset
 from hidiff.restormer import TransformerBlock
-
-Shape = tuple[int, int, int]  # channels, height, width
 
 
 def frame_blocks(config: HIDiffConfig, size: ImageSize,
@@ -59,10 +57,8 @@ def measure(shapes: Counter[Shape], blocks: dict[Shape, TransformerBlock]) -> li
     from engines.kernels.halo_tiles import halo_block_kernel
 
     rows = []
-    torch.manual_seed(0)
-    for (c, h, w), count in sorted(shapes.items(), key=lambda item: -item[0][0] * item[0][1] * item[0][2]):
+    for (c, h, w), count, x in channels_last_maps(shapes):
         forms = {"per_op": FusedNormBlock(blocks[(c, h, w)]), "whole": FusedNormBlock(blocks[(c, h, w)], whole_gdfn=True)}
-        x = torch.randn(1, c, h, w, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
         whole = forms["whole"]
         conv = whole.ffn.dwconv
         weights = (whole.project_in.weight_t, whole.project_in.bias, conv.weight, conv.bias, whole.w_out_t,

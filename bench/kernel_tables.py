@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,6 +37,18 @@ def frame_title(what: str, args: argparse.Namespace) -> str:
     """``what`` of one frame, with the preset, layout, GPU and torch version."""
     return (f"{what} of one {args.size.label} frame, {args.preset} preset, FP16 channels-last, "
             f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+
+
+Shape = tuple[int, int, int]  # channels, height, width
+
+
+def channels_last_maps(shapes: Mapping[Shape, int]) -> Iterator[tuple[Shape, int, torch.Tensor]]:
+    """For each (channels, height, width) of ``shapes`` (how often a frame runs it), largest first:
+    the shape, its count and a random float16 channels-last CUDA map of it (seed 0 for the first)."""
+    torch.manual_seed(0)
+    for (c, h, w), count in sorted(shapes.items(), key=lambda item: -item[0][0] * item[0][1] * item[0][2]):
+        yield (c, h, w), count, torch.randn(1, c, h, w, device="cuda", dtype=torch.float16).contiguous(
+            memory_format=torch.channels_last)
 
 
 def per_frame_totals(rows: Sequence[dict], names: Sequence[str]) -> list[float]:

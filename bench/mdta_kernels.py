@@ -19,8 +19,8 @@ from typing import Sequence
 
 import torch
 
-from bench.gdfn_kernels import Shape, frame_blocks
-from bench.kernel_tables import Column, frame_bench_main, kernel_table, time_forms
+from bench.gdfn_kernels import frame_blocks
+from bench.kernel_tables import Column, Shape, channels_last_maps, frame_bench_main, kernel_table, time_forms
 from hidiff.config import preset
 from hidiff.restormer import TransformerBlock
 
@@ -31,11 +31,9 @@ def measure(shapes: Counter[Shape], blocks: dict[Shape, TransformerBlock]) -> li
     from engines.kernels.halo_tiles import halo_block_kernel
 
     rows = []
-    torch.manual_seed(0)
-    for (c, h, w), count in sorted(shapes.items(), key=lambda item: -item[0][0] * item[0][1] * item[0][2]):
+    for (c, h, w), count, x in channels_last_maps(shapes):
         block = blocks[(c, h, w)]
         forms = {"per_op": FusedNormBlock(block), "two_pass": FusedNormBlock(block, whole_mdta=True)}
-        x = torch.randn(1, c, h, w, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
         fused = forms["two_pass"]
         norm, conv, attn = fused.qkv, fused.attn.qkv_dwconv, fused.attn
         floats = [None if t is None else t.float() for t in (norm.weight_t, norm.bias, conv.weight, conv.bias)]

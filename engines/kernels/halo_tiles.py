@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from engines.kernels.support import autotune, cdiv, dot_block, sm_count, tile_configs, tl, triton
+from engines.kernels.support import autotune, cdiv, dot_block, launch_capability, sm_count, tile_configs, tl, triton
 
 if triton is not None:
     from engines.kernels.gated_dwconv import gelu
@@ -75,14 +75,9 @@ def slot_size(th: int, tw: int, block_p: int, chunk: int, block_c: int) -> int:
     return halo_blocks(th, tw, block_p) * block_p * (block_c + 2 * chunk)
 
 
-def is_hopper(x: torch.Tensor) -> bool:
-    """Whether ``x`` is on a Hopper or later GPU (True off a GPU: the interpreter, compilations for sm_90)."""
-    return x.device.type != "cuda" or torch.cuda.get_device_capability(x.device)[0] >= 9
-
-
 def _fits(config: Any, arguments: dict[str, Any]) -> bool:
     meta = config.kwargs
-    return tile_fits(meta["TH"], meta["TW"], meta["BLOCK_P"], arguments["BLOCK_C"], is_hopper(arguments["x_ptr"]),
+    return tile_fits(meta["TH"], meta["TW"], meta["BLOCK_P"], arguments["BLOCK_C"], launch_capability(arguments) >= 90,
                      meta["CHUNK"], config.num_warps)
 
 
