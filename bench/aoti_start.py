@@ -12,7 +12,10 @@ Each form's process deblurs one frame of each size (the first frame of the first
 start, timed from before the parent starts the process), then ``--frames`` more of each size
 (steady state: their median), and compares its last frame with eager FP32 of the same model (PSNR;
 pass the model the packages were built from). Prints a table and one JSON line per form (which
-also says why any graph ran without its CUDA graph).
+also says why any graph ran without its CUDA graph). With ``--profile DIR`` (CUDA), each form then
+profiles two more frames of each size and writes where their GPU time goes, by kind of kernel
+(bench/kernel_profile.py's tables, through the same ``Deblurrer`` the timing used), to
+DIR/kinds_FORM_SIZE.md and the whole kernel list to DIR/kernels_FORM_SIZE.txt.
 """
 from __future__ import annotations
 
@@ -27,6 +30,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from runtime.deblurrer import Deblurrer
 
 RESULT = "RESULT "  # the prefix of the child's one line of JSON
 FORMS = ("aoti", "aoti-dynamic", "jit")
@@ -42,6 +51,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--forms", nargs="+", choices=FORMS, default=["aoti", "jit"])
     p.add_argument("--frames", type=int, default=20, help="frames per size after the first (default 20)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of each process (OMP_NUM_THREADS)")
+    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                   help="also write each form's GPU time by kind of kernel per size to DIR (CUDA only)")
     p.add_argument("--child", choices=FORMS, help=argparse.SUPPRESS)
     p.add_argument("--started", type=float, help=argparse.SUPPRESS)
     add_model_arguments(p)
@@ -95,6 +106,8 @@ def run_form(args: argparse.Namespace) -> dict:
             out = deblurrer.deblur(frame)
             times.append((time.perf_counter() - start) * 1e3)
         result["sizes"][size] = {"first_ms": first_ms, "steady_ms": statistics.median(times) if times else None}
+        if args.profile is not None and cuda:
+            result["sizes"][size]["kernel_ms"] = profile_frames(deblurrer, frame, args.profile, f"{args.child}_{size}")
     if cuda:
         result["peak_allocated_mib"] = torch.cuda.max_memory_allocated(deblurrer.device) / 2**20
         free, total = torch.cuda.mem_get_info(deblurrer.device)
@@ -110,6 +123,27 @@ def run_form(args: argparse.Namespace) -> dict:
     with Deblurrer(model=model, backend="torch", device=args.device, precision="fp32") as eager:
         result["psnr_vs_eager_fp32_db"] = psnr(out, eager.deblur(frame))
     return result
+
+
+def profile_frames(deblurrer: "Deblurrer", frame: "np.ndarray", folder: Path, stem: str, runs: int = 2) -> float:
+    """Profile ``runs`` deblurs of ``frame``; write the kernel list and the kinds table under
+    ``folder``; return the GPU time of one frame's kernels (ms)."""
+    import torch
+
+    from bench.kernel_profile import kernel_rows, kinds_markdown
+    from hidiff.files import write_atomic
+
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(runs):
+            deblurrer.deblur(frame)
+    whole = prof.key_averages().table(sort_by="device_time_total", row_limit=-1, max_name_column_width=90)
+    title = f"{stem.replace('_', ' ')}, {runs} runs, {torch.cuda.get_device_name(0)}"
+    rows = kernel_rows(whole)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / f"kernels_{stem}.txt", title + "\n" + whole)
+    write_atomic(folder / f"kinds_{stem}.md", kinds_markdown(rows, runs, title))
+    return sum(row.self_device_ms for row in rows) / runs
 
 
 def spawn(form: str, args: argparse.Namespace, argv: Sequence[str]) -> dict:
@@ -132,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         print(RESULT + json.dumps(run_form(args)), flush=True)
         return 0
+    if args.profile is not None and args.device == "cpu":
+        print("error: --profile times CUDA kernels; it needs a CUDA --device", file=sys.stderr)
+        return 2
     if any(form.startswith("aoti") for form in args.forms) and args.engines is None:
         print("error: the aoti forms need --engines FOLDER (export/build_engines.py writes the packages)", file=sys.stderr)
         return 2
@@ -147,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{r['form']:<13}{r['first_frame_s']:>17.2f}{cells}{peak:>12.0f}{r['psnr_vs_eager_fp32_db']:>11.2f}")
     for r in results:
         print(json.dumps(r))
+    if args.profile is not None:  # this run's tables (the folder may hold others)
+        for table in (args.profile / f"kinds_{form}_{size}.md" for form in args.forms for size in args.sizes):
+            if table.is_file():
+                print("\n" + table.read_text())
     return 0 if all("error" not in r for r in results) else 1
 
 

@@ -40,7 +40,7 @@
 #             and NORMS_1080P name other backend lists)
 #   aoti      CUDA FP16 AOTInductor packages of the GoPro architecture (random weights, seed 0), dynamic and,
 #             as export/build_engines.py writes them, for 1280x720 (AOTI_SHAPES, BxHxW; empty: dynamic only), with the fused Triton kernels
-#             (AOTI_FUSED=0: without; AOTI_TMA=1: the norm kernel's TMA form, norm_matmul.PACKAGED_TMA), in AOTI_DIR (default .gpu_work/aoti, git-ignored: a
+#             (AOTI_FUSED=0: without), in AOTI_DIR (default .gpu_work/aoti, git-ignored: a
 #             build cut off by a call's time limit goes on in the next call on the same machine, reusing
 #             the packages done), then bench/aoti_start.py: process start to the first frame, steady
 #             state and peak memory of the packages, of the dynamic packages alone and of the just-in-time
@@ -201,12 +201,10 @@ if step aoti; then
 torch.manual_seed(0); HIDiff(preset('gopro')).eval().save(sys.argv[1])" "$weights"
   # Shapes as the engines see them: padded to multiples of 8 (1080 is one).
   run python3 -c "import sys; from hidiff import HIDiff; from export.aoti_package import build_aoti_packages
-import engines.kernels.norm_matmul as norm_matmul
-norm_matmul.PACKAGED_TMA = sys.argv[5] == '1'
 shapes = [tuple(map(int, s.split('x'))) for s in sys.argv[4].split()]
 build_aoti_packages(HIDiff.load(sys.argv[1]), sys.argv[2], 'cuda', 'fp16', shapes=shapes,
                     fuse_kernels=sys.argv[3] == '1', log=print)" "$weights" "$aoti_dir" "${AOTI_FUSED:-1}" \
-    "${AOTI_SHAPES-1x720x1280}" "${AOTI_TMA:-0}" 2>&1 | tee -a "$out/aoti_build.log"
+    "${AOTI_SHAPES-1x720x1280}" 2>&1 | tee -a "$out/aoti_build.log"
   # shellcheck disable=SC2086  # AOTI_FORMS is a list of forms
   [ "${AOTI_BUILD_ONLY:-0}" = 1 ] || run python3 bench/aoti_start.py --engines "$aoti_dir" --weights "$weights" \
     --device cuda:0 --sizes 1280x720 1920x1080 --forms ${AOTI_FORMS:-aoti aoti-dynamic jit} 2>&1 | tee "$out/aoti_start.log"

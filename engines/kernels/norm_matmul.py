@@ -119,13 +119,6 @@ def _residual_fits_launch(config: Any, arguments: dict[str, Any]) -> bool:
 TMA_BLOCK_N = 64
 TMA_LAUNCHES = ((64, 4, 1), (64, 4, 2), (64, 4, 3), (64, 8, 2), (128, 8, 2), (128, 8, 3))
 
-# The TMA kernel inside AOTInductor packages: traced launches cannot run the hook that sizes the
-# output descriptor, so the tile is BLOCK_M rows, fixed, and the autotuner chooses (warps, stages)
-# among TMA_LAUNCHES' tiles of that height. PACKAGED_TMA says whether packages take this form (else
-# the pointer kernel's).
-PACKAGED_TMA = False
-PACKAGED_TMA_BLOCK_M = 128
-
 
 def _tma_output_block(nargs: dict[str, Any]) -> None:
     nargs["y_desc"].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_N"]]
@@ -187,11 +180,6 @@ if triton is not None:
             acc += tl.load(b_ptr + ns, mask=ns < N, other=0.0).to(tl.float32)[None, :]
             y_desc.store([m0, n0], acc.to(x_ptr.dtype.element_ty))
 
-    # The same kernel for packages: BLOCK_M fixed (the launcher's), no hook.
-    norm_matmul_tma_fixed_kernel = autotune(
-        tile_configs(("num_warps", "num_stages"), [t[1:] for t in TMA_LAUNCHES if t[0] == PACKAGED_TMA_BLOCK_M]),
-        key=["M", "N", "K"])(norm_matmul_tma_kernel.fn)
-
     @autotune(tile_configs(("BLOCK_M", "BLOCK_K", "num_warps", "num_stages"), RESIDUAL_TILES), key=["M", "N", "K"],
               fits=_residual_fits_launch)
     @triton.jit
@@ -252,16 +240,13 @@ if triton is not None:
                                 residual: torch.Tensor) -> torch.Tensor:
         return torch.empty_like(residual, memory_format=torch.channels_last)
 
-    # The packaged forms (engines.kernels.support.PACKAGED_SUFFIX). The norm kernel's TMA autotuner
-    # sets the output descriptor's block in a pre_hook, which traced kernels cannot run
-    # (pytorch#139059): packages take the pointer form, or with PACKAGED_TMA the TMA kernel at a
-    # fixed tile height.
+    # The packaged forms (engines.kernels.support.PACKAGED_SUFFIX). The norm kernel's packaged form is
+    # the pointer one on every card: torch.export's trace of a wrap_triton launch does not record
+    # host-side TMA descriptors (TensorDescriptor arguments; torch 2.11 to 2.13), so AOTInductor
+    # cannot compile the TMA form in (its build stops in the kernel's mutation analysis).
     @torch.library.triton_op("hidiff::norm_conv1x1_packaged", mutates_args=())
     def _norm_conv1x1_packaged(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                                bias_free: bool) -> torch.Tensor:
-        if PACKAGED_TMA and tma_fits(x, weight_t):
-            return launch_norm_matmul_tma(torch.library.wrap_triton(norm_matmul_tma_fixed_kernel), x, weight_t, bias,
-                                          eps, bias_free, BLOCK_M=PACKAGED_TMA_BLOCK_M)
         return launch_norm_matmul(torch.library.wrap_triton(norm_matmul_kernel), x, weight_t, bias, eps, bias_free)
 
     @torch.library.triton_op("hidiff::conv1x1_residual_packaged", mutates_args=())
@@ -296,11 +281,10 @@ def tma_fits(x: torch.Tensor, weight_t: torch.Tensor) -> bool:
 def launch_norm_matmul_tma(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                            bias_free: bool, **launch: int) -> torch.Tensor:
     """One launch of a TMA kernel: the autotuned one (its hook sets the output descriptor's block to
-    the tile), :data:`norm_matmul_tma_fixed_kernel` with ``BLOCK_M=PACKAGED_TMA_BLOCK_M``, or either's
-    ``.fn`` with an explicit ``BLOCK_M`` and optionally ``num_warps`` / ``num_stages``. W^T and the
-    output are descriptors of BLOCK_K x TMA_BLOCK_N and BLOCK_M x TMA_BLOCK_N tiles made by
-    ``TensorDescriptor.from_tensor`` (the form a trace takes: AOTInductor rebuilds them on the host
-    at run time); the output is written as an (M, N) matrix and returned as its channels-last view."""
+    the tile), or its ``.fn`` with an explicit ``BLOCK_M`` and optionally ``num_warps`` /
+    ``num_stages``. W^T and the output are descriptors of BLOCK_K x TMA_BLOCK_N and BLOCK_M x
+    TMA_BLOCK_N tiles made by ``TensorDescriptor.from_tensor``; the output is written as an (M, N)
+    matrix and returned as its channels-last view."""
     b, k, h, w = x.shape
     n = weight_t.shape[1]
     x = x.contiguous(memory_format=torch.channels_last)

@@ -29,11 +29,6 @@ from engines.contracts import Precision
 from export.aoti_package import build_options
 
 op, form = sys.argv[1], sys.argv[2]
-norm_matmul_tma = op == "norm_conv1x1_tma"  # the norm kernel's TMA form (norm_matmul.PACKAGED_TMA)
-if norm_matmul_tma:
-    import engines.kernels.norm_matmul as norm_matmul
-
-    norm_matmul.PACKAGED_TMA, op = True, "norm_conv1x1"
 dev = torch.device("cuda", 0)
 torch.manual_seed(0)
 
@@ -53,7 +48,7 @@ weights = {
                         half(c)),
 }[op]
 # The one kernel each package launches (the cosine's epilogue adds inductor's kernels).
-kernel = {"norm_conv1x1": "norm_matmul_tma_kernel" if norm_matmul_tma else "norm_matmul_kernel",
+kernel = {"norm_conv1x1": "norm_matmul_kernel",
           "conv1x1_residual": "matmul_residual_kernel",
           "gated_dwconv3x3": "gated_dwconv3x3_kernel", "head_cosine": None,
           "prior_attention": "prior_attention_kernel"}[op]
@@ -155,7 +150,7 @@ for cuda_graphs in (False, True):
 print("ok graphs")
 """
 
-OPS = ("norm_conv1x1", "norm_conv1x1_tma", "conv1x1_residual", "gated_dwconv3x3", "head_cosine", "prior_attention")
+OPS = ("norm_conv1x1", "conv1x1_residual", "gated_dwconv3x3", "head_cosine", "prior_attention")
 FORMS = ("static", "dynamic")
 
 

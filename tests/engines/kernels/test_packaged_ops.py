@@ -111,23 +111,3 @@ def test_on_a_gpu_the_packaged_op_computes_what_the_opaque_op_does(name):
         got = OneOp(name, args)(x)
     torch.cuda.synchronize()
     torch.testing.assert_close(got.float(), want.float(), rtol=2e-3, atol=2e-3)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability(0)[0] < 9,
-                    reason="the tensor memory accelerator needs a Hopper GPU")
-def test_on_a_hopper_gpu_the_packaged_tma_form_computes_what_the_opaque_op_does(monkeypatch):
-    """The norm kernel's TMA form at the packages' fixed tile height (norm_matmul.PACKAGED_TMA),
-    against the opaque op's autotuned TMA kernel."""
-    from engines.kernels import norm_matmul
-
-    monkeypatch.setattr(norm_matmul, "PACKAGED_TMA", True)
-    torch.manual_seed(0)
-    for k, n in ((C, 3 * C), (4 * C, 2 * 4 * HIDDEN)):  # the widest rows the GoPro Restormer gives it
-        weight_t, bias = _half(k, n).cuda() * 0.1, _half(n).cuda()
-        x = _half(1, k, 136, 200, channels_last=True).cuda()
-        want = torch.ops.hidiff.norm_conv1x1(x, weight_t, bias, 1e-5, False)
-        got = torch.ops.hidiff.norm_conv1x1_packaged(x, weight_t, bias, 1e-5, False)
-        torch.cuda.synchronize()
-        assert got.is_contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(got.float(), want.float(), rtol=2e-3, atol=2e-3)
