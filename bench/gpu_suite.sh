@@ -45,7 +45,8 @@
 #             the packages done), then bench/aoti_start.py: process start to the first frame, steady
 #             state and peak memory of the packages, of the dynamic packages alone and of the just-in-time
 #             fastest form, and PSNR against eager FP32, at both sizes (AOTI_FORMS names fewer forms;
-#             AOTI_BUILD_ONLY=1 stops after the build)
+#             AOTI_BUILD_ONLY=1 stops after the build; AOTI_PROFILE=1 adds each form's GPU time by kind of
+#             kernel per size to the log, the kernel lists in .gpu_work/aoti_profile)
 #   agreement bench/graph_agreement.py at 1920x1080: each graph of the FP16 kernels, through their opaque ops and
 #             their packaged forms, and of the packages in AOTI_DIR where present, against eager FP32
 #   blocks    the whole-block kernels against the per-operation kernels at the shapes of a 1280x720 and a
@@ -60,7 +61,7 @@
 #             COMPARE_SIZE (default 1280x720), batch 1
 #   profile   bench/kernel_profile.py: the CUDA kernels of the compiled FP16 Restormer with the fused
 #             GDFN gate at 1280x720 (PROFILE_BACKEND picks another bench backend, PROFILE_ARTIFACTS
-#             the folder of its artifacts: aoti with PROFILE_ARTIFACTS=.gpu_work/aoti profiles the packages)
+#             the folder of its artifacts; the AOTInductor packages: AOTI_PROFILE=1 in the aoti step)
 #   default   the embedded demonstration model: latency at 1280x720 and a deblur of the sample
 #   demo      train the demonstration model (python -m hidiff.train_default, about 2 x 8 minutes) on
 #             DEMO_NPROC GPUs (torchrun, default 1); DEMO_ARGS adds arguments (--stop-after-stage1,
@@ -205,9 +206,11 @@ shapes = [tuple(map(int, s.split('x'))) for s in sys.argv[4].split()]
 build_aoti_packages(HIDiff.load(sys.argv[1]), sys.argv[2], 'cuda', 'fp16', shapes=shapes,
                     fuse_kernels=sys.argv[3] == '1', log=print)" "$weights" "$aoti_dir" "${AOTI_FUSED:-1}" \
     "${AOTI_SHAPES-1x720x1280}" 2>&1 | tee -a "$out/aoti_build.log"
+  profile=(); [ "${AOTI_PROFILE:-0}" = 1 ] && profile=(--profile "$PWD/.gpu_work/aoti_profile")
   # shellcheck disable=SC2086  # AOTI_FORMS is a list of forms
   [ "${AOTI_BUILD_ONLY:-0}" = 1 ] || run python3 bench/aoti_start.py --engines "$aoti_dir" --weights "$weights" \
-    --device cuda:0 --sizes 1280x720 1920x1080 --forms ${AOTI_FORMS:-aoti aoti-dynamic jit} 2>&1 | tee "$out/aoti_start.log"
+    --device cuda:0 --sizes 1280x720 1920x1080 --forms ${AOTI_FORMS:-aoti aoti-dynamic jit} "${profile[@]}" 2>&1 \
+    | tee "$out/aoti_start.log"
 fi
 if step agreement; then
   aoti_dir=${AOTI_DIR:-$PWD/.gpu_work/aoti}

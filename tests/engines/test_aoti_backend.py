@@ -4,13 +4,15 @@ place in engines.registry and in runtime.selection's "auto" order.
 
 The packages here are small zip archives with a manifest written by PackageManifest.describe:
 the checks read bytes and manifests, never the compiled code. Packages that really run are built
-by tests/export/test_aoti_package.py (CPU) and the GPU test at the end of this file.
+by tests/export/test_aoti_package.py (CPU) and the GPU tests at the end of this file.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from engines.contracts import graph_contracts
 from runtime.selection import artifact_precision, candidates
 
 CPU = torch.device("cpu")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_package(folder: Path, graph: str = "restormer", device: str = "cpu", precision: str = "fp32",
@@ -229,6 +232,40 @@ def test_cuda_packages_run_as_cuda_graphs_and_match_the_torch_engines(cuda_packa
             assert engine.cuda_graph_error is None, engine.cuda_graph_error
     assert packaged["restormer"].package_for({"batch": 2, "height": 32, "width": 48}).name == \
         "restormer.cuda-fp16.2x32x48.pt2"
+
+
+# What a new process does before it opens the packages: nothing, or what Deblurrer does first
+# (runtime.selection asks engines.registry which backends the device has: that imports, among
+# others, onnxruntime and torch._inductor).
+OPEN_IN_A_NEW_PROCESS = {
+    "directly": "",
+    "after the registry's availability check": "registry.available_backends('cuda:0')",
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("before", sorted(OPEN_IN_A_NEW_PROCESS))
+def test_cuda_packages_open_and_run_in_a_new_process(cuda_packages, before):
+    """In a process of its own (a crash in torch's loader ends only it, and its stack is shown)."""
+    script = f"""
+import sys, torch
+sys.path.insert(0, "tests/engines")
+from engine_artifacts import sample_feeds
+from engines import registry
+from engines.aoti_backend import aoti_engines
+{OPEN_IN_A_NEW_PROCESS[before]}
+opened = aoti_engines(sys.argv[1], "cuda:0")
+feeds = {{graph: {{k: v.cuda() for k, v in f.items()}} for graph, f in sample_feeds(shape=(2, 3, 32, 48)).items()}}
+for graph, engine in opened.items():
+    out = engine.infer(feeds[graph])
+    torch.cuda.synchronize()
+    assert all(torch.isfinite(t).all() for t in out.values()), graph
+print("ran", sorted(opened))
+"""
+    done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", script, str(cuda_packages)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "ran ['denoise_step', 'le_dm', 'restormer']" in done.stdout, \
+        f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-4000:]}"
 
 
 @pytest.mark.gpu
