@@ -219,6 +219,7 @@ def cuda_packages(tmp_path_factory):
 def test_cuda_packages_run_as_cuda_graphs_and_match_the_torch_engines(cuda_packages):
     from engines.torch_backend import torch_engines
 
+    registry.available_backends("cuda:0")  # as Deblurrer does first (test_cuda_packages_open_and_run_in_a_new_process)
     packaged = aoti_engines(cuda_packages, "cuda:0")
     reference = torch_engines(tiny_model(), "cuda:0", "fp16")
     for shape in ((2, 3, 32, 48), (1, 3, 40, 24)):  # the per-shape package, then the dynamic one

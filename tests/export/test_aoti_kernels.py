@@ -87,6 +87,9 @@ with torch.no_grad():
     torch._inductor.aoti_compile_and_package(program, package_path=path,
                                              inductor_configs=build_options(dev, Precision.FP16, True)["inductor"])
     print("compiled", flush=True)
+# Opened as Deblurrer opens packages: after the registry's availability check (opened without it,
+# torch's loader crashed on an H100: tests/engines/test_aoti_backend.py tells the two apart).
+__import__("engines.registry").registry.available_backends(dev)
 runner = load_runner(__import__("pathlib").Path(path), dev)
 print("loaded", flush=True)
 
@@ -132,6 +135,7 @@ build_aoti_packages(tiny_model(), folder, "cuda", "fp16", shapes=[(2, 32, 48)], 
 for manifest in __import__("pathlib").Path(folder).glob("*.pt2.json"):
     assert __import__("json").loads(manifest.read_text())["custom_ops"] == [], manifest.name
 dev = torch.device("cuda", 0)
+__import__("engines.registry").registry.available_backends(dev)  # as Deblurrer does before it opens packages
 fused = TorchSettings(channels_last=True, pad_channels=True, fuse_gdfn_gate=True, fuse_block_norms=True,
                       fuse_prior_attention=True)
 reference = torch_engines(tiny_model(), dev, "fp16", fused)
