@@ -1,14 +1,14 @@
 """The first and the hundredth output of one frame are bitwise equal on the PyTorch backend: eager
 and compiled on the CPU, and in its fastest CUDA form (compiled FP16, fused Triton kernels, a CUDA
-graph per shape), where the first call of a shape once took another path than the later ones.
-The AOTInductor backend's checks are in tests/export/test_aoti_package.py (CPU) and
-tests/engines/test_aoti_backend.py (CUDA)."""
+graph per shape), where the first call of a shape once took another path than the later ones; and
+on ONNX Runtime's CPU provider. The AOTInductor backend's checks are in
+tests/export/test_aoti_package.py (CPU) and tests/engines/test_aoti_backend.py (CUDA)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from engine_artifacts import sample_feeds, tiny_model
+from engine_artifacts import exported_folder, sample_feeds, tiny_model
 
 from engines.torch_backend import torch_engines
 from runtime.deblurrer import Deblurrer
@@ -33,6 +33,20 @@ def test_eager_on_the_cpu():
         first = engines[graph].infer(feeds)
         for _ in range(99):
             assert all(torch.equal(out, first[name]) for name, out in engines[graph].infer(feeds).items()), graph
+
+
+def test_onnx_runtime_on_the_cpu(tmp_path_factory):
+    from engines.onnxruntime_backend import onnxruntime_engines
+
+    engines = onnxruntime_engines(exported_folder(tmp_path_factory.getbasetemp()), "cpu", provider="cpu", strict=True)
+    try:
+        for graph, feeds in sample_feeds().items():
+            first = engines[graph].infer(feeds)
+            for _ in range(99):
+                assert all(torch.equal(out, first[name]) for name, out in engines[graph].infer(feeds).items()), graph
+    finally:
+        for engine in engines.values():
+            engine.close()
 
 
 @pytest.mark.slow  # compiles the three graphs with inductor's C++ backend (1-2 minutes on 2 cores)
