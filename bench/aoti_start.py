@@ -138,7 +138,7 @@ def profile_frames(deblurrer: "Deblurrer", frame: "np.ndarray", folder: Path, st
         for _ in range(runs):
             deblurrer.deblur(frame)
     whole = prof.key_averages().table(sort_by="device_time_total", row_limit=-1, max_name_column_width=90)
-    title = f"{stem.replace('_', ' ')}, {runs} runs, {torch.cuda.get_device_name(0)}"
+    title = f"{stem.replace('_', ' ')}, {runs} runs, {torch.cuda.get_device_name(deblurrer.device)}"
     rows = kernel_rows(whole)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / f"kernels_{stem}.txt", title + "\n" + whole)
