@@ -311,6 +311,22 @@ def _ensure_custom_ops(path: Path, ops: Iterable[str]) -> None:
                                                              f"{list(KERNEL_MODULES)} registers")])
 
 
+class PackageRunner:
+    """A loaded package called with its graph's input tensors, in order; returns what the graph
+    returns (a tensor or a tuple of tensors). Built on torch's package loader alone: importing
+    ``torch._inductor`` for its wrapper (``aoti_load_package``) costs seconds of a process's start."""
+
+    def __init__(self, loader: Any):
+        self.loader = loader
+        import torch.utils._pytree as pytree
+
+        self._unflatten = pytree.tree_unflatten
+        self._out_spec = pytree.treespec_loads(loader.get_call_spec()[1])
+
+    def __call__(self, *tensors: torch.Tensor) -> Any:
+        return self._unflatten(self.loader.boxed_run(list(tensors)), self._out_spec)
+
+
 def load_runner(path: Path, device: torch.device) -> Any:
     """The loaded package: a callable ``runner(*tensors)``. On CUDA it runs single-threaded (no
     locks or stream synchronisation of its own), which is what lets a CUDA graph capture it."""
@@ -321,11 +337,8 @@ def load_runner(path: Path, device: torch.device) -> Any:
         # compiling probe programs with g++: seconds in every new inductor cache folder
         # (pytorch#191715). The manifest check has compared the machine already, so the loader is
         # built directly, with the arguments aoti_load_package passes it.
-        from torch._inductor.package import AOTICompiledModel
-
-        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", single, 1, index)
-        return AOTICompiledModel(loader)
-    except (ImportError, AttributeError, TypeError):  # another torch's loader: the public path
+        return PackageRunner(torch._C._aoti.AOTIModelPackageLoader(str(path), "model", single, 1, index))
+    except (AttributeError, TypeError):  # another torch's loader: the public path
         load = torch._inductor.aoti_load_package
         if "run_single_threaded" in inspect.signature(load).parameters:
             return load(str(path), run_single_threaded=single, device_index=index)
@@ -481,5 +494,5 @@ def aoti_engines(folder: str | Path, device: str | int | torch.device = "cpu",
 
 
 __all__ = ["AotiEngine", "CorruptPackage", "PackageError", "PackageManifest", "PackageMismatch",
-           "PackageRequirements", "aoti_engines", "check_package", "default_precision", "load_runner",
+           "PackageRequirements", "PackageRunner", "aoti_engines", "check_package", "default_precision", "load_runner",
            "manifest_path", "needs_rebuild", "package_files", "package_name", "target_facts"]

@@ -262,9 +262,8 @@ def _tensorrt_reason(device: torch.device) -> str | None:
 
 
 def _aoti_reason(device: torch.device) -> str | None:
-    try:
-        from torch._inductor import aoti_load_package  # noqa: F401
-    except ImportError:
+    # torch's package loader itself: importing torch._inductor to look would cost seconds.
+    if not hasattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader"):
         return f"torch {torch.__version__} cannot load AOTInductor packages (torch >= 2.6 can)"
     return _torch_reason(device)
 

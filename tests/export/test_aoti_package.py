@@ -112,6 +112,21 @@ def test_a_new_process_deblurs_two_sizes_through_the_packages(embedded_cpu_packa
             assert np.abs(got.astype(np.int16) - want.astype(np.int16)).max() <= 1, name
 
 
+def test_a_process_that_runs_packages_leaves_the_compiler_out(embedded_cpu_packages):
+    """Opening the packages and deblurring a frame does not import torch._inductor: its import
+    costs seconds of a process's start (the cold start above)."""
+    script = ("import sys, numpy as np\n"
+              "from runtime.deblurrer import Deblurrer\n"
+              "with Deblurrer(engines=sys.argv[1], device='cpu') as deblurrer:\n"
+              "    assert deblurrer.backend == 'aoti', deblurrer.backend\n"
+              "    deblurrer.deblur(np.zeros((24, 32, 3), np.uint8))\n"
+              "print('imported', sorted(m for m in sys.modules if m.startswith('torch._inductor')))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", script, str(embedded_cpu_packages.folder)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "imported []" in run.stdout, run.stdout + run.stderr[-3000:]
+
+
 def test_the_start_benchmark_measures_the_packages(embedded_cpu_packages):
     """bench/aoti_start.py's aoti form in a new process: its JSON line, with the packages' output
     against eager FP32 of the same (embedded) model."""
