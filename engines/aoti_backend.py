@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 
 from engines.artifacts import (
     ArtifactError,
@@ -318,13 +319,10 @@ class PackageRunner:
 
     def __init__(self, loader: Any):
         self.loader = loader
-        import torch.utils._pytree as pytree
-
-        self._unflatten = pytree.tree_unflatten
         self._out_spec = pytree.treespec_loads(loader.get_call_spec()[1])
 
     def __call__(self, *tensors: torch.Tensor) -> Any:
-        return self._unflatten(self.loader.boxed_run(list(tensors)), self._out_spec)
+        return pytree.tree_unflatten(self.loader.boxed_run(list(tensors)), self._out_spec)
 
 
 def load_runner(path: Path, device: torch.device) -> Any:

@@ -20,6 +20,7 @@ CASE = """
 import sys, tempfile, torch
 from torch.export import Dim
 from engines.aoti_backend import load_runner
+from engines.registry import available_backends
 from engines.cuda_graphs import ShapeGraphs
 from engines.kernels.gated_dwconv import gated_dwconv3x3
 from engines.kernels.head_gram import head_cosine
@@ -89,7 +90,7 @@ with torch.no_grad():
     print("compiled", flush=True)
 # Opened as Deblurrer opens packages: after the registry's availability check (opened without it,
 # torch's loader crashed on an H100: tests/engines/test_aoti_backend.py tells the two apart).
-__import__("engines.registry").registry.available_backends(dev)
+available_backends(dev)
 runner = load_runner(__import__("pathlib").Path(path), dev)
 print("loaded", flush=True)
 
@@ -125,6 +126,7 @@ import sys, tempfile, torch
 sys.path.insert(0, "tests/engines")
 from engine_artifacts import sample_feeds, tiny_model
 from engines.aoti_backend import aoti_engines
+from engines.registry import available_backends
 from engines.torch_backend import torch_engines
 from engines.torch_settings import TorchSettings
 from export.aoti_package import build_aoti_packages
@@ -135,7 +137,7 @@ build_aoti_packages(tiny_model(), folder, "cuda", "fp16", shapes=[(2, 32, 48)], 
 for manifest in __import__("pathlib").Path(folder).glob("*.pt2.json"):
     assert __import__("json").loads(manifest.read_text())["custom_ops"] == [], manifest.name
 dev = torch.device("cuda", 0)
-__import__("engines.registry").registry.available_backends(dev)  # as Deblurrer does before it opens packages
+available_backends(dev)  # as Deblurrer does before it opens packages
 fused = TorchSettings(channels_last=True, pad_channels=True, fuse_gdfn_gate=True, fuse_block_norms=True,
                       fuse_prior_attention=True)
 reference = torch_engines(tiny_model(), dev, "fp16", fused)
