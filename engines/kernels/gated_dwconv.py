@@ -25,8 +25,9 @@ plus constant offsets; strips away from the image's edges (most of them) load an
 masks.
 
 The op is a ``torch.library.custom_op``: ``torch.compile`` calls it as one opaque operation,
-without a graph break. (As a ``triton_op``, which inductor traces into, inductor filled the
-output with NaN before the kernel wrote it: a whole extra write of the gated map.)
+without a graph break; its ``triton_op`` form is what packages compile in (engines.kernels.support
+on the two forms, and on allocating the outputs: inductor copied an output allocated with
+``memory_format=torch.channels_last`` into that order before the kernel wrote it).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engines.kernels.support import autotune, kernel_op, kernel_runs, tile_configs, tl, triton
+from engines.kernels.support import autotune, empty_channels_last, kernel_op, kernel_runs, tile_configs, tl, triton
 
 
 def gated_dwconv3x3_reference(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -237,7 +238,7 @@ if triton is not None:
     @_gated_dwconv3x3_op.register_fake
     def _gated_dwconv3x3_shape(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         b, c2, h, w = y.shape
-        return torch.empty((b, c2 // 2, h, w), device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
+        return empty_channels_last(b, c2 // 2, h, w, y)
 
     @torch.library.triton_op("hidiff::gated_dwconv3x3_packaged", mutates_args=())
     def _gated_dwconv3x3_packaged(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -251,7 +252,7 @@ def launch_gated_dwconv3x3(kernel: Any, y: torch.Tensor, weight: torch.Tensor, b
     b, c2, h, w = y.shape
     c = c2 // 2
     y = y.contiguous(memory_format=torch.channels_last)
-    out = torch.empty((b, c, h, w), device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
+    out = empty_channels_last(b, c, h, w, y)
 
     def grid(meta: dict[str, int]) -> tuple[int, int, int]:
         return (triton.cdiv(h, meta["ROWS"]) * triton.cdiv(w, 2 * meta["PAIRS"]), triton.cdiv(c, meta["BLOCK_C"]), b)

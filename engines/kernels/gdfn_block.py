@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from engines.kernels.halo_tiles import launch_halo_block, width_fits
-from engines.kernels.support import kernel_op, kernel_runs, triton
+from engines.kernels.support import empty_channels_last, kernel_op, kernel_runs, triton
 
 if triton is not None:
     from engines.kernels.halo_tiles import halo_block_kernel
@@ -63,7 +63,7 @@ if triton is not None:
     def _gdfn_block_shape(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,
                           dw_bias: torch.Tensor | None, w_out_t: torch.Tensor, b_out: torch.Tensor | None, eps: float,
                           bias_free: bool) -> torch.Tensor:
-        return torch.empty_like(x, memory_format=torch.channels_last)
+        return empty_channels_last(*x.shape, x)
 
     @torch.library.triton_op("hidiff::gdfn_block_packaged", mutates_args=())
     def _gdfn_block_packaged(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,

@@ -28,7 +28,17 @@ from typing import Any
 
 import torch
 
-from engines.kernels.support import autotune, cdiv, dot_block, launch_capability, sm_count, tile_configs, tl, triton
+from engines.kernels.support import (
+    autotune,
+    cdiv,
+    dot_block,
+    empty_channels_last,
+    launch_capability,
+    sm_count,
+    tile_configs,
+    tl,
+    triton,
+)
 
 if triton is not None:
     from engines.kernels.gated_dwconv import gelu
@@ -230,7 +240,7 @@ def launch_halo_block(kernel: Any, x: torch.Tensor, w_in_t: torch.Tensor, b_in: 
     b, c, h, w = x.shape
     block_c = dot_block(c)
     x = x.contiguous(memory_format=torch.channels_last)
-    out = torch.empty_like(x, memory_format=torch.channels_last)
+    out = empty_channels_last(b, c, h, w, x)
     tiles = [dict(zip(("TH", "TW", "BLOCK_P", "CHUNK"), t[:4], strict=True)) | {"PER_SM": t[5]} for t in TILES]
     candidates = [tile] if tile else [t for t in tiles if tile_fits(t["TH"], t["TW"], t["BLOCK_P"], block_c)]  # a superset
     if not candidates:

@@ -189,8 +189,8 @@ if triton is not None:
         tl.store(out + D * D + cols, q_sq, mask=col_ok)
         tl.store(out + (D + 1) * D + cols, k_sq, mask=col_ok)
 
-    # An opaque op for torch.compile (custom_op, not triton_op: see engines.kernels.gated_dwconv on the
-    # NaN fill inductor put before a traced kernel's output).
+    # An opaque op for torch.compile (custom_op; the triton_op forms are the packages': see
+    # engines.kernels.support.PACKAGED_SUFFIX).
     @torch.library.custom_op("hidiff::head_gram_partials", mutates_args=())
     def _head_gram_partials_op(qk: torch.Tensor, heads: int) -> torch.Tensor:
         return launch_head_gram(head_gram_kernel, qk, heads)

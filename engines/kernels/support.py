@@ -36,7 +36,8 @@ DISK_CACHE = {"cache_results": True} if triton is not None and "cache_results" i
 # operation, and ``hidiff::NAME_packaged``, a triton_op whose launch torch.export traces into the
 # graph, so that an AOTInductor package compiles the kernel in and runs no Python for it.
 PACKAGED_SUFFIX = "_packaged"
-_packaged_forms_forced = False  # set inside packaged_forms()
+_forced_form: bool | None = None  # inside packaged_forms(): True packaged, False opaque
+_any_device = False  # inside traced_on_any_device()
 
 FALLBACK_SMS = 132  # an H100 SXM's, where no CUDA device is present (the interpreter, fake tensors on a CPU)
 FALLBACK_CAPABILITY = 90  # an H100's compute capability (major * 10 + minor), where no CUDA device is present
@@ -61,30 +62,57 @@ def unavailable_reason(device: torch.device | str, dtype: torch.dtype, channels_
 
 def kernel_runs(*tensors: torch.Tensor, any_dtype: bool = False) -> bool:
     """Whether a kernel runs on ``tensors`` (else its PyTorch reference does): Triton is installed
-    and they are CUDA tensors, float16 or bfloat16 unless ``any_dtype``."""
-    return triton is not None and all(t.device.type == "cuda" and (any_dtype or t.dtype in HALF_DTYPES)
+    and they are CUDA tensors (any device inside :func:`traced_on_any_device`), float16 or bfloat16
+    unless ``any_dtype``."""
+    return triton is not None and all((_any_device or t.device.type == "cuda") and (any_dtype or t.dtype in HALF_DTYPES)
                                       for t in tensors)
 
 
 def kernel_op(name: str) -> Any:
     """``torch.ops.hidiff.NAME``, or its packaged form while torch.export traces in Python (strict=False,
-    as export/aoti_package does; see PACKAGED_SUFFIX) and inside :func:`packaged_forms`. Dynamo's
-    traces keep the opaque op: some torch releases (2.11) fold ``is_exporting()`` to True inside every
-    dynamo trace, torch.compile's too."""
-    packaged = _packaged_forms_forced or (torch.compiler.is_exporting() and not torch.compiler.is_dynamo_compiling())
+    as export/aoti_package does; see PACKAGED_SUFFIX); inside :func:`packaged_forms` the form it names.
+    Dynamo's traces keep the opaque op: some torch releases (2.11) fold ``is_exporting()`` to True
+    inside every dynamo trace, torch.compile's too."""
+    packaged = _forced_form if _forced_form is not None else (
+        torch.compiler.is_exporting() and not torch.compiler.is_dynamo_compiling())
     return getattr(torch.ops.hidiff, name + PACKAGED_SUFFIX if packaged else name)
 
 
 @contextlib.contextmanager
-def packaged_forms() -> Iterator[None]:
-    """Inside this block every kernel call takes the packaged form, outside an export too: to run
-    the kernels a package compiles in eagerly (their GPU tests, bench/graph_agreement.py)."""
-    global _packaged_forms_forced
-    before, _packaged_forms_forced = _packaged_forms_forced, True
+def packaged_forms(packaged: bool = True) -> Iterator[None]:
+    """Inside this block every kernel call takes the packaged form (``packaged``) or the opaque op,
+    in an export or not: to run the kernels a package compiles in eagerly (their GPU tests,
+    bench/graph_agreement.py), or to export either form (bench/package_lowering.py)."""
+    global _forced_form
+    before, _forced_form = _forced_form, packaged
     try:
         yield
     finally:
-        _packaged_forms_forced = before
+        _forced_form = before
+
+
+@contextlib.contextmanager
+def traced_on_any_device() -> Iterator[None]:
+    """Inside this block the kernels' ops are called for float16 tensors on any device, as on a
+    CUDA one: to trace a model on a CPU as it is traced for a GPU (bench/package_lowering.py). The
+    trace's graph is the one a GPU gives; running the ops on a CPU fails."""
+    global _any_device
+    before, _any_device = _any_device, True
+    try:
+        yield
+    finally:
+        _any_device = before
+
+
+def empty_channels_last(b: int, c: int, h: int, w: int, like: torch.Tensor,
+                        dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An uninitialised (B, C, H, W) tensor on ``like``'s device, in ``dtype`` (default ``like``'s),
+    in channels-last memory, allocated with explicit strides: the kernels' outputs. Inductor's
+    lowering of ``torch.empty(..., memory_format=torch.channels_last)`` traced inside a package's
+    ``triton_op`` makes a contiguous buffer, and the kernel's fixed strides then cost a copy of it
+    into channels-last order before every launch."""
+    return torch.empty_strided((b, c, h, w), (c * h * w, 1, w * c, c), device=like.device,
+                               dtype=dtype if dtype is not None else like.dtype)
 
 
 def cdiv(a: int, b: int) -> int:
