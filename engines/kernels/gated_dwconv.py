@@ -238,7 +238,7 @@ if triton is not None:
     @_gated_dwconv3x3_op.register_fake
     def _gated_dwconv3x3_shape(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         b, c2, h, w = y.shape
-        return empty_channels_last(b, c2 // 2, h, w, y)
+        return empty_channels_last(y, c2 // 2)
 
     @torch.library.triton_op("hidiff::gated_dwconv3x3_packaged", mutates_args=())
     def _gated_dwconv3x3_packaged(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -252,7 +252,7 @@ def launch_gated_dwconv3x3(kernel: Any, y: torch.Tensor, weight: torch.Tensor, b
     b, c2, h, w = y.shape
     c = c2 // 2
     y = y.contiguous(memory_format=torch.channels_last)
-    out = empty_channels_last(b, c, h, w, y)
+    out = empty_channels_last(y, c)
 
     def grid(meta: dict[str, int]) -> tuple[int, int, int]:
         return (triton.cdiv(h, meta["ROWS"]) * triton.cdiv(w, 2 * meta["PAIRS"]), triton.cdiv(c, meta["BLOCK_C"]), b)

@@ -63,7 +63,7 @@ if triton is not None:
     def _gdfn_block_shape(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,
                           dw_bias: torch.Tensor | None, w_out_t: torch.Tensor, b_out: torch.Tensor | None, eps: float,
                           bias_free: bool) -> torch.Tensor:
-        return empty_channels_last(*x.shape, x)
+        return empty_channels_last(x)
 
     @torch.library.triton_op("hidiff::gdfn_block_packaged", mutates_args=())
     def _gdfn_block_packaged(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,

@@ -240,7 +240,7 @@ def launch_halo_block(kernel: Any, x: torch.Tensor, w_in_t: torch.Tensor, b_in: 
     b, c, h, w = x.shape
     block_c = dot_block(c)
     x = x.contiguous(memory_format=torch.channels_last)
-    out = empty_channels_last(b, c, h, w, x)
+    out = empty_channels_last(x)
     tiles = [dict(zip(("TH", "TW", "BLOCK_P", "CHUNK"), t[:4], strict=True)) | {"PER_SM": t[5]} for t in TILES]
     candidates = [tile] if tile else [t for t in tiles if tile_fits(t["TH"], t["TW"], t["BLOCK_P"], block_c)]  # a superset
     if not candidates:

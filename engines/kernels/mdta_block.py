@@ -220,7 +220,7 @@ if triton is not None:
     def _mdta_apply_shape(x: torch.Tensor, w_qkv_t: torch.Tensor, b_qkv: torch.Tensor, dw_weight: torch.Tensor,
                           dw_bias: torch.Tensor | None, mixing: torch.Tensor, b_out: torch.Tensor | None, eps: float,
                           bias_free: bool) -> torch.Tensor:
-        return empty_channels_last(*x.shape, x)
+        return empty_channels_last(x)
 
     @torch.library.triton_op("hidiff::mdta_apply_packaged", mutates_args=())
     def _mdta_apply_packaged(x: torch.Tensor, w_qkv_t: torch.Tensor, b_qkv: torch.Tensor, dw_weight: torch.Tensor,

@@ -228,7 +228,7 @@ if triton is not None:
     def _norm_conv1x1_shape(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, eps: float,
                             bias_free: bool) -> torch.Tensor:
         b, _, h, w = x.shape
-        return empty_channels_last(b, weight_t.shape[1], h, w, x)
+        return empty_channels_last(x, weight_t.shape[1])
 
     @torch.library.custom_op("hidiff::conv1x1_residual", mutates_args=())
     def _conv1x1_residual_op(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -238,7 +238,7 @@ if triton is not None:
     @_conv1x1_residual_op.register_fake
     def _conv1x1_residual_shape(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                                 residual: torch.Tensor) -> torch.Tensor:
-        return empty_channels_last(*residual.shape, residual)
+        return empty_channels_last(residual)
 
     # The packaged forms (engines.kernels.support.PACKAGED_SUFFIX). The norm kernel's packaged form is
     # the pointer one on every card: torch.export's trace of a wrap_triton launch does not record
@@ -261,7 +261,7 @@ def launch_norm_matmul(kernel: Any, x: torch.Tensor, weight_t: torch.Tensor, bia
     b, k, h, w = x.shape
     n = weight_t.shape[1]
     x = x.contiguous(memory_format=torch.channels_last)
-    out = empty_channels_last(b, n, h, w, x)
+    out = empty_channels_last(x, n)
     m = b * h * w
 
     def grid(meta: dict[str, int]) -> tuple[int]:
@@ -311,7 +311,7 @@ def launch_matmul_residual(kernel: Any, a: torch.Tensor, weight: torch.Tensor, b
     flat = a.reshape(a.shape[0], k, -1)
     if flat.stride(1) != 1:  # the kernel reads channel-minor rows, as channels-last maps and MDTA's v are
         flat = flat.transpose(1, 2).contiguous().transpose(1, 2)
-    out = empty_channels_last(b, n, h, w, residual)
+    out = empty_channels_last(residual)
     # W^T's element (k, n): shared weights (N, K), or one (N, K) matrix per image.
     stride_wb, stride_wn, stride_wk = (0, *weight.stride()) if weight.dim() == 2 else weight.stride()
     block_n = min(dot_block(n), 256)

@@ -177,7 +177,7 @@ if triton is not None:
     def _prior_attention_shape(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor,
                                b_matrix: torch.Tensor, bias: torch.Tensor | None, tokens: int, eps: float,
                                bias_free: bool) -> torch.Tensor:
-        return empty_channels_last(*x.shape, x)
+        return empty_channels_last(x)
 
     @torch.library.triton_op("hidiff::prior_attention_packaged", mutates_args=())
     def _prior_attention_packaged(x: torch.Tensor, a_matrix: torch.Tensor, a_offset: torch.Tensor,
@@ -196,7 +196,7 @@ def launch_prior_attention(kernel: Any, x: torch.Tensor, a_matrix: torch.Tensor,
     columns = a_matrix.shape[-1]
     t_pad = power_of_2(tokens)
     x = x.contiguous(memory_format=torch.channels_last)
-    out = empty_channels_last(b, c, h, w, x)
+    out = empty_channels_last(x)
     a_matrix = a_matrix.to(x.dtype).contiguous()
     b_matrix = b_matrix.to(x.dtype).contiguous()
     a_offset = a_offset.float().contiguous()

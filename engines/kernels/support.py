@@ -104,15 +104,15 @@ def traced_on_any_device() -> Iterator[None]:
         _any_device = before
 
 
-def empty_channels_last(b: int, c: int, h: int, w: int, like: torch.Tensor,
-                        dtype: torch.dtype | None = None) -> torch.Tensor:
-    """An uninitialised (B, C, H, W) tensor on ``like``'s device, in ``dtype`` (default ``like``'s),
-    in channels-last memory, allocated with explicit strides: the kernels' outputs. Inductor's
-    lowering of ``torch.empty(..., memory_format=torch.channels_last)`` traced inside a package's
-    ``triton_op`` makes a contiguous buffer, and the kernel's fixed strides then cost a copy of it
-    into channels-last order before every launch."""
-    return torch.empty_strided((b, c, h, w), (c * h * w, 1, w * c, c), device=like.device,
-                               dtype=dtype if dtype is not None else like.dtype)
+def empty_channels_last(like: torch.Tensor, channels: int | None = None) -> torch.Tensor:
+    """An uninitialised tensor of ``like``'s batch, height, width, dtype and device with ``channels``
+    channels (default ``like``'s), in channels-last memory, allocated with explicit strides: the
+    kernels' outputs. Inductor's lowering of ``torch.empty(..., memory_format=torch.channels_last)``
+    traced inside a package's ``triton_op`` makes a contiguous buffer, and the kernel's fixed
+    strides then cost a copy of it into channels-last order before every launch."""
+    b, c, h, w = like.shape
+    c = c if channels is None else channels
+    return torch.empty_strided((b, c, h, w), (c * h * w, 1, w * c, c), device=like.device, dtype=like.dtype)
 
 
 def cdiv(a: int, b: int) -> int:
