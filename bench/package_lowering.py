@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.inputs import ImageSize
+from bench.inputs import ImageSize, tiny_config
 from hidiff.config import HIDiffConfig, preset
 from hidiff.files import write_atomic
 
@@ -167,8 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.size.height % 8 or args.size.width % 8:
         parser.error(f"--size {args.size.label}: the engines see sides padded to multiples of 8; pass such a size")
-    from bench.inputs import tiny_config
-
     name = "tiny" if args.tiny else args.preset
     graph, inputs = restormer_graph(tiny_config() if args.tiny else preset(args.preset), args.size)
     rows = [lower(graph, inputs, form) for form in FORMS]
