@@ -61,7 +61,7 @@ def measure(shapes: Counter[Shape], blocks: dict[Shape, TransformerBlock]) -> li
         forms = {"per_op": FusedNormBlock(blocks[(c, h, w)]), "whole": FusedNormBlock(blocks[(c, h, w)], whole_gdfn=True)}
         whole = forms["whole"]
         conv = whole.ffn.dwconv
-        weights = (whole.project_in.weight_t, whole.project_in.bias, conv.weight, conv.bias, whole.w_out_t,
+        weights = (whole.project_in.weight_t, whole.project_in.bias, whole.ffn_taps, conv.bias, whole.w_out_t,
                    whole.ffn.project_out.bias)
         expected = gb.gdfn_block_reference(x.float(), *[None if t is None else t.float() for t in weights],
                                            whole.project_in.eps, whole.project_in.bias_free)

@@ -30,6 +30,7 @@ def cases(size: ImageSize) -> dict[str, Callable[[], torch.Tensor]]:
     and refinement) and 192-channel (level 3) shapes of a frame of ``size``."""
     from engines.kernels.gated_dwconv import gated_dwconv3x3
     from engines.kernels.gdfn_block import gdfn_block
+    from engines.kernels.halo_tiles import depthwise_taps
     from engines.kernels.mdta_block import mdta_apply
     from engines.kernels.norm_matmul import conv1x1_residual, norm_conv1x1
 
@@ -49,15 +50,17 @@ def cases(size: ImageSize) -> dict[str, Callable[[], torch.Tensor]]:
         runs[f"norm_conv1x1 {label} {c}->{2 * hidden}"] = functools.partial(norm_conv1x1, x, w_in, b_in, 1e-5)
         runs[f"norm_conv1x1 {label} {c}->{3 * c}"] = functools.partial(norm_conv1x1, x, w_qkv, b_qkv, 1e-5)
         runs[f"conv1x1_residual {label} {hidden}->{c}"] = functools.partial(conv1x1_residual, gated, w_out, None, x)
-        runs[f"gdfn_block {label} {c}ch"] = functools.partial(gdfn_block, x, w_in, b_in, wd, None, w_out.t().contiguous(),
+        runs[f"gdfn_block {label} {c}ch"] = functools.partial(gdfn_block, x, w_in, b_in, depthwise_taps(wd, 2), None,
+                                                               w_out.t().contiguous(),
                                                                None, 1e-5)
         runs[f"cudnn depthwise {label} {3 * c}ch"] = functools.partial(F.conv2d, qkv, w_dw, padding=1,
                                                                        groups=qkv.shape[1])
         heads = c // 48
         mixing = (torch.randn(1, c, c, device="cuda") * c ** -0.5).half()
         runs[f"mdta pass 1 {label} {c}ch {heads} heads"] = functools.partial(  # the kernel alone, not its epilogue
-            torch.ops.hidiff.mdta_gram_partials, x, w_qkv, b_qkv, w_dw, None, heads, 1e-5, False)
-        runs[f"mdta pass 2 {label} {c}ch"] = functools.partial(mdta_apply, x, w_qkv, b_qkv, w_dw, None, mixing, None,
+            torch.ops.hidiff.mdta_gram_partials, x, w_qkv, b_qkv, depthwise_taps(w_dw, 3), None, heads, 1e-5, False)
+        runs[f"mdta pass 2 {label} {c}ch"] = functools.partial(mdta_apply, x, w_qkv, b_qkv,
+                                                               depthwise_taps(w_dw, 3), None, mixing, None,
                                                                1e-5)
     return runs
 

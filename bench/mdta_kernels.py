@@ -36,7 +36,7 @@ def measure(shapes: Counter[Shape], blocks: dict[Shape, TransformerBlock]) -> li
         forms = {"per_op": FusedNormBlock(block), "two_pass": FusedNormBlock(block, whole_mdta=True)}
         fused = forms["two_pass"]
         norm, conv, attn = fused.qkv, fused.attn.qkv_dwconv, fused.attn
-        floats = [None if t is None else t.float() for t in (norm.weight_t, norm.bias, conv.weight, conv.bias)]
+        floats = [None if t is None else t.float() for t in (norm.weight_t, norm.bias, fused.qkv_taps, conv.bias)]
         with torch.inference_mode():
             cosine = mb.mdta_cosine_reference(x.float(), *floats, attn.num_heads, norm.eps, norm.bias_free)
             bias = attn.project_out.bias

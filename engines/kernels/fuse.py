@@ -16,6 +16,7 @@ from torch import nn
 
 from engines.kernels.gated_dwconv import gated_dwconv3x3
 from engines.kernels.gdfn_block import gdfn_block
+from engines.kernels.halo_tiles import depthwise_taps
 from engines.kernels.head_gram import head_cosine
 from engines.kernels.mdta_block import mdta_apply, mdta_cosine
 from engines.kernels.norm_matmul import conv1x1_residual, norm_conv1x1
@@ -138,6 +139,8 @@ class FusedNormBlock(nn.Module):
     :func:`~engines.kernels.mdta_block.mdta_apply` (q, k and v never in memory)."""
 
     w_out_t: torch.Tensor  # (HIDDEN, C): the GDFN's output projection, transposed (whole_gdfn only)
+    ffn_taps: torch.Tensor  # the GDFN's depthwise filters in the kernel's layout (whole_gdfn only)
+    qkv_taps: torch.Tensor  # MDTA's depthwise filters in the kernels' layout (whole_mdta only)
 
     def __init__(self, block: TransformerBlock, head_gram: bool = True, whole_gdfn: bool = False,
                  whole_mdta: bool = False):
@@ -153,8 +156,13 @@ class FusedNormBlock(nn.Module):
         self.head_gram = head_gram
         self.whole_gdfn = whole_gdfn
         self.whole_mdta = whole_mdta
-        if whole_gdfn:  # the kernel's layout of project_out; the per-operation path reads the weight itself
+        # The whole-block kernels' layouts of project_out and the depthwise filters; the
+        # per-operation path reads the weights themselves.
+        if whole_gdfn:
             self.register_buffer("w_out_t", ffn.project_out.weight.detach().flatten(1).t().contiguous())
+            self.register_buffer("ffn_taps", depthwise_taps(ffn.dwconv.weight.detach(), 2))
+        if whole_mdta:
+            self.register_buffer("qkv_taps", depthwise_taps(attn.qkv_dwconv.weight.detach(), 3))
 
     def _gate(self, hidden: torch.Tensor) -> torch.Tensor:
         conv = self.ffn.dwconv
@@ -171,7 +179,7 @@ class FusedNormBlock(nn.Module):
         ``whole_mdta`` two kernels that recompute q, k and v inside their tiles."""
         if self.whole_mdta:
             norm, conv = self.qkv, self.attn.qkv_dwconv
-            weights = (norm.weight_t, norm.bias, conv.weight, conv.bias)
+            weights = (norm.weight_t, norm.bias, self.qkv_taps, conv.bias)
             cosine = mdta_cosine(x, *weights, self.attn.num_heads, norm.eps, norm.bias_free)
             mixing = self.attn.mixing_from_cosine(cosine, x.dtype)
             return mdta_apply(x, *weights, mixing, self.attn.project_out.bias, norm.eps, norm.bias_free)
@@ -190,7 +198,7 @@ class FusedNormBlock(nn.Module):
         out = self.ffn.project_out
         if self.whole_gdfn:
             conv, norm_in = self.ffn.dwconv, self.project_in
-            return gdfn_block(x, norm_in.weight_t, norm_in.bias, conv.weight, conv.bias, self.w_out_t, out.bias,
+            return gdfn_block(x, norm_in.weight_t, norm_in.bias, self.ffn_taps, conv.bias, self.w_out_t, out.bias,
                               norm_in.eps, norm_in.bias_free)
         return conv1x1_residual(self._gate(self.project_in(x)), out.weight.flatten(1), out.bias, x)
 

@@ -25,24 +25,26 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engines.kernels.halo_tiles import launch_halo_block, width_fits
+from engines.kernels.halo_tiles import depthwise_weight, launch_halo_block, tap_group, width_fits
 from engines.kernels.support import empty_channels_last, kernel_op, kernel_runs, triton
 
 if triton is not None:
     from engines.kernels.halo_tiles import halo_block_kernel
 
 
-def gdfn_block_reference(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,
+def gdfn_block_reference(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_taps: torch.Tensor,
                          dw_bias: torch.Tensor | None, w_out_t: torch.Tensor, b_out: torch.Tensor | None,
                          eps: float, bias_free: bool) -> torch.Tensor:
     """x + W_out gate(dw3x3(W_in LN(x) + b_in)) + b_out in PyTorch, float32 inside: x (B, C, H, W),
-    w_in_t (C, 2 * HIDDEN) with LN's affine folded in, b_in (2 * HIDDEN,), dw_weight
-    (2 * HIDDEN, 1, 3, 3), dw_bias (2 * HIDDEN,) or None, w_out_t (HIDDEN, C), b_out (C,) or None."""
+    w_in_t (C, 2 * HIDDEN) with LN's affine folded in, b_in (2 * HIDDEN,), dw_taps the depthwise
+    filters in the kernel's layout (``halo_tiles.depthwise_taps``, 2 groups), dw_bias (2 * HIDDEN,) or None,
+    w_out_t (HIDDEN, C), b_out (C,) or None."""
     xf = x.float().permute(0, 2, 3, 1)
     var = xf.var(-1, keepdim=True, unbiased=False)
     centred = xf if bias_free else xf - xf.mean(-1, keepdim=True)
     hidden = ((centred * torch.rsqrt(var + eps)) @ w_in_t.float() + b_in.float()).permute(0, 3, 1, 2)
-    z = F.conv2d(hidden, dw_weight.float(), None if dw_bias is None else dw_bias.float(), padding=1,
+    z = F.conv2d(hidden, depthwise_weight(dw_taps, hidden.shape[1], 2).float(),
+                 None if dw_bias is None else dw_bias.float(), padding=1,
                  groups=hidden.shape[1])
     z1, z2 = z.chunk(2, dim=1)
     y = (F.gelu(z1) * z2).permute(0, 2, 3, 1) @ w_out_t.float()
@@ -54,40 +56,41 @@ def gdfn_block_reference(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tens
 if triton is not None:
 
     @torch.library.custom_op("hidiff::gdfn_block", mutates_args=())
-    def _gdfn_block_op(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,
+    def _gdfn_block_op(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_taps: torch.Tensor,
                        dw_bias: torch.Tensor | None, w_out_t: torch.Tensor, b_out: torch.Tensor | None, eps: float,
                        bias_free: bool) -> torch.Tensor:
-        return launch_gdfn_block(halo_block_kernel, x, w_in_t, b_in, dw_weight, dw_bias, w_out_t, b_out, eps, bias_free)
+        return launch_gdfn_block(halo_block_kernel, x, w_in_t, b_in, dw_taps, dw_bias, w_out_t, b_out, eps, bias_free)
 
     @_gdfn_block_op.register_fake
-    def _gdfn_block_shape(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,
+    def _gdfn_block_shape(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_taps: torch.Tensor,
                           dw_bias: torch.Tensor | None, w_out_t: torch.Tensor, b_out: torch.Tensor | None, eps: float,
                           bias_free: bool) -> torch.Tensor:
         return empty_channels_last(x)
 
     @torch.library.triton_op("hidiff::gdfn_block_packaged", mutates_args=())
-    def _gdfn_block_packaged(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,
+    def _gdfn_block_packaged(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_taps: torch.Tensor,
                              dw_bias: torch.Tensor | None, w_out_t: torch.Tensor, b_out: torch.Tensor | None, eps: float,
                              bias_free: bool) -> torch.Tensor:
-        return launch_gdfn_block(torch.library.wrap_triton(halo_block_kernel), x, w_in_t, b_in, dw_weight, dw_bias,
+        return launch_gdfn_block(torch.library.wrap_triton(halo_block_kernel), x, w_in_t, b_in, dw_taps, dw_bias,
                                  w_out_t, b_out, eps, bias_free)
 
 
-def launch_gdfn_block(kernel: Any, x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,
+def launch_gdfn_block(kernel: Any, x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_taps: torch.Tensor,
                       dw_bias: torch.Tensor | None, w_out_t: torch.Tensor, b_out: torch.Tensor | None, eps: float,
                       bias_free: bool, **tile: int) -> torch.Tensor:
     """One launch of ``kernel`` (the autotuned halo_block_kernel, or its ``.fn`` with an explicit
     ``tile``) with the gate: x is read channels-last (copied first if it is not), the result is
     written channels-last."""
-    return launch_halo_block(kernel, x, w_in_t, b_in, dw_weight, dw_bias, w_out_t, b_out, eps, bias_free,
+    return launch_halo_block(kernel, x, w_in_t, b_in, dw_taps, dw_bias, w_out_t, b_out, eps, bias_free,
                              hidden=w_out_t.shape[0], in_offset=0, gate=True, **tile)
 
 
-def gdfn_block(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,
+def gdfn_block(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_taps: torch.Tensor,
                dw_bias: torch.Tensor | None, w_out_t: torch.Tensor, b_out: torch.Tensor | None, eps: float,
                bias_free: bool = False) -> torch.Tensor:
     """x + W_out gate(dw3x3(W_in LN(x) + b_in)) + b_out for x (B, C, H, W): w_in_t (C, 2 * HIDDEN)
-    and b_in (2 * HIDDEN,) with LN's affine folded in, dw_weight (2 * HIDDEN, 1, 3, 3), dw_bias
+    and b_in (2 * HIDDEN,) with LN's affine folded in, dw_taps (9, 2 tap_group(HIDDEN)) the
+    depthwise filters in the kernel's layout (``halo_tiles.depthwise_taps``, 2 groups), dw_bias
     (2 * HIDDEN,) or None, w_out_t (HIDDEN, C), b_out (C,) or None.
 
     One Triton kernel on float16/bfloat16 CUDA tensors up to 512 channels (channels-last x is read in
@@ -95,10 +98,10 @@ def gdfn_block(x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_wei
     c = x.shape[1] if x.dim() == 4 else -1
     hidden = w_out_t.shape[0] if w_out_t.dim() == 2 else -1
     if (c < 0 or hidden < 0 or tuple(w_in_t.shape) != (c, 2 * hidden) or tuple(b_in.shape) != (2 * hidden,)
-            or tuple(dw_weight.shape) != (2 * hidden, 1, 3, 3) or tuple(w_out_t.shape) != (hidden, c)):
-        raise ValueError(f"gdfn_block expects x (B, C, H, W), w_in_t (C, 2H), b_in (2H,), dw_weight (2H, 1, 3, 3) "
+            or tuple(dw_taps.shape) != (9, 2 * tap_group(hidden)) or tuple(w_out_t.shape) != (hidden, c)):
+        raise ValueError(f"gdfn_block expects x (B, C, H, W), w_in_t (C, 2H), b_in (2H,), dw_taps (9, 2 tap_group(H)) "
                          f"and w_out_t (H, C), got {tuple(x.shape)}, {tuple(w_in_t.shape)}, {tuple(b_in.shape)}, "
-                         f"{tuple(dw_weight.shape)} and {tuple(w_out_t.shape)}")
+                         f"{tuple(dw_taps.shape)} and {tuple(w_out_t.shape)}")
     if not kernel_runs(x, w_in_t, w_out_t) or not width_fits(c):
-        return gdfn_block_reference(x, w_in_t, b_in, dw_weight, dw_bias, w_out_t, b_out, eps, bias_free)
-    return kernel_op("gdfn_block")(x, w_in_t, b_in, dw_weight, dw_bias, w_out_t, b_out, float(eps), bool(bias_free))
+        return gdfn_block_reference(x, w_in_t, b_in, dw_taps, dw_bias, w_out_t, b_out, eps, bias_free)
+    return kernel_op("gdfn_block")(x, w_in_t, b_in, dw_taps, dw_bias, w_out_t, b_out, float(eps), bool(bias_free))

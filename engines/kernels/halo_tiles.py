@@ -18,15 +18,19 @@ looping over tiles),
 over HIDDEN projected channels in chunks of CHUNK: with ``GATE`` f is GDFN's gate,
 gelu(channel j) * channel j + HIDDEN; without, the identity (MDTA's v, with W_out an image's own
 matrix). The chunk's share of W_out f(.) goes to a float32 accumulator that stays in registers.
-Products on the tensor cores in the input's dtype, accumulated in float32; LayerNorm statistics,
-depthwise sums and the gate in float32, as the per-operation kernels compute them. No tensor
-memory accelerator: the kernels compile for sm_80 (A100) and sm_87 (Jetson Orin) as for sm_90.
+Products on the tensor cores in the input's dtype, accumulated in float32; LayerNorm statistics
+and the gate in float32. The depthwise sums of a float16 map are float16 fused multiply-adds, two
+channels an instruction with no conversions, from taps laid out by :func:`depthwise_taps` (a
+thread's channels of a tap in one load): their rounding adds less error than float16's rounding
+of the block's output. Other dtypes are filtered in float32. No tensor memory accelerator: the
+kernels compile for sm_80 (A100) and sm_87 (Jetson Orin) as for sm_90.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from engines.kernels.support import (
     autotune,
@@ -55,6 +59,7 @@ TILES = ((16, 16, 64, 32, 8, 1), (8, 16, 64, 32, 8, 1), (8, 16, 64, 16, 8, 1), (
          (4, 8, 32, 16, 8, 2),
          (16, 16, 64, 32, 16, 1), (8, 16, 64, 32, 16, 1), (8, 16, 64, 64, 16, 1), (8, 8, 64, 32, 16, 1))
 MAX_TILE_VALUES = 128 * 128
+TAP_ALIGN = 8  # channels a row of the depthwise taps is padded to: 16 bytes of float16
 
 
 def tile_fits(th: int, tw: int, block_p: int, block_c: int, hopper: bool = True, chunk: int = 16,
@@ -62,8 +67,10 @@ def tile_fits(th: int, tw: int, block_p: int, block_c: int, hopper: bool = True,
     """Whether a tile of th x tw pixels with BLOCK_P-pixel blocks and CHUNK-channel chunks, run by
     ``warps`` warps, holds a (padded) width of block_c channels, on a Hopper GPU or
     (``hopper=False``) an earlier one, where 16 warps and 32-channel chunks of maps of 128
-    channels or more spill registers."""
+    channels or more spill registers; 16 warps spill on any GPU beyond 128 channels."""
     if not hopper and (warps > 8 or (chunk >= 32 and block_c >= 128)):
+        return False
+    if warps > 8 and block_c > 128:  # 16 warps hold 128 registers a thread: at 256 channels they spill
         return False
     return th * tw * block_c <= MAX_TILE_VALUES and block_p * block_c <= MAX_TILE_VALUES
 
@@ -72,6 +79,32 @@ def width_fits(channels: int) -> bool:
     """Whether some tile of :data:`TILES` holds a map of ``channels`` channels (up to 512: wider
     maps take the PyTorch references)."""
     return any(tile_fits(t[0], t[1], t[2], dot_block(channels)) for t in TILES)
+
+
+def tap_group(channels: int) -> int:
+    """The width of a group of ``channels`` channels in :func:`depthwise_taps`: a multiple of TAP_ALIGN."""
+    return cdiv(channels, TAP_ALIGN) * TAP_ALIGN
+
+
+def depthwise_taps(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """A depthwise 3x3 convolution's weight (N, 1, 3, 3) in the kernels' layout: (9, groups *
+    tap_group(N / groups)), row t the t-th tap (row-major over the 3x3 window) of every channel, its
+    N channels in ``groups`` equal groups (GDFN's two gate halves, MDTA's q, k and v), each padded
+    with zeros to a multiple of TAP_ALIGN channels. A tap's channels are contiguous and each group
+    starts 16 bytes on (in float16), so that a thread loads its channels' tap in one instruction.
+    Made once, beside the folded weights."""
+    n = weight.shape[0]
+    if tuple(weight.shape[1:]) != (1, 3, 3) or groups < 1 or n % groups:
+        raise ValueError(f"depthwise_taps expects a depthwise 3x3 weight (N, 1, 3, 3) with N a multiple of "
+                         f"{groups} groups, got {tuple(weight.shape)}")
+    width = n // groups
+    grouped = F.pad(weight.reshape(groups, width, 9), (0, 0, 0, tap_group(width) - width))
+    return grouped.permute(2, 0, 1).reshape(9, -1).contiguous()
+
+
+def depthwise_weight(taps: torch.Tensor, channels: int, groups: int) -> torch.Tensor:
+    """The (channels, 1, 3, 3) convolution weight that :func:`depthwise_taps` made ``taps`` of."""
+    return taps.reshape(9, groups, -1)[:, :, : channels // groups].reshape(9, channels).t().reshape(channels, 1, 3, 3)
 
 
 def halo_blocks(th: int, tw: int, block_p: int) -> int:
@@ -142,43 +175,61 @@ if triton is not None:
                 tl.store(dst + CH, h2.to(hidden_slot.dtype.element_ty))
 
     @triton.jit
-    def depthwise_inner(hidden_slot, dw_w_ptr, dw_b_ptr, cols1, cols2, col_ok, pi, pj, PAIR: tl.constexpr,
-                        HAS_DW_BIAS: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, CH: tl.constexpr):
-        """The depthwise 3x3 filters (dw_w (channels, 9)) of the slot's projected channels ``cols1``
-        (and with PAIR ``cols2``) at the inner pixels (row ``pi``, column ``pj`` of the tile), from
-        their nine neighbours in the slot: float32 (TH * TW, CH) each (the second zeros without PAIR)."""
+    def unseen(n: tl.constexpr):
+        """n, as a value the compilers cannot see (n times the grid's third axis, 1 at every launch of
+        these kernels): ptxas unrolls a short loop over a constant count, this one it keeps."""
+        return n * tl.num_programs(2)
+
+    @triton.jit
+    def depthwise_inner(hidden_slot, taps_ptr, dw_b_ptr, cols1, cols2, taps1, taps2, col_ok, pi, pj,
+                        TAP_ROW: tl.constexpr, PAIR: tl.constexpr, HAS_DW_BIAS: tl.constexpr, TH: tl.constexpr,
+                        TW: tl.constexpr, CH: tl.constexpr):
+        """The depthwise 3x3 filters of the slot's projected channels ``cols1`` (and with PAIR
+        ``cols2``), their columns ``taps1`` and ``taps2`` in the taps (9, TAP_ROW) of
+        :func:`depthwise_taps`, at the inner pixels (row ``pi``, column ``pj`` of the tile), from
+        their nine neighbours in the slot: float32 (TH * TW, CH) each (the second zeros without
+        PAIR). Float16 maps are filtered in float16 (fused multiply-adds on two channels an
+        instruction, no conversions), others in float32."""
+        dtype = hidden_slot.dtype.element_ty
+        if dtype == tl.float16:
+            d1 = tl.zeros((TH * TW, CH), dtype=tl.float16)
+            d2 = tl.zeros((TH * TW, CH), dtype=tl.float16)
+        else:
+            d1 = tl.zeros((TH * TW, CH), dtype=tl.float32)
+            d2 = tl.zeros((TH * TW, CH), dtype=tl.float32)
         hs = tl.arange(0, CH)
-        d1 = tl.zeros((TH * TW, CH), dtype=tl.float32)
-        d2 = tl.zeros((TH * TW, CH), dtype=tl.float32)
-        for t in range(9):  # a loop, not unrolled: 18 tiles of loads in flight would spill registers
+        for t in range(unseen(9)):  # a loop: unrolled, its 18 tiles of loads spill registers at 96 and 192 channels
             src = hidden_slot + ((pi + t // 3) * (TW + 2) + pj + t % 3)[:, None] * (2 * CH) + hs[None, :]
-            tap1 = tl.load(dw_w_ptr + cols1 * 9 + t, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+            tap1 = tl.load(taps_ptr + t * TAP_ROW + taps1, mask=col_ok, other=0.0).to(d1.dtype)[None, :]
+            d1 = tl.fma(tl.load(src).to(d1.dtype), tap1, d1)
             if PAIR:
-                tap2 = tl.load(dw_w_ptr + cols2 * 9 + t, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-            d1 += tl.load(src).to(tl.float32) * tap1
-            if PAIR:
-                d2 += tl.load(src + CH).to(tl.float32) * tap2
+                tap2 = tl.load(taps_ptr + t * TAP_ROW + taps2, mask=col_ok, other=0.0).to(d2.dtype)[None, :]
+                d2 = tl.fma(tl.load(src + CH).to(d2.dtype), tap2, d2)
+        s1 = d1.to(tl.float32)
+        s2 = d2.to(tl.float32)
         if HAS_DW_BIAS:
-            d1 += tl.load(dw_b_ptr + cols1, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+            s1 += tl.load(dw_b_ptr + cols1, mask=col_ok, other=0.0).to(tl.float32)[None, :]
             if PAIR:
-                d2 += tl.load(dw_b_ptr + cols2, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        return d1, d2
+                s2 += tl.load(dw_b_ptr + cols2, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        return s1, s2
 
     @autotune(tile_configs(("TH", "TW", "BLOCK_P", "CHUNK", "num_warps", "PER_SM", "num_stages"),
                            [(*tile, 1) for tile in TILES]), key=["H", "W", "C", "HIDDEN", "GATE"], fits=_fits)
     @triton.jit
     def halo_block_kernel(
-        x_ptr, w_in_ptr, b_in_ptr, dw_w_ptr, dw_b_ptr, w_out_ptr, b_out_ptr, y_ptr, scratch_ptr,
+        x_ptr, w_in_ptr, b_in_ptr, taps_ptr, dw_b_ptr, w_out_ptr, b_out_ptr, y_ptr, scratch_ptr,
         B, H, W, eps, slot_elements,
-        C: tl.constexpr, HIDDEN: tl.constexpr, IN_COLS: tl.constexpr, IN_OFFSET: tl.constexpr, GATE: tl.constexpr,
-        OUT_PER_IMAGE: tl.constexpr,
+        C: tl.constexpr, HIDDEN: tl.constexpr, IN_COLS: tl.constexpr, IN_OFFSET: tl.constexpr, TAP_ROW: tl.constexpr,
+        GATE: tl.constexpr, OUT_PER_IMAGE: tl.constexpr,
         BLOCK_C: tl.constexpr, BIAS_FREE: tl.constexpr, HAS_DW_BIAS: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
         TH: tl.constexpr, TW: tl.constexpr, BLOCK_P: tl.constexpr, CHUNK: tl.constexpr, PER_SM: tl.constexpr,
     ):
-        # x and y (B, H, W, C) contiguous; w_in (C, IN_COLS), b_in, dw_b (IN_COLS,), dw_w (IN_COLS, 9);
+        # x and y (B, H, W, C) contiguous; w_in (C, IN_COLS), b_in, dw_b (IN_COLS,), taps (9, TAP_ROW),
+        # in IN_COLS / HIDDEN groups of HIDDEN channels, each TAP_ROW / (IN_COLS / HIDDEN) wide;
         # projected channel j < HIDDEN is column IN_OFFSET + j, its gate partner IN_OFFSET + HIDDEN + j;
         # w_out (HIDDEN, C), or with OUT_PER_IMAGE (B, HIDDEN, C). PER_SM only sizes the grid (the launcher's).
         HALO_BLOCKS: tl.constexpr = ((TH + 2) * (TW + 2) + BLOCK_P - 1) // BLOCK_P
+        TAP_GROUP: tl.constexpr = TAP_ROW // (IN_COLS // HIDDEN)
         dtype = x_ptr.dtype.element_ty
         tiles_w = tl.cdiv(W, TW)
         tiles_per_image = tl.cdiv(H, TH) * tiles_w
@@ -211,8 +262,10 @@ if triton is not None:
                 project_halo(xhat_slot, hidden_slot, w_in_ptr, b_in_ptr, IN_OFFSET + js, IN_OFFSET + HIDDEN + js, j_ok,
                              r0, c0, H, W, cs, c_ok, IN_COLS, GATE, TH, TW, BLOCK_P, BLOCK_C, CHUNK)
                 tl.debug_barrier()
-                d1, d2 = depthwise_inner(hidden_slot, dw_w_ptr, dw_b_ptr, IN_OFFSET + js, IN_OFFSET + HIDDEN + js, j_ok,
-                                         pi, pj, GATE, HAS_DW_BIAS, TH, TW, CHUNK)
+                tap_cols = IN_OFFSET // HIDDEN * TAP_GROUP + js
+                d1, d2 = depthwise_inner(hidden_slot, taps_ptr, dw_b_ptr, IN_OFFSET + js, IN_OFFSET + HIDDEN + js,
+                                         tap_cols, tap_cols + TAP_GROUP, j_ok, pi, pj, TAP_ROW, GATE, HAS_DW_BIAS,
+                                         TH, TW, CHUNK)
                 tl.debug_barrier()  # the next chunk rewrites the slot
                 if GATE:
                     g = gelu(d1) * d2
@@ -230,13 +283,14 @@ if triton is not None:
             tl.store(y_ptr + offsets, y.to(dtype), mask=mask)
 
 
-def launch_halo_block(kernel: Any, x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_weight: torch.Tensor,
+def launch_halo_block(kernel: Any, x: torch.Tensor, w_in_t: torch.Tensor, b_in: torch.Tensor, dw_taps: torch.Tensor,
                       dw_bias: torch.Tensor | None, w_out_t: torch.Tensor, b_out: torch.Tensor | None, eps: float,
                       bias_free: bool, hidden: int, in_offset: int, gate: bool, **tile: int) -> torch.Tensor:
     """One launch of ``kernel`` (the autotuned :data:`halo_block_kernel`, wrapped or not, or its
-    ``.fn`` with an explicit ``tile``): w_in_t (C, IN_COLS), b_in (IN_COLS,), dw_weight
-    (IN_COLS, 1, 3, 3), w_out_t (hidden, C) shared or (B, hidden, C) per image. x is read
-    channels-last (copied first if it is not), the result is written channels-last."""
+    ``.fn`` with an explicit ``tile``): w_in_t (C, IN_COLS), b_in (IN_COLS,), dw_taps
+    (:func:`depthwise_taps` of IN_COLS / hidden groups), w_out_t (hidden, C) shared or (B, hidden, C)
+    per image. x is read channels-last (copied first if it is not), the result is written
+    channels-last."""
     b, c, h, w = x.shape
     block_c = dot_block(c)
     x = x.contiguous(memory_format=torch.channels_last)
@@ -254,10 +308,10 @@ def launch_halo_block(kernel: Any, x: torch.Tensor, w_in_t: torch.Tensor, b_in: 
         tiles_total = b * cdiv(h, meta["TH"]) * cdiv(w, meta["TW"])
         return (min(tiles_total, sm_count(x.device) * meta["PER_SM"]),)
 
-    kernel[grid](x, w_in_t.contiguous(), b_in.contiguous(), dw_weight.reshape(-1, 9).contiguous(),
+    kernel[grid](x, w_in_t.contiguous(), b_in.contiguous(), dw_taps.contiguous(),
                  dw_bias if dw_bias is not None else b_in, w_out_t, b_out if b_out is not None else b_in,
                  out, scratch, b, h, w, eps, slot,
-                 C=c, HIDDEN=hidden, IN_COLS=w_in_t.shape[1], IN_OFFSET=in_offset, GATE=gate,
+                 C=c, HIDDEN=hidden, IN_COLS=w_in_t.shape[1], IN_OFFSET=in_offset, TAP_ROW=dw_taps.shape[1], GATE=gate,
                  OUT_PER_IMAGE=w_out_t.dim() == 3, BLOCK_C=block_c,
                  BIAS_FREE=bias_free, HAS_DW_BIAS=dw_bias is not None, HAS_OUT_BIAS=b_out is not None, **tile)
     return out

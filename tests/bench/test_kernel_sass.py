@@ -46,3 +46,26 @@ def test_command_line_prints_a_tile(capsys):
     assert main(["--channels", "64", "--tile", "2", "64", "2", "16"]) == 0
     printed = capsys.readouterr().out
     assert "tile pairs=2 channels=64 warps=2 rows=16" in printed and "an output element" in printed
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_halo_kernel_profile_places_its_loops_within_400_instructions_a_pixel():
+    """The whole-GDFN kernel at 48 channels, 16 x 16 tiles: every instruction placed in a part, the
+    depthwise taps in a loop of their own (unrolled, its loads spilled registers at 96 and 192
+    channels), within 400 warp instructions a pixel (531 with float32 sums from the convolution's
+    own layout of the taps)."""
+    from bench.kernel_sass import halo_block_profile, issue_floor_ms
+
+    profile = halo_block_profile(48, (16, 16, 64, 32, 8))
+    parts = profile["per_tile"]
+    assert profile["resources"]["STACK"] == 0
+    assert sum(parts.values()) == profile["total_per_tile"] and parts["taps"] > 0 and parts["project"] > 0
+    assert profile["warp_instructions_per_pixel"] < 400, profile
+    assert issue_floor_ms(400, 1280 * 720) == pytest.approx(400 * 1280 * 720 / (132 * 4 * 1.98e9) * 1e3)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_halo_command_line_names_each_tile(capsys):
+    assert main(["--halo", "192"]) == 0
+    printed = capsys.readouterr().out
+    assert "192 channels (hidden 512)" in printed and "tile (8, 8, 64, 32, 8)" in printed

@@ -35,7 +35,8 @@ def _weights(block: TransformerBlock) -> tuple:
     """The two passes' weights from a block: LN1 folded into the qkv projection; plain tensors."""
     norm = NormProjection(block.norm1, block.attn.qkv)
     conv = block.attn.qkv_dwconv
-    return tuple(None if t is None else t.detach() for t in (norm.weight_t, norm.bias, conv.weight, conv.bias))
+    weights = (norm.weight_t, norm.bias, ht.depthwise_taps(conv.weight, 3), conv.bias)
+    return tuple(None if t is None else t.detach() for t in weights)
 
 
 @pytest.mark.parametrize("norm_kind, bias, heads", [("WithBias", True, 2), ("BiasFree", False, 1)])
@@ -56,17 +57,19 @@ def test_references_are_the_blocks_attention_half(norm_kind, bias, heads):
 def test_bad_shapes_are_refused():
     x = torch.zeros(1, 8, 4, 4)
     with pytest.raises(ValueError, match=r"mdta_block expects x \(B, C, H, W\), w_qkv_t \(C, 3C\)"):
-        mb.mdta_cosine(x, torch.zeros(8, 16), torch.zeros(24), torch.zeros(24, 1, 3, 3), None, 1, 1e-5)
+        mb.mdta_cosine(x, torch.zeros(8, 16), torch.zeros(24), torch.zeros(9, 24), None, 1, 1e-5)
     with pytest.raises(ValueError, match="3 heads do not divide 8 channels"):
-        mb.mdta_cosine(x, torch.zeros(8, 24), torch.zeros(24), torch.zeros(24, 1, 3, 3), None, 3, 1e-5)
+        mb.mdta_cosine(x, torch.zeros(8, 24), torch.zeros(24), torch.zeros(9, 24), None, 3, 1e-5)
     with pytest.raises(ValueError, match=r"mixing matrices \(B, C, C\)"):
-        mb.mdta_apply(x, torch.zeros(8, 24), torch.zeros(24), torch.zeros(24, 1, 3, 3), None, torch.zeros(8, 8), None,
+        mb.mdta_apply(x, torch.zeros(8, 24), torch.zeros(24), torch.zeros(9, 24), None, torch.zeros(8, 8), None,
                       1e-5)
 
 
 def test_every_gopro_width_has_a_tile_and_wider_ones_take_the_references():
     for channels in (48, 96, 192, 384):  # heads of 48 channels
-        assert any(mb.gram_tile_fits(*tile, dot_block(channels), dot_block(48)) for tile in mb.GRAM_TILES), channels
+        for hopper in (True, False):
+            fitting = [t for t in mb.GRAM_TILES if mb.gram_tile_fits(*t, dot_block(channels), dot_block(48), hopper)]
+            assert fitting, (channels, hopper)
         assert ht.width_fits(channels)
     assert not any(mb.gram_tile_fits(*tile, dot_block(96), dot_block(96)) for tile in mb.GRAM_TILES)
     assert not ht.width_fits(1024)
@@ -86,7 +89,7 @@ for (b, c, heads, h, w), (th, tw, block_p), chunk, bias, bias_free in (
         ((2, 12, 2, 9, 23), (4, 8, 32), 16, True, False),
         ((1, 20, 1, 19, 40), (8, 16, 16), 16, False, True)):
     x = torch.randn(b, c, h, w).to(memory_format=torch.channels_last)
-    weights = (torch.randn(c, 3 * c) * 0.3, torch.randn(3 * c), torch.randn(3 * c, 1, 3, 3) * 0.3,
+    weights = (torch.randn(c, 3 * c) * 0.3, torch.randn(3 * c), ht.depthwise_taps(torch.randn(3 * c, 1, 3, 3) * 0.3, 3),
                torch.randn(3 * c) if bias else None)
     partials = mb.launch_mdta_gram(mb.mdta_gram_kernel.fn, x, *weights, heads, 1e-5, bias_free, TH=th, TW=tw,
                                    BLOCK_P=block_p, num_warps=4)
@@ -120,10 +123,11 @@ def test_no_tile_spills_registers(capability):
     sm_87 (Jetson Orin) without spills, within the card's shared memory."""
     for tile in mb.GRAM_TILES:
         th, tw, block_p, warps = tile
-        c = max(c for c in (48, 96, 192, 384) if mb.gram_tile_fits(*tile, dot_block(c), 64))
+        c = max(c for c in (48, 96, 192, 384) if mb.gram_tile_fits(*tile, dot_block(c), 64, capability >= 90))
         usage = cuda_resources(
-            mb.mdta_gram_kernel.fn, ("x_ptr", "w_in_ptr", "b_in_ptr", "dw_w_ptr", "dw_b_ptr", "out_ptr", "scratch_ptr"),
-            {"C": c, "HEADS": c // 48, "D": 48, "D_PAD": 64, "BLOCK_C": dot_block(c), "BIAS_FREE": False,
+            mb.mdta_gram_kernel.fn, ("x_ptr", "w_in_ptr", "b_in_ptr", "taps_ptr", "dw_b_ptr", "out_ptr", "scratch_ptr"),
+            {"C": c, "TAP_ROW": 3 * ht.tap_group(c), "HEADS": c // 48, "D": 48, "D_PAD": 64, "BLOCK_C": dot_block(c),
+             "BIAS_FREE": False,
              "HAS_DW_BIAS": False, "TH": th, "TW": tw, "BLOCK_P": block_p}, warps,
             unaligned=("H", "W", "slot_elements"), scalars={"eps": "fp32"}, stages=1, capability=capability)
         assert fits(usage, capability), ("pass 1", capability, c, tile, usage)
@@ -131,8 +135,9 @@ def test_no_tile_spills_registers(capability):
                                                                                     capability >= 90, t[3], t[4]))
     usage = cuda_resources(
         ht.halo_block_kernel.fn,
-        ("x_ptr", "w_in_ptr", "b_in_ptr", "dw_w_ptr", "dw_b_ptr", "w_out_ptr", "b_out_ptr", "y_ptr", "scratch_ptr"),
-        {"C": 384, "HIDDEN": 384, "IN_COLS": 3 * 384, "IN_OFFSET": 2 * 384, "GATE": False, "OUT_PER_IMAGE": True,
+        ("x_ptr", "w_in_ptr", "b_in_ptr", "taps_ptr", "dw_b_ptr", "w_out_ptr", "b_out_ptr", "y_ptr", "scratch_ptr"),
+        {"C": 384, "HIDDEN": 384, "IN_COLS": 3 * 384, "IN_OFFSET": 2 * 384, "TAP_ROW": 3 * 384, "GATE": False,
+         "OUT_PER_IMAGE": True,
          "BLOCK_C": 512, "BIAS_FREE": False, "HAS_DW_BIAS": False, "HAS_OUT_BIAS": True, "TH": th, "TW": tw,
          "BLOCK_P": block_p, "CHUNK": chunk, "PER_SM": per_sm},
         warps, unaligned=("B", "H", "W", "slot_elements"), scalars={"eps": "fp32"}, stages=1, capability=capability)
@@ -147,13 +152,13 @@ def test_compile_sees_the_output_shapes_and_layout():
             return torch.empty(*shape, device="cuda", dtype=torch.float16)
 
         x = empty(2, 96, 720, 1280)
-        partials = torch.ops.hidiff.mdta_gram_partials(x, empty(96, 288), empty(288), empty(288, 1, 3, 3), None, 2,
+        partials = torch.ops.hidiff.mdta_gram_partials(x, empty(96, 288), empty(288), empty(9, 288), None, 2,
                                                        1e-5, False)
         # 2 images x 2 heads: 3 programs per SM (99 per (image, head) on an H100's 132 SMs)
         split = mb.gram_split(2, 2, 720, 1280, sm_count(torch.device("cuda")))
         assert split == cdiv(3 * sm_count(torch.device("cuda")), 4)
         assert partials.shape == (2, 2, split, 50, 48) and partials.dtype == torch.float32
-        out = torch.ops.hidiff.mdta_apply(x, empty(96, 288), empty(288), empty(288, 1, 3, 3), None, empty(2, 96, 96),
+        out = torch.ops.hidiff.mdta_apply(x, empty(96, 288), empty(288), empty(9, 288), None, empty(2, 96, 96),
                                           None, 1e-5, False)
         assert out.shape == (2, 96, 720, 1280) and out.is_contiguous(memory_format=torch.channels_last)
 

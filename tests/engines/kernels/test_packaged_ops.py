@@ -29,10 +29,10 @@ CASES = {
     "prior_attention": (lambda: (_half(1, C, 2 * TOKENS), _half(1, 2 * TOKENS).float(), _half(1, 2 * TOKENS, C),
                                  None, TOKENS, 1e-5, False), C),
     "head_gram_partials": (lambda: (2,), 2 * C),
-    "gdfn_block": (lambda: (_half(C, 2 * HIDDEN), _half(2 * HIDDEN), _half(2 * HIDDEN, 1, 3, 3), None, _half(HIDDEN, C),
+    "gdfn_block": (lambda: (_half(C, 2 * HIDDEN), _half(2 * HIDDEN), _half(9, 2 * HIDDEN), None, _half(HIDDEN, C),
                             None, 1e-5, False), C),
-    "mdta_gram_partials": (lambda: (_half(C, 3 * C), _half(3 * C), _half(3 * C, 1, 3, 3), None, 1, 1e-5, False), C),
-    "mdta_apply": (lambda: (_half(C, 3 * C), _half(3 * C), _half(3 * C, 1, 3, 3), _half(3 * C), _half(1, C, C) * 0.1,
+    "mdta_gram_partials": (lambda: (_half(C, 3 * C), _half(3 * C), _half(9, 3 * C), None, 1, 1e-5, False), C),
+    "mdta_apply": (lambda: (_half(C, 3 * C), _half(3 * C), _half(9, 3 * C), _half(3 * C), _half(1, C, C) * 0.1,
                             _half(C), 1e-5, False), C),
 }
 
