@@ -66,9 +66,10 @@ def tile_fits(th: int, tw: int, block_p: int, block_c: int, hopper: bool = True,
               warps: int = 8) -> bool:
     """Whether a tile of th x tw pixels with BLOCK_P-pixel blocks and CHUNK-channel chunks, run by
     ``warps`` warps, holds a (padded) width of block_c channels, on a Hopper GPU or
-    (``hopper=False``) an earlier one, where 16 warps and 32-channel chunks of maps of 128
-    channels or more spill registers; 16 warps spill on any GPU beyond 128 channels."""
-    if not hopper and (warps > 8 or (chunk >= 32 and block_c >= 128)):
+    (``hopper=False``) an earlier one, where 16 warps, and 32-channel chunks of maps of 128
+    channels or more or of tiles of 64 pixels, spill registers; 16 warps spill on any GPU beyond 128
+    channels."""
+    if not hopper and (warps > 8 or (chunk >= 32 and (block_c >= 128 or th * tw <= 64))):
         return False
     if warps > 8 and block_c > 128:  # 16 warps hold 128 registers a thread: at 256 channels they spill
         return False
@@ -148,31 +149,26 @@ if triton is not None:
                      normalize(xr, c_ok, C, eps, BIAS_FREE).to(xhat_slot.dtype.element_ty))
 
     @triton.jit
-    def project_halo(xhat_slot, hidden_slot, w_in_ptr, b_in_ptr, cols1, cols2, col_ok, r0, c0, H, W, cs, c_ok,
+    def project_halo(xhat_slot, hidden_slot, w_in_ptr, b_in_ptr, base1, base2, count, r0, c0, H, W, cs, c_ok,
                      IN_COLS: tl.constexpr, PAIR: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
                      BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, CH: tl.constexpr):
-        """x_hat W_in[:, cols1] + b_in[cols1] over the halo tile, zero outside the image, into the
-        slot's first CH columns; with PAIR, the same of ``cols2`` into the next CH. W_in is (C, IN_COLS)."""
+        """x_hat W_in[:, base1 + i] + b_in[base1 + i] over the halo tile for the CH channels i (zeros
+        from i = ``count`` on, and outside the image) into the slot's first CH columns; with PAIR
+        base2 + i into the next CH, in the same product (one tensor-core product of 2 CH columns a
+        block of pixels, one store). W_in is (C, IN_COLS)."""
         HALO_BLOCKS: tl.constexpr = ((TH + 2) * (TW + 2) + BLOCK_P - 1) // BLOCK_P
-        w_mask = c_ok[:, None] & col_ok[None, :]
-        w1 = tl.load(w_in_ptr + cs[:, None] * IN_COLS + cols1[None, :], mask=w_mask, other=0.0)
-        bias1 = tl.load(b_in_ptr + cols1, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        if PAIR:
-            w2 = tl.load(w_in_ptr + cs[:, None] * IN_COLS + cols2[None, :], mask=w_mask, other=0.0)
-            bias2 = tl.load(b_in_ptr + cols2, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        hs = tl.arange(0, CH)
+        N: tl.constexpr = CH * (1 + PAIR)
+        ns = tl.arange(0, N)
+        i = ns % CH
+        cols = tl.where(ns < CH, base1, base2) + i
+        ok = i < count
+        w = tl.load(w_in_ptr + cs[:, None] * IN_COLS + cols[None, :], mask=c_ok[:, None] & ok[None, :], other=0.0)
+        bias = tl.load(b_in_ptr + cols, mask=ok, other=0.0).to(tl.float32)[None, :]
         for blk in range(HALO_BLOCKS):
             q, row, col, inside = halo_pixels(blk, r0, c0, H, W, TH, TW, BLOCK_P)
             a = tl.load(xhat_slot + q[:, None] * BLOCK_C + cs[None, :])
-            # Both products before the stores: a store between them keeps a second copy of ``a`` in
-            # registers (a third more of them at 384 channels).
-            h1 = tl.where(inside[:, None], tl.dot(a, w1) + bias1, 0.0)
-            if PAIR:
-                h2 = tl.where(inside[:, None], tl.dot(a, w2) + bias2, 0.0)
-            dst = hidden_slot + q[:, None] * (2 * CH) + hs[None, :]
-            tl.store(dst, h1.to(hidden_slot.dtype.element_ty))
-            if PAIR:
-                tl.store(dst + CH, h2.to(hidden_slot.dtype.element_ty))
+            h = tl.where(inside[:, None], tl.dot(a, w) + bias, 0.0)
+            tl.store(hidden_slot + q[:, None] * (2 * CH) + ns[None, :], h.to(hidden_slot.dtype.element_ty))
 
     @triton.jit
     def unseen(n: tl.constexpr):
@@ -259,8 +255,8 @@ if triton is not None:
             for j0 in range(0, HIDDEN, CHUNK):
                 js = j0 + hs
                 j_ok = js < HIDDEN
-                project_halo(xhat_slot, hidden_slot, w_in_ptr, b_in_ptr, IN_OFFSET + js, IN_OFFSET + HIDDEN + js, j_ok,
-                             r0, c0, H, W, cs, c_ok, IN_COLS, GATE, TH, TW, BLOCK_P, BLOCK_C, CHUNK)
+                project_halo(xhat_slot, hidden_slot, w_in_ptr, b_in_ptr, IN_OFFSET + j0, IN_OFFSET + HIDDEN + j0,
+                             HIDDEN - j0, r0, c0, H, W, cs, c_ok, IN_COLS, GATE, TH, TW, BLOCK_P, BLOCK_C, CHUNK)
                 tl.debug_barrier()
                 tap_cols = IN_OFFSET // HIDDEN * TAP_GROUP + js
                 d1, d2 = depthwise_inner(hidden_slot, taps_ptr, dw_b_ptr, IN_OFFSET + js, IN_OFFSET + HIDDEN + js,

@@ -176,7 +176,7 @@ if triton is not None:
             normalize_halo(x_ptr + image, xhat_slot, r0, c0, H, W, cs, c_ok, eps, C, BIAS_FREE, TH, TW, BLOCK_P,
                            BLOCK_C)
             tl.debug_barrier()
-            project_halo(xhat_slot, qk_slot, w_in_ptr, b_in_ptr, q_cols, k_cols, d_ok, r0, c0, H, W, cs, c_ok,
+            project_halo(xhat_slot, qk_slot, w_in_ptr, b_in_ptr, head * D, C + head * D, D, r0, c0, H, W, cs, c_ok,
                          3 * C, True, TH, TW, BLOCK_P, BLOCK_C, D_PAD)
             tl.debug_barrier()
             dq, dk = depthwise_inner(qk_slot, taps_ptr, dw_b_ptr, q_cols, k_cols, head * D + ds,
