@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -265,6 +266,9 @@ print("ran", sorted(opened))
 """
     done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", script, str(cuda_packages)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
+    if os.environ.get("HIDIFF_CASE_LOG"):  # bench/gpu_suite.sh's log: the output outlives a run cut off before pytest reports
+        with open(os.environ["HIDIFF_CASE_LOG"], "a") as log:
+            log.write(f"=== packages opened {before}: exit {done.returncode}\n{done.stdout}\n{done.stderr}\n")
     assert done.returncode == 0 and "ran ['denoise_step', 'le_dm', 'restormer']" in done.stdout, \
         f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-4000:]}"
 
