@@ -266,7 +266,7 @@ print("ran", sorted(opened))
 """
     done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", script, str(cuda_packages)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
-    if os.environ.get("HIDIFF_CASE_LOG"):  # bench/gpu_suite.sh's log: the output outlives a run cut off before pytest reports
+    if os.environ.get("HIDIFF_CASE_LOG"):  # gpu_suite.sh's log, kept where a run is cut off before pytest reports
         with open(os.environ["HIDIFF_CASE_LOG"], "a") as log:
             log.write(f"=== packages opened {before}: exit {done.returncode}\n{done.stdout}\n{done.stderr}\n")
     assert done.returncode == 0 and "ran ['denoise_step', 'le_dm', 'restormer']" in done.stdout, \
