@@ -104,9 +104,10 @@ def gated_dwconv_loop(channels: int, pairs: int, block_c: int, warps: int, rows:
 def gopro_hidden(channels: int) -> int:
     """The GoPro Restormer's GDFN hidden width at a block of ``channels``, padded to a multiple of
     hidiff.aligned_channels.ALIGNMENT as the fastest form pads it."""
+    from engines.kernels.support import cdiv
     from hidiff.aligned_channels import ALIGNMENT
 
-    return -(-int(2.66 * channels) // ALIGNMENT) * ALIGNMENT
+    return cdiv(int(2.66 * channels), ALIGNMENT) * ALIGNMENT
 
 
 # An H100 SXM: SMs, warp schedulers per SM (one instruction a cycle each) and its highest clock.
@@ -136,7 +137,7 @@ def halo_block_profile(channels: int, tile: Sequence[int], capability: int = 90)
     aligned = [name for name in types if name.endswith("_ptr") or name in ("H", "W", "slot_elements")]
     compiled = compile_cuda(kernel, types, constants, warps, 1, aligned, capability)
     sass = cuobjdump(compiled, "-sass")
-    addresses = [int(address, 16) for address, _ in _INSTRUCTION.findall(sass)]
+    program = [(int(address, 16), text) for address, text in _INSTRUCTION.findall(sass)]
     spans = loop_spans(sass)
 
     def inside(inner: tuple[int, int], outer: tuple[int, int]) -> bool:
@@ -144,11 +145,10 @@ def halo_block_profile(channels: int, tile: Sequence[int], capability: int = 90)
 
     def own(span: tuple[int, int]) -> int:  # instructions of a loop outside the loops it holds
         nested = [s for s in spans if inside(s, span)]
-        return sum(1 for a in addresses if span[0] <= a <= span[1] and not any(s[0] <= a <= s[1] for s in nested))
+        return sum(1 for a, _ in program if span[0] <= a <= span[1] and not any(s[0] <= a <= s[1] for s in nested))
 
     def has(span: tuple[int, int], opcode: str) -> bool:
-        return any(span[0] <= int(a, 16) <= span[1] and re.search(rf"\b{opcode}\b", text)
-                   for a, text in _INSTRUCTION.findall(sass))
+        return any(span[0] <= a <= span[1] and re.search(rf"\b{opcode}\b", text) for a, text in program)
 
     def depth(span: tuple[int, int]) -> int:
         return sum(inside(span, other) for other in spans)

@@ -179,8 +179,8 @@ if triton is not None:
             project_halo(xhat_slot, qk_slot, w_in_ptr, b_in_ptr, head * D, C + head * D, D, r0, c0, H, W, cs, c_ok,
                          3 * C, True, TH, TW, BLOCK_P, BLOCK_C, D_PAD)
             tl.debug_barrier()
-            dq, dk = depthwise_inner(qk_slot, taps_ptr, dw_b_ptr, q_cols, k_cols, head * D + ds,
-                                     TAP_ROW // 3 + head * D + ds, d_ok, p // TW, p % TW, TAP_ROW, True,
+            dq, dk = depthwise_inner(qk_slot, taps_ptr, dw_b_ptr, q_cols, k_cols, q_cols, TAP_ROW // 3 + q_cols, d_ok,
+                                     p // TW, p % TW, TAP_ROW, True,
                                      HAS_DW_BIAS, TH, TW, D_PAD)
             tl.debug_barrier()  # the next tile rewrites the slot
             inner = (((r0 + p // TW) < H) & ((c0 + p % TW) < W))[:, None]

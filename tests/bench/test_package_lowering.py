@@ -16,6 +16,7 @@ from conftest import tiny_config
 
 from bench import package_lowering
 from bench.inputs import ImageSize
+from engines.kernels.support import empty_channels_last
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 
@@ -51,8 +52,7 @@ if importlib.util.find_spec("triton") is not None:
 
     @torch.library.triton_op("hidiff_test::copy_strided", mutates_args=())
     def _copy_strided(x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        return _launch(x, torch.empty_strided(x.shape, (c * h * w, 1, w * c, c), device=x.device, dtype=x.dtype))
+        return _launch(x, empty_channels_last(x))
 
 
 class _AroundOneOp(torch.nn.Module):
